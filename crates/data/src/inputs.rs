@@ -1,0 +1,129 @@
+//! Turning the user's input arguments (files, directories, globs) into a list of Parquet files.
+//!
+//! The order is deterministic (patterns in order, each one's matches sorted) because the positional
+//! identity of a token without id columns is `(file index, row)`: the same arguments must always
+//! give the same file indices.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use crate::error::{DataError, Result};
+
+/// Resolves input patterns to Parquet files.
+///
+/// Each pattern is a file (taken as is), a directory (every `*.parquet` file directly inside it,
+/// sorted, skipping names that start with `.` or `_` such as `_SUCCESS` or temporary files), or a
+/// glob (matches sorted; hidden files only when the pattern spells the dot). The result keeps the
+/// patterns' order and drops later repeats of a file.
+///
+/// # Errors
+/// [`DataError::NotFound`] when a pattern without glob characters names nothing,
+/// [`DataError::NoMatch`] when a directory or glob yields no Parquet file,
+/// [`DataError::BadPattern`] for a malformed glob and [`DataError::Io`] when a directory cannot be
+/// listed.
+pub fn resolve_inputs(patterns: &[String]) -> Result<Vec<PathBuf>> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for pattern in patterns {
+        for path in resolve_one(pattern)? {
+            if seen.insert(path.clone()) {
+                out.push(path);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn resolve_one(pattern: &str) -> Result<Vec<PathBuf>> {
+    let path = Path::new(pattern);
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    if path.is_dir() {
+        let entries = std::fs::read_dir(path).map_err(|e| DataError::io(path, e))?;
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| DataError::io(path, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || name.starts_with('_') || !name.ends_with(".parquet") {
+                continue;
+            }
+            let p = entry.path();
+            if p.is_file() {
+                files.push(p);
+            }
+        }
+        files.sort();
+        if files.is_empty() {
+            return Err(DataError::NoMatch { pattern: pattern.to_string() });
+        }
+        return Ok(files);
+    }
+    if !pattern.contains(['*', '?', '[']) {
+        return Err(DataError::NotFound { path: path.to_path_buf() });
+    }
+    let options = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: true,
+    };
+    let paths = glob::glob_with(pattern, options)
+        .map_err(|e| DataError::BadPattern { pattern: pattern.to_string(), message: e.to_string() })?;
+    let mut files = Vec::new();
+    for entry in paths {
+        let p = entry.map_err(|e| DataError::io(&e.path().to_path_buf(), e.into_error()))?;
+        if p.is_file() {
+            files.push(p);
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(DataError::NoMatch { pattern: pattern.to_string() });
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(p: &Path) {
+        std::fs::write(p, b"x").unwrap();
+    }
+
+    #[test]
+    fn files_directories_and_globs() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for name in ["b.parquet", "a.parquet", "_SUCCESS", ".hidden.parquet", "_tmp.parquet", "notes.txt"] {
+            touch(&d.join(name));
+        }
+        std::fs::create_dir(d.join("sub")).unwrap();
+        touch(&d.join("sub/c.parquet"));
+
+        let s = |p: &Path| p.to_string_lossy().into_owned();
+        let got = resolve_inputs(&[s(d)]).unwrap();
+        assert_eq!(got, vec![d.join("a.parquet"), d.join("b.parquet")]);
+
+        let got = resolve_inputs(&[s(&d.join("sub/c.parquet")), format!("{}/*.parquet", s(d))]).unwrap();
+        assert_eq!(got, vec![d.join("sub/c.parquet"), d.join("_tmp.parquet"), d.join("a.parquet"), d.join("b.parquet")]);
+
+        // Repeats are dropped, first position wins.
+        let got = resolve_inputs(&[s(&d.join("b.parquet")), s(d)]).unwrap();
+        assert_eq!(got, vec![d.join("b.parquet"), d.join("a.parquet")]);
+    }
+
+    #[test]
+    fn errors_name_the_pattern() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_string_lossy().into_owned();
+        let e = resolve_inputs(&[format!("{d}/missing.parquet")]).unwrap_err();
+        assert!(matches!(e, DataError::NotFound { .. }), "{e}");
+        let pat = format!("{d}/*.parquet");
+        let e = resolve_inputs(std::slice::from_ref(&pat)).unwrap_err();
+        assert_eq!(e.to_string(), format!("no Parquet files match \"{pat}\""));
+        let e = resolve_inputs(&[d.clone()]).unwrap_err();
+        assert!(matches!(e, DataError::NoMatch { .. }), "{e}");
+    }
+}

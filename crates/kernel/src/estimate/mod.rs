@@ -1,0 +1,7 @@
+//! Local and global intrinsic-dimension estimators.
+
+mod local;
+mod twonn;
+
+pub use local::{pointwise_lid, LidConfig, LidStats, PointLid};
+pub use twonn::{check_discard, fit_ratios, kept_ratios, twonn_from_distances, Estimator};

@@ -1,0 +1,323 @@
+//! Exact k-nearest-neighbour search of query batches against a reference matrix.
+//!
+//! Two paths give the same answer (the k rows with the smallest exact distance, ties broken by
+//! reference row order):
+//! - **gemm** (any dimension): reference and queries are centred on the reference mean, the float32
+//!   cross term of `|q - r|^2 = |q|^2 + |r|^2 - 2 q.r` comes from a blocked GEMM, candidates within
+//!   a proven error window of the k-th score survive ([`topk`]), and the survivors are re-ranked by
+//!   exact float64 distances ([`crate::rows`]). Centring removes the common offset that makes the
+//!   expansion lose its digits; the window catches whatever rounding is left.
+//! - **kd-tree** (`kiddo`, low dimensions): exact float64 coordinates, used where the benchmark
+//!   shows it is faster.
+
+mod gemm;
+mod kdtree;
+mod topk;
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::error::{KernelError, Result};
+use crate::rows::{sq_dist_f64, sq_norm_f64, Rows};
+
+pub(crate) use gemm::cross_product;
+pub use kdtree::{kdtree_supports, KDTREE_DIMS};
+
+/// Queries per parallel work item: one GEMM panel, kept in the worker's cache while all reference
+/// tiles stream past it.
+const QUERY_BLOCK: usize = 128;
+/// Reference rows per GEMM tile.
+const REF_TILE: usize = 2048;
+/// Unit roundoff of float32.
+const U32: f64 = f32::EPSILON as f64 / 2.0;
+
+/// How to search.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SearchStrategy {
+    /// The k-d tree where it is supported and measured faster, else the GEMM path.
+    #[default]
+    Auto,
+    /// Always the GEMM path.
+    Gemm,
+    /// The k-d tree (only for dimensions in [`KDTREE_DIMS`]).
+    KdTree,
+}
+
+/// Largest dimension at which [`SearchStrategy::Auto`] picks the k-d tree; measured by
+/// `lidscope bench --kdtree` (see the README for the figures).
+pub const KDTREE_AUTO_MAX_DIM: usize = 8;
+/// Below this many reference rows the GEMM path is always at least as fast.
+const KDTREE_AUTO_MIN_ROWS: usize = 4096;
+
+/// A reference matrix prepared for repeated exact searches.
+pub struct KnnIndex {
+    data: Vec<f32>,
+    n: usize,
+    dim: usize,
+    mean: Vec<f64>,
+    centred: Vec<f32>,
+    norms: Vec<f32>,
+    max_norm: f64,
+    kdtree: Option<kdtree::KdIndex>,
+}
+
+/// The k nearest reference rows of each query, nearest first.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Neighbours {
+    /// Neighbours per query.
+    pub k: usize,
+    /// `queries x k` reference row indices, row-major.
+    pub indices: Vec<u32>,
+    /// `queries x k` exact Euclidean distances (float64), row-major, ascending.
+    pub distances: Vec<f64>,
+}
+
+impl Neighbours {
+    /// Number of queries.
+    pub fn len(&self) -> usize {
+        if self.k == 0 {
+            0
+        } else {
+            self.indices.len() / self.k
+        }
+    }
+
+    /// True when there are no queries.
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+
+    /// Reference rows of query `i`, nearest first.
+    pub fn indices_of(&self, i: usize) -> &[u32] {
+        &self.indices[i * self.k..(i + 1) * self.k]
+    }
+
+    /// Distances of query `i`, ascending.
+    pub fn distances_of(&self, i: usize) -> &[f64] {
+        &self.distances[i * self.k..(i + 1) * self.k]
+    }
+}
+
+/// What a search did, for benchmarks and progress reporting.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct KnnStats {
+    /// Queries answered.
+    pub queries: u64,
+    /// Candidates re-ranked in float64 (at least `queries * k` on the GEMM path).
+    pub refined: u64,
+    /// Whether the k-d tree answered.
+    pub kdtree: bool,
+    /// Wall seconds.
+    pub seconds: f64,
+}
+
+impl KnnIndex {
+    /// Prepares `reference` for searches.
+    ///
+    /// # Errors
+    /// [`KernelError::NonFinite`] for NaN or infinite values; [`KernelError::Shape`] for more than
+    /// `u32::MAX` rows; [`KernelError::Parameter`] when `strategy` asks for a k-d tree in an
+    /// unsupported dimension.
+    pub fn new(reference: Rows<'_>, strategy: SearchStrategy) -> Result<Self> {
+        reference.check_finite()?;
+        let (n, dim) = (reference.len(), reference.dim());
+        if n > u32::MAX as usize {
+            return Err(KernelError::Shape { expected: format!("at most {} reference rows", u32::MAX), got: n.to_string() });
+        }
+        let data = reference.as_slice().to_vec();
+        let mut mean = vec![0.0f64; dim];
+        for i in 0..n {
+            for (m, v) in mean.iter_mut().zip(reference.row(i)) {
+                *m += *v as f64;
+            }
+        }
+        if n > 0 {
+            mean.iter_mut().for_each(|m| *m /= n as f64);
+        }
+        let centred = centre(reference, &mean);
+        let norms: Vec<f32> = centred.par_chunks(dim).map(|r| sq_norm_f64(r) as f32).collect();
+        let max_norm = norms.iter().fold(0.0f64, |a, b| a.max(*b as f64)).sqrt();
+        let use_tree = match strategy {
+            SearchStrategy::Gemm => false,
+            SearchStrategy::KdTree => {
+                if !kdtree_supports(dim) {
+                    return Err(KernelError::Parameter(format!("no k-d tree for dimension {dim} (supported: {KDTREE_DIMS:?})")));
+                }
+                true
+            }
+            SearchStrategy::Auto => kdtree_supports(dim) && dim <= KDTREE_AUTO_MAX_DIM && n >= KDTREE_AUTO_MIN_ROWS,
+        };
+        let kdtree = if use_tree { kdtree::KdIndex::build(&data, dim) } else { None };
+        Ok(Self { data, n, dim, mean, centred, norms, max_norm, kdtree })
+    }
+
+    /// Number of reference rows.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// True when the reference is empty.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Values per row.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The reference rows as given.
+    pub fn rows(&self) -> Rows<'_> {
+        Rows::try_new(&self.data, self.n, self.dim).expect("shape checked at construction")
+    }
+
+    /// Whether searches go through the k-d tree.
+    pub fn uses_kdtree(&self) -> bool {
+        self.kdtree.is_some()
+    }
+
+    /// The `k` nearest reference rows of every query.
+    ///
+    /// `exclude[i] = Some(r)` removes reference row `r` from query `i`'s candidates: a query that
+    /// is itself a reference row does not count itself.
+    ///
+    /// # Errors
+    /// [`KernelError::Shape`] when dimensions differ or `exclude` has the wrong length;
+    /// [`KernelError::TooFewPoints`] when the reference cannot supply `k` neighbours;
+    /// [`KernelError::NonFinite`] for NaN or infinite query values.
+    pub fn knn(&self, queries: Rows<'_>, k: usize, exclude: Option<&[Option<u32>]>) -> Result<(Neighbours, KnnStats)> {
+        let start = Instant::now();
+        self.check_queries(queries, k, exclude)?;
+        queries.check_finite()?;
+        let nq = queries.len();
+        let mut out = Neighbours { k, indices: vec![0; nq * k], distances: vec![0.0; nq * k] };
+        let skip = |i: usize| exclude.and_then(|e| e[i]);
+        let refined: u64 = if let Some(tree) = &self.kdtree {
+            out.indices
+                .par_chunks_mut(k)
+                .zip(out.distances.par_chunks_mut(k))
+                .enumerate()
+                .map(|(i, (idx, dist))| tree.search(&self.data, self.dim, queries.row(i), k, skip(i), idx, dist))
+                .sum()
+        } else {
+            let qc = centre(queries, &self.mean);
+            out.indices
+                .par_chunks_mut(QUERY_BLOCK * k)
+                .zip(out.distances.par_chunks_mut(QUERY_BLOCK * k))
+                .enumerate()
+                .map(|(b, (idx, dist))| {
+                    let lo = b * QUERY_BLOCK;
+                    let hi = (lo + QUERY_BLOCK).min(nq);
+                    let skips: Vec<Option<u32>> = (lo..hi).map(skip).collect();
+                    self.search_block(&qc[lo * self.dim..hi * self.dim], queries, lo, &skips, k, idx, dist)
+                })
+                .sum()
+        };
+        let stats = KnnStats { queries: nq as u64, refined, kdtree: self.kdtree.is_some(), seconds: start.elapsed().as_secs_f64() };
+        Ok((out, stats))
+    }
+
+    fn check_queries(&self, queries: Rows<'_>, k: usize, exclude: Option<&[Option<u32>]>) -> Result<()> {
+        if queries.dim() != self.dim {
+            return Err(KernelError::Shape { expected: format!("queries of dimension {}", self.dim), got: format!("dimension {}", queries.dim()) });
+        }
+        if let Some(e) = exclude {
+            if e.len() != queries.len() {
+                return Err(KernelError::Shape { expected: format!("{} exclusions", queries.len()), got: e.len().to_string() });
+            }
+            if let Some(r) = e.iter().flatten().find(|r| **r as usize >= self.n) {
+                return Err(KernelError::Shape { expected: format!("excluded rows below {}", self.n), got: r.to_string() });
+            }
+        }
+        if k == 0 {
+            return Err(KernelError::Parameter("k must be at least 1".into()));
+        }
+        let excludes_any = exclude.is_some_and(|e| e.iter().any(Option::is_some));
+        let needed = k + usize::from(excludes_any);
+        if self.n < needed {
+            return Err(KernelError::TooFewPoints { n: self.n, k, needed });
+        }
+        Ok(())
+    }
+
+    /// One block of queries against all reference tiles; returns the number of refined candidates.
+    #[allow(clippy::too_many_arguments)]
+    fn search_block(
+        &self,
+        qc: &[f32],
+        queries: Rows<'_>,
+        first: usize,
+        skips: &[Option<u32>],
+        k: usize,
+        idx: &mut [u32],
+        dist: &mut [f64],
+    ) -> u64 {
+        let d = self.dim;
+        let m = skips.len();
+        // Error bound of one score s = |r|^2 - 2 q.r from centred float32 data: the dot product's
+        // worst-case accumulation error (d terms, plus the rounding of both centred inputs) and the
+        // rounding of the norm and of the final sum; see Higham, Accuracy and Stability, 3.1.
+        let gamma = (d as f64 + 6.0) * U32 / (1.0 - (d as f64 + 6.0) * U32);
+        let mut cands: Vec<topk::Candidates> = (0..m)
+            .map(|i| {
+                let qn = sq_norm_f64(&qc[i * d..(i + 1) * d]).sqrt();
+                let bound = gamma * (2.0 * qn * self.max_norm + self.max_norm * self.max_norm);
+                topk::Candidates::new(k, (2.0 * bound * 1.0001) as f32)
+            })
+            .collect();
+        let mut tile = vec![0.0f32; m * REF_TILE];
+        for rs in (0..self.n).step_by(REF_TILE) {
+            let rb = REF_TILE.min(self.n - rs);
+            cross_product(&mut tile, qc, m, &self.centred[rs * d..(rs + rb) * d], rb, d, -2.0);
+            for (i, c) in cands.iter_mut().enumerate() {
+                c.offer(&tile[i * rb..(i + 1) * rb], &self.norms[rs..rs + rb], rs as u32, skips[i]);
+            }
+        }
+        let mut refined = 0u64;
+        let mut exact: Vec<(f64, u32)> = Vec::new();
+        for (i, c) in cands.into_iter().enumerate() {
+            let q = queries.row(first + i);
+            exact.clear();
+            exact.extend(c.finish().into_iter().map(|(_, r)| (sq_dist_f64(q, self.row(r as usize)), r)));
+            refined += exact.len() as u64;
+            take_k_nearest(&mut exact, k, &mut idx[i * k..(i + 1) * k], &mut dist[i * k..(i + 1) * k]);
+        }
+        refined
+    }
+
+    #[inline]
+    pub(crate) fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+/// Sorts `(squared distance, row)` pairs by distance, then row, and writes the first `k`.
+pub(crate) fn take_k_nearest(pairs: &mut [(f64, u32)], k: usize, idx: &mut [u32], dist: &mut [f64]) {
+    debug_assert!(pairs.len() >= k);
+    let by = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+    if pairs.len() > k {
+        pairs.select_nth_unstable_by(k - 1, by);
+    }
+    let head = &mut pairs[..k];
+    head.sort_unstable_by(by);
+    for (j, (d2, r)) in head.iter().enumerate() {
+        idx[j] = *r;
+        dist[j] = d2.sqrt();
+    }
+}
+
+/// `rows - mean`, computed in float64 and stored as float32.
+fn centre(rows: Rows<'_>, mean: &[f64]) -> Vec<f32> {
+    let d = rows.dim();
+    let mut out = vec![0.0f32; rows.len() * d];
+    out.par_chunks_mut(d).enumerate().for_each(|(i, o)| {
+        for ((o, v), m) in o.iter_mut().zip(rows.row(i)).zip(mean) {
+            *o = (*v as f64 - m) as f32;
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests;

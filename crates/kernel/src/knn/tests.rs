@@ -1,0 +1,106 @@
+//! Oracle tests: every search path against a naive float64 brute force.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+
+fn naive(refs: &[f32], qs: &[f32], d: usize, k: usize, skip: &[Option<u32>]) -> Vec<Vec<u32>> {
+    qs.chunks_exact(d)
+        .enumerate()
+        .map(|(i, q)| {
+            let mut all: Vec<(f64, u32)> = refs
+                .chunks_exact(d)
+                .enumerate()
+                .filter(|(j, _)| skip[i] != Some(*j as u32))
+                .map(|(j, r)| (q.iter().zip(r).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>(), j as u32))
+                .collect();
+            all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            all[..k].iter().map(|p| p.1).collect()
+        })
+        .collect()
+}
+
+/// Points near a low-dimensional subspace, offset far from the origin: the float32 expansion
+/// alone loses most of its digits here.
+fn far_cloud(rng: &mut ChaCha8Rng, n: usize, d: usize, offset: f32, spread: f32) -> Vec<f32> {
+    let basis: Vec<f32> = (0..3 * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+    (0..n)
+        .flat_map(|_| {
+            let c: [f32; 3] = std::array::from_fn(|_| rng.random_range(-spread..spread));
+            let noise: Vec<f32> = (0..d).map(|_| rng.random_range(-1e-3..1e-3)).collect();
+            let basis = &basis;
+            (0..d).map(move |p| offset + c[0] * basis[p] + c[1] * basis[d + p] + c[2] * basis[2 * d + p] + noise[p]).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn check(strategy: SearchStrategy, n: usize, nq: usize, d: usize, k: usize, offset: f32, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let refs = far_cloud(&mut rng, n, d, offset, 0.5);
+    let qs: Vec<f32> = refs[..nq * d].to_vec();
+    let skip: Vec<Option<u32>> = (0..nq as u32).map(|i| if i % 3 == 0 { None } else { Some(i) }).collect();
+    let index = KnnIndex::new(Rows::try_new(&refs, n, d).unwrap(), strategy).unwrap();
+    let (nb, stats) = index.knn(Rows::try_new(&qs, nq, d).unwrap(), k, Some(&skip)).unwrap();
+    let want = naive(&refs, &qs, d, k, &skip);
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(nb.indices_of(i), w.as_slice(), "query {i} ({strategy:?}, n={n}, d={d}, k={k})");
+        assert!(nb.distances_of(i).windows(2).all(|p| p[0] <= p[1]));
+    }
+    assert!(stats.refined >= (nq * k) as u64);
+}
+
+#[test]
+fn gemm_path_matches_oracle() {
+    for &(n, d, k) in &[(17, 3, 16), (300, 17, 7), (2049 + 13, 385, 33), (130, 5, 128)] {
+        check(SearchStrategy::Gemm, n, n.min(150), d, k, 0.0, n as u64);
+        check(SearchStrategy::Gemm, n, n.min(150), d, k, 100.0, n as u64 + 1);
+    }
+}
+
+#[test]
+fn kdtree_path_matches_oracle() {
+    for &d in &[2usize, 3, 8, 32] {
+        check(SearchStrategy::KdTree, 700, 200, d, 20, 0.0, d as u64);
+        check(SearchStrategy::KdTree, 700, 200, d, 20, 50.0, d as u64 + 7);
+    }
+}
+
+#[test]
+fn ties_go_to_the_lower_row() {
+    // Four reference points at distance 1 from the query, and one farther.
+    let refs = [1.0f32, 0.0, 0.0, 1.0, -1.0, 0.0, 0.0, -1.0, 3.0, 3.0];
+    let q = [0.0f32, 0.0];
+    for s in [SearchStrategy::Gemm, SearchStrategy::KdTree] {
+        let index = KnnIndex::new(Rows::from_flat(&refs, 2).unwrap(), s).unwrap();
+        let (nb, _) = index.knn(Rows::from_flat(&q, 2).unwrap(), 3, None).unwrap();
+        assert_eq!(nb.indices_of(0), &[0, 1, 2], "{s:?}");
+    }
+}
+
+#[test]
+fn too_few_rows_and_bad_shapes() {
+    let refs = vec![0.0f32; 3 * 4];
+    let index = KnnIndex::new(Rows::from_flat(&refs, 4).unwrap(), SearchStrategy::Gemm).unwrap();
+    let q = vec![0.0f32; 4];
+    let qr = Rows::from_flat(&q, 4).unwrap();
+    assert!(index.knn(qr, 3, None).is_ok());
+    assert!(matches!(index.knn(qr, 3, Some(&[Some(0)])), Err(KernelError::TooFewPoints { n: 3, k: 3, needed: 4 })));
+    let q3 = vec![0.0f32; 3];
+    assert!(matches!(index.knn(Rows::from_flat(&q3, 3).unwrap(), 1, None), Err(KernelError::Shape { .. })));
+}
+
+#[test]
+fn same_answer_on_one_and_two_threads() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let (n, d) = (1500, 96);
+    let refs = far_cloud(&mut rng, n, d, 20.0, 1.0);
+    let run = |threads| {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
+            let index = KnnIndex::new(Rows::try_new(&refs, n, d).unwrap(), SearchStrategy::Gemm).unwrap();
+            let cfg = crate::LidConfig { k: 24, ..Default::default() };
+            crate::pointwise_lid(&index, index.rows(), &cfg, None).unwrap().0
+        })
+    };
+    assert_eq!(run(1), run(2));
+}
