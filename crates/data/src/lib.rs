@@ -1,1 +1,48 @@
-//! placeholder
+//! lidscope's Arrow/Parquet contracts: which files make a corpus, how embeddings and token
+//! identities are read from them, how the reference sample is drawn, and how results, references
+//! and manifests are written.
+//!
+//! This crate knows nothing of the kernel or DataFusion: it hands out row-major `Vec<f32>` matrices
+//! and Arrow record batches, and every error it returns names the file, column and row at fault.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use lidscope_data::{inspect, resolve_inputs, sample_reference, CorpusSpec, SampleConfig};
+//!
+//! let files = resolve_inputs(&["corpus/".to_string()])?;
+//! let spec = CorpusSpec {
+//!     files,
+//!     embedding_column: "hidden_L6".into(),
+//!     id_columns: vec!["seq_id".into(), "position".into()],
+//! };
+//! let info = inspect(&spec)?;
+//! let reference = sample_reference(&spec, &info, &SampleConfig { pool: 150_000, size: 60_000, seed: 42 })?;
+//! println!("{} reference rows of dimension {}", reference.len(), reference.dim);
+//! # Ok::<(), lidscope_data::DataError>(())
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![warn(rustdoc::broken_intra_doc_links)]
+
+mod embedding;
+mod error;
+mod identity;
+mod inputs;
+mod manifest;
+mod reader;
+mod reference;
+mod sample;
+#[cfg(test)]
+mod test_util;
+mod writer;
+
+pub use embedding::{decode_embeddings, embedding_field_dim};
+pub use error::{DataError, Result};
+pub use identity::{canonical_identity_type, positional_key, priority, IdentityEncoder};
+pub use inputs::resolve_inputs;
+pub use manifest::{read_manifest, write_manifest, Manifest};
+pub use reader::{inspect, CorpusBatch, CorpusInfo, CorpusReader, CorpusSpec};
+pub use reference::{read_reference, vectors_sha256, write_reference, Reference};
+pub use sample::{sample_reference, SampleConfig, SampleStats};
+pub use writer::{write_atomic, AtomicParquetWriter};

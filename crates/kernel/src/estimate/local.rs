@@ -5,7 +5,8 @@
 //! distances. Above [`DIRECT_MAX_DIM`] the `k x k` distances come from a float32 Gram matrix of the
 //! neighbourhood centred on its own mean (so the expansion keeps its digits), the two nearest are
 //! accepted only when the third is farther by more than the error bound, and the two chosen
-//! distances are recomputed in float64. Rows that fail the gap test are recomputed exactly.
+//! distances are recomputed in float64. Where the gap is too small, every point within the error
+//! window is re-ranked exactly.
 
 use std::time::Instant;
 
@@ -204,9 +205,13 @@ fn neighbourhood_ratios(index: &KnnIndex, nbrs: &[u32], s: &mut Scratch) -> u64 
                 push_best(&mut s.best[i], sq_dist_f64(row(i), row(top[0].1)));
                 push_best(&mut s.best[i], sq_dist_f64(row(i), row(top[1].1)));
             } else {
+                // Too close to call: re-rank exactly every point that can be among the two nearest.
                 fallbacks += 1;
+                let edge = top[1].0 + 2.0 * bound;
                 for j in (0..k).filter(|j| *j != i) {
-                    push_best(&mut s.best[i], sq_dist_f64(row(i), row(j)));
+                    if s.norms[i] + s.norms[j] - 2.0 * s.gram[i * k + j] as f64 <= edge {
+                        push_best(&mut s.best[i], sq_dist_f64(row(i), row(j)));
+                    }
                 }
             }
         }

@@ -26,9 +26,9 @@ pub use kdtree::{kdtree_supports, KDTREE_DIMS};
 
 /// Queries per parallel work item: one GEMM panel, kept in the worker's cache while all reference
 /// tiles stream past it.
-const QUERY_BLOCK: usize = 128;
+const QUERY_BLOCK: usize = 512;
 /// Reference rows per GEMM tile.
-const REF_TILE: usize = 2048;
+const REF_TILE: usize = 1024;
 /// Unit roundoff of float32.
 const U32: f64 = f32::EPSILON as f64 / 2.0;
 

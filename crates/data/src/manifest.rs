@@ -1,0 +1,127 @@
+//! The run manifest: one JSON file per run recording what was measured, how, and with which
+//! reference, so that results can be trusted, compared and resumed without re-reading them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DataError, Result};
+use crate::sample::SampleStats;
+use crate::writer::write_atomic;
+
+/// Everything a run records about itself (written last, atomically: its presence marks a complete
+/// run).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always `lidscope`.
+    pub tool: String,
+    /// The tool version that produced the run.
+    pub version: String,
+    /// Seconds since the Unix epoch when the run finished.
+    pub created_unix: u64,
+    /// The input patterns (or resolved files) as given.
+    pub corpus: Vec<String>,
+    /// The embedding column.
+    pub embedding_column: String,
+    /// The identity columns (empty: positional identity).
+    #[serde(default)]
+    pub id_columns: Vec<String>,
+    /// Embedding dimension.
+    pub dim: usize,
+    /// Corpus rows measured.
+    pub rows: u64,
+    /// Mean LID over all measured rows.
+    pub mean_lid: f64,
+    /// Neighbourhood size.
+    pub k: usize,
+    /// Estimator name, e.g. `twonn`.
+    pub estimator: String,
+    /// TwoNN discard fraction.
+    pub discard_fraction: f64,
+    /// Rows in the reference.
+    pub reference_rows: usize,
+    /// `sample` when drawn from the corpus, otherwise the reference file's path.
+    pub reference_source: String,
+    /// [`crate::vectors_sha256`] of the reference vectors.
+    pub reference_sha256: String,
+    /// Sampling figures when the reference was drawn from the corpus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<SampleStats>,
+    /// Sampling seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Sampling pool size asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<usize>,
+    /// Reference size asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_size: Option<usize>,
+    /// Global TwoNN estimate of the reference.
+    pub global_twonn: f64,
+    /// Run keys (model, checkpoint, layer, dataset) that partition the results.
+    #[serde(default)]
+    pub partition: BTreeMap<String, String>,
+    /// Wall-clock seconds of the whole run.
+    pub elapsed_seconds: f64,
+    /// Seconds per phase (`inspect`, `sample`, `knn`, `write`, ...).
+    #[serde(default)]
+    pub timings: BTreeMap<String, f64>,
+    /// Result part files, relative to the output directory.
+    #[serde(default)]
+    pub files: Vec<String>,
+}
+
+/// Reads a manifest.
+///
+/// # Errors
+/// [`DataError::Io`] when the file cannot be read, [`DataError::Json`] when it is not a manifest.
+pub fn read_manifest(path: &Path) -> Result<Manifest> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|source| DataError::Json { path: path.to_path_buf(), source })
+}
+
+/// Writes a manifest as pretty JSON, atomically.
+///
+/// # Errors
+/// [`DataError::Io`] naming the file.
+pub fn write_manifest(path: &Path, manifest: &Manifest) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(manifest).map_err(|source| DataError::Json { path: path.to_path_buf(), source })?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manifest.json");
+        let mut m = Manifest {
+            tool: "lidscope".into(),
+            version: "0.1.0".into(),
+            corpus: vec!["c/*.parquet".into()],
+            embedding_column: "emb".into(),
+            dim: 384,
+            rows: 10,
+            mean_lid: 9.5,
+            k: 128,
+            reference_source: "sample".into(),
+            sample: Some(SampleStats { pool_requested: 10, pool_rows: 10, duplicates_dropped: 1, requested: 5, rows: 5 }),
+            seed: Some(42),
+            ..Default::default()
+        };
+        m.timings.insert("knn".into(), 1.5);
+        write_manifest(&path, &m).unwrap();
+        assert_eq!(read_manifest(&path).unwrap(), m);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"duplicates_dropped\": 1"), "{text}");
+        assert!(!text.contains("\"pool\""), "absent options are omitted: {text}");
+
+        std::fs::write(&path, b"{\"tool\": 1}").unwrap();
+        let e = read_manifest(&path).unwrap_err();
+        assert!(e.to_string().starts_with(&format!("{}: invalid JSON", path.display())), "{e}");
+    }
+}

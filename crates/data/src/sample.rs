@@ -1,0 +1,345 @@
+//! The paper's reference sample, chosen by token identity.
+//!
+//! The pool is the `pool` rows with the smallest seeded [`priority`] of their identity key; walking
+//! it in ascending priority, rows whose vector is bit-identical to an earlier kept one are dropped
+//! and the first `size` survivors form the reference. Because the choice depends only on the seed
+//! and the identities, every checkpoint of a model is measured against the same tokens.
+//!
+//! Memory stays at about `pool` keys plus `size` vectors: pass 1 reads only the id columns and keeps
+//! a bounded max-heap; pass 2 reads (with a Parquet row selection) the pool rows' embeddings only to
+//! hash them; pass 3 reads the vectors to keep; a fourth pass runs only when hashes say a row
+//! repeats an earlier vector, to confirm it byte for byte.
+
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::Hasher;
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use parquet::arrow::arrow_reader::RowSelection;
+use serde::{Deserialize, Serialize};
+
+use crate::embedding::decode_embeddings;
+use crate::error::{DataError, Result};
+use crate::identity::{describe_positional, positional_key, priority, IdentityEncoder};
+use crate::reader::{open_builder, projection, CorpusInfo, CorpusReader, CorpusSpec};
+use crate::reference::Reference;
+
+/// How to draw the reference sample (paper: pool 150,000, size 60,000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleConfig {
+    /// Rows in the seeded random pool.
+    pub pool: usize,
+    /// Rows to keep after dropping duplicate vectors.
+    pub size: usize,
+    /// Seed of the identity priority order.
+    pub seed: u64,
+}
+
+/// What sampling produced, for the manifest: fewer rows than asked is not an error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SampleStats {
+    /// The pool size asked for.
+    pub pool_requested: usize,
+    /// Rows actually in the pool (less when the corpus is smaller).
+    pub pool_rows: usize,
+    /// Pool rows dropped because their vector repeats an earlier kept one.
+    pub duplicates_dropped: usize,
+    /// The reference size asked for.
+    pub requested: usize,
+    /// Rows in the reference.
+    pub rows: usize,
+}
+
+/// A pool candidate, ordered by (priority, key): the max-heap evicts the largest.
+#[derive(PartialEq, Eq)]
+struct Cand {
+    p: u64,
+    key: Box<[u8]>,
+    file: u32,
+    row: u64,
+}
+
+impl Ord for Cand {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.p, &self.key).cmp(&(other.p, &other.key))
+    }
+}
+
+impl PartialOrd for Cand {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Draws the reference sample of a corpus (see the module docs for the exact semantics).
+///
+/// A repeated identity is an error whenever it reaches the pool (rows outside the pool are not
+/// compared, which would take memory proportional to the corpus).
+///
+/// # Errors
+/// [`DataError::InvalidArgument`] when `size == 0` or `pool < size`; [`DataError::DuplicateIdentity`]
+/// naming both rows; any read or decode error of the pool rows (null or non-finite embedding,
+/// dimension mismatch, unreadable file).
+pub fn sample_reference(spec: &CorpusSpec, info: &CorpusInfo, cfg: &SampleConfig) -> Result<Reference> {
+    if cfg.size == 0 {
+        return Err(DataError::InvalidArgument("the reference size must be at least 1".into()));
+    }
+    if cfg.pool < cfg.size {
+        return Err(DataError::InvalidArgument(format!(
+            "the pool ({}) must be at least the reference size ({})",
+            cfg.pool, cfg.size
+        )));
+    }
+    let encoder = if spec.id_columns.is_empty() {
+        None
+    } else {
+        Some(IdentityEncoder::new(&info.schema, &spec.id_columns, &spec.files[0])?)
+    };
+    let pool = select_pool(spec, info, cfg, encoder.as_ref())?;
+    let mut vectors = VectorSource { spec, info, dim: info.dim, dim_file: info.dim.map(|_| 0) };
+
+    // Pass 2: a 128-bit hash of each pool row's vector.
+    let mut hashes = vec![0u128; pool.len()];
+    let mut buf = Vec::new();
+    vectors.read(&pool, (0..pool.len()).collect(), |i, v| {
+        hashes[i] = hash_vector(v, &mut buf);
+    })?;
+    let dim = vectors.dim.unwrap_or(0);
+
+    // Walk the pool: rows with a new hash are kept (they surely differ from all kept rows); rows
+    // with a seen hash are suspects, confirmed byte for byte below.
+    let mut first_with_hash: HashMap<u128, usize> = HashMap::new();
+    let mut prefix = Vec::new();
+    let mut kept = 0;
+    for (i, h) in hashes.iter().enumerate() {
+        if kept == cfg.size {
+            break;
+        }
+        prefix.push(i);
+        if first_with_hash.insert(*h, i).is_none() {
+            kept += 1;
+        }
+    }
+    let (hash_kept, suspects): (Vec<usize>, Vec<usize>) = prefix.iter().partition(|&&i| first_with_hash[&hashes[i]] == i);
+
+    // Pass 3: vectors of the hash-distinct rows.
+    let mut store: HashMap<usize, Vec<f32>> = HashMap::with_capacity(hash_kept.len());
+    vectors.read(&pool, hash_kept.clone(), |i, v| {
+        store.insert(i, v.to_vec());
+    })?;
+    // Pass 4: suspects equal to the first row of their hash are duplicates; others (a hash
+    // collision) keep their own vector for the exact walk below.
+    let mut duplicate = vec![false; pool.len()];
+    if !suspects.is_empty() {
+        let mut collided = HashMap::new();
+        vectors.read(&pool, suspects, |i, v| {
+            let first = &store[&first_with_hash[&hashes[i]]];
+            if same_bits(first, v) {
+                duplicate[i] = true;
+            } else {
+                collided.insert(i, v.to_vec());
+            }
+        })?;
+        store.extend(collided);
+    }
+
+    // Exact walk over the prefix.
+    let mut chosen: Vec<usize> = Vec::with_capacity(cfg.size);
+    let mut chosen_by_hash: HashMap<u128, Vec<usize>> = HashMap::new();
+    let mut duplicates_dropped = 0;
+    for &i in &prefix {
+        if chosen.len() == cfg.size {
+            break;
+        }
+        let same_hash = chosen_by_hash.entry(hashes[i]).or_default();
+        if duplicate[i] || same_hash.iter().any(|&j| same_bits(&store[&j], &store[&i])) {
+            duplicates_dropped += 1;
+            continue;
+        }
+        same_hash.push(i);
+        chosen.push(i);
+    }
+
+    let mut embeddings = Vec::with_capacity(chosen.len() * dim);
+    for i in &chosen {
+        embeddings.extend_from_slice(&store[i]);
+    }
+    let keys: Vec<Box<[u8]>> = chosen.iter().map(|&i| pool[i].key.clone()).collect();
+    let ids = match &encoder {
+        Some(enc) => enc.decode(&keys)?,
+        None => positional_ids(spec, chosen.iter().map(|&i| &pool[i])),
+    };
+    let stats = SampleStats {
+        pool_requested: cfg.pool,
+        pool_rows: pool.len(),
+        duplicates_dropped,
+        requested: cfg.size,
+        rows: chosen.len(),
+    };
+    tracing::info!(pool = stats.pool_rows, duplicates = duplicates_dropped, rows = stats.rows, "reference sample drawn");
+    Ok(Reference { ids, keys, embeddings, dim, stats })
+}
+
+/// Pass 1: the `pool` candidates of smallest (priority, key), in ascending order.
+fn select_pool(spec: &CorpusSpec, info: &CorpusInfo, cfg: &SampleConfig, encoder: Option<&IdentityEncoder>) -> Result<Vec<Cand>> {
+    let describe = |key: &[u8]| encoder.map_or_else(|| describe_positional(key), |e| e.describe(key));
+    let duplicate = |a: &Cand, b: &Cand| DataError::DuplicateIdentity {
+        identity: describe(&a.key),
+        first_path: spec.files[a.file as usize].clone(),
+        first_row: a.row,
+        second_path: spec.files[b.file as usize].clone(),
+        second_row: b.row,
+    };
+    let mut heap: BinaryHeap<Cand> = BinaryHeap::with_capacity(cfg.pool.min(info.total_rows as usize) + 1);
+    let reader = CorpusReader::new(spec, info, 64 * 1024, false, Some(spec.id_columns.clone()))?;
+    for batch in reader {
+        let batch = batch?;
+        let file = u32::try_from(batch.file_index).map_err(|_| DataError::InvalidArgument("more than 2^32 input files".into()))?;
+        let path = &spec.files[batch.file_index];
+        let keys = match encoder {
+            Some(e) => e.encode(&batch.columns, path, batch.first_row)?,
+            None => (0..batch.columns.num_rows() as u64).map(|r| positional_key(file, batch.first_row + r)).collect(),
+        };
+        for (r, key) in keys.into_iter().enumerate() {
+            let p = priority(cfg.seed, &key);
+            let cand = Cand { p, key, file, row: batch.first_row + r as u64 };
+            if heap.len() == cfg.pool {
+                let top = heap.peek().expect("pool is not empty");
+                match cand.cmp(top) {
+                    std::cmp::Ordering::Greater => continue,
+                    std::cmp::Ordering::Equal => return Err(duplicate(top, &cand)),
+                    std::cmp::Ordering::Less => {
+                        let evicted = heap.pop().expect("pool is not empty");
+                        heap.push(cand);
+                        // Two equal candidates are adjacent maxima: one leaving exposes the other.
+                        if let Some(top) = heap.peek().filter(|t| **t == evicted) {
+                            return Err(duplicate(top, &evicted));
+                        }
+                    }
+                }
+            } else {
+                heap.push(cand);
+            }
+        }
+    }
+    let pool = heap.into_sorted_vec();
+    if let Some(w) = pool.windows(2).find(|w| w[0].cmp(&w[1]).is_eq()) {
+        let (a, b) = if (w[0].file, w[0].row) <= (w[1].file, w[1].row) { (&w[0], &w[1]) } else { (&w[1], &w[0]) };
+        return Err(duplicate(a, b));
+    }
+    Ok(pool)
+}
+
+/// Identity columns for a corpus without id columns: the file path and the row within it.
+fn positional_ids<'a>(spec: &CorpusSpec, cands: impl Iterator<Item = &'a Cand>) -> RecordBatch {
+    let (files, rows): (Vec<String>, Vec<u64>) =
+        cands.map(|c| (spec.files[c.file as usize].display().to_string(), c.row)).unzip();
+    positional_batch(files, rows)
+}
+
+pub(crate) fn positional_batch(files: Vec<String>, rows: Vec<u64>) -> RecordBatch {
+    let schema = Schema::new(vec![Field::new("file", DataType::Utf8, false), Field::new("row", DataType::UInt64, false)]);
+    RecordBatch::try_new(Arc::new(schema), vec![Arc::new(StringArray::from(files)), Arc::new(UInt64Array::from(rows))])
+        .expect("columns match the schema")
+}
+
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// Two SipHash passes (one salted) over the vector's little-endian bytes.
+fn hash_vector(v: &[f32], buf: &mut Vec<u8>) -> u128 {
+    buf.clear();
+    buf.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+    let mut a = std::hash::DefaultHasher::new();
+    a.write(buf);
+    let mut b = std::hash::DefaultHasher::new();
+    b.write_u64(0x9e37_79b9_7f4a_7c15);
+    b.write(buf);
+    ((a.finish() as u128) << 64) | b.finish() as u128
+}
+
+/// Reads the embeddings of chosen pool rows with a Parquet row selection, file by file.
+struct VectorSource<'a> {
+    spec: &'a CorpusSpec,
+    info: &'a CorpusInfo,
+    dim: Option<usize>,
+    dim_file: Option<usize>,
+}
+
+impl VectorSource<'_> {
+    /// Calls `f(pool index, vector)` for every pool index in `which`, in file order.
+    fn read(&mut self, pool: &[Cand], mut which: Vec<usize>, mut f: impl FnMut(usize, &[f32])) -> Result<()> {
+        which.sort_by_key(|&i| (pool[i].file, pool[i].row));
+        let column = &self.spec.embedding_column;
+        for group in which.chunk_by(|&a, &b| pool[a].file == pool[b].file) {
+            let file = pool[group[0]].file as usize;
+            let path = &self.spec.files[file];
+            let rows: Vec<u64> = group.iter().map(|&i| pool[i].row).collect();
+            let builder = open_builder(path)?;
+            let mask = projection(&builder, path, &[column.as_str()])?;
+            let selection = RowSelection::from_consecutive_ranges(ranges(&rows).into_iter(), self.info.rows_per_file[file] as usize);
+            let reader = builder
+                .with_projection(mask)
+                .with_row_selection(selection)
+                .with_batch_size(8192)
+                .build()
+                .map_err(|source| DataError::Parquet { path: path.clone(), source })?;
+            let mut done = 0;
+            for batch in reader {
+                let batch = batch.map_err(|e| DataError::arrow(path, e))?;
+                let n = batch.num_rows();
+                let at = |r: u64| rows[done + r as usize];
+                let (values, dim) = decode_embeddings(batch.column(0).as_ref(), path, column, 0, self.dim)
+                    .map_err(|e| self.remap(e, file, at))?;
+                if self.dim.is_none() && n > 0 {
+                    self.dim = Some(dim);
+                    self.dim_file = Some(file);
+                }
+                for r in 0..n {
+                    f(group[done + r], &values[r * dim..(r + 1) * dim]);
+                }
+                done += n;
+            }
+            if done != rows.len() {
+                return Err(DataError::invalid(path, column, None, format!("expected {} selected rows, read {done}", rows.len())));
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns batch-relative rows of a decode error into rows of the file.
+    fn remap(&self, e: DataError, file: usize, at: impl Fn(u64) -> u64) -> DataError {
+        match e {
+            DataError::InvalidValue { path, column, row, message } => DataError::InvalidValue { path, column, row: row.map(at), message },
+            DataError::NonFinite { path, column, row, element, value } => DataError::NonFinite { path, column, row: at(row), element, value },
+            DataError::DimensionMismatch { path, column, row, found, expected, .. } => {
+                let origin = match self.dim_file {
+                    Some(f) if f != file => format!(" in {}", self.spec.files[f].display()),
+                    _ => " (other rows of this file)".to_string(),
+                };
+                DataError::DimensionMismatch { path, column, row: at(row), found, expected, origin }
+            }
+            other => other,
+        }
+    }
+}
+
+/// Sorted rows as maximal runs of consecutive rows.
+fn ranges(rows: &[u64]) -> Vec<Range<usize>> {
+    let mut out: Vec<Range<usize>> = Vec::new();
+    for &r in rows {
+        let r = r as usize;
+        match out.last_mut() {
+            Some(last) if last.end == r => last.end = r + 1,
+            _ => out.push(r..r + 1),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "sample_tests.rs"]
+mod tests;
