@@ -1,1 +1,59 @@
-fn main() {}
+//! `lidscope`: local intrinsic dimension of language-model embeddings, token by token.
+//!
+//! A thin binary over the workspace's libraries: it parses arguments, sets up logging and
+//! progress, and calls `lidscope-engine`. Exit codes: 0 success, 1 failure, 2 usage error.
+
+mod args;
+mod bench;
+mod demo;
+mod progress;
+mod run_cmd;
+mod synth;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use args::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let result = match &cli.command {
+        Command::Run(a) => run_cmd::main(a, cli.quiet),
+        Command::Demo(a) => demo::main(a, cli.quiet),
+        Command::Bench(a) => bench::main(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("lidscope: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `LIDSCOPE_LOG` (or `RUST_LOG`) sets the filter; `-v`/`-q` move the default level.
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = std::env::var("LIDSCOPE_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}

@@ -8,7 +8,10 @@
 use std::path::Path;
 
 use arrow::array::{Array, AsArray, FixedSizeListArray, GenericListArray, OffsetSizeTrait};
-use arrow::datatypes::{DataType, Float16Type, Float32Type, Float64Type};
+use arrow::datatypes::{ArrowPrimitiveType, DataType, Float16Type, Float32Type, Float64Type};
+
+/// Arrow's half-precision float (the `half` crate's `f16`), named without depending on `half`.
+type F16 = <Float16Type as ArrowPrimitiveType>::Native;
 
 use crate::error::{DataError, Result};
 
@@ -37,7 +40,7 @@ pub fn embedding_field_dim(data_type: &DataType) -> std::result::Result<Option<u
 
 /// The float values under a list array, whatever their width.
 enum Floats<'a> {
-    F16(&'a [arrow::datatypes::f16]),
+    F16(&'a [F16]),
     F32(&'a [f32]),
     F64(&'a [f64]),
 }
@@ -233,7 +236,7 @@ mod tests {
 
     use arrow::array::{FixedSizeListArray, Float16Array, Float32Array, Float64Array, LargeListArray, ListArray, StringArray};
     use arrow::buffer::{NullBuffer, OffsetBuffer};
-    use arrow::datatypes::{f16, Field};
+    use arrow::datatypes::Field;
 
     use super::*;
 
@@ -267,7 +270,7 @@ mod tests {
         let f64s = Float64Array::from(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let a = ListArray::new(Arc::new(Field::new("item", DataType::Float64, true)), offsets.clone(), Arc::new(f64s), None);
         assert_eq!(dec(&a, None).unwrap(), (vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3));
-        let f16s = Float16Array::from(vec![f16::from_f32(0.5); 6]);
+        let f16s = Float16Array::from(vec![F16::from_f32(0.5); 6]);
         let a = ListArray::new(Arc::new(Field::new("item", DataType::Float16, true)), offsets, Arc::new(f16s), None);
         assert_eq!(dec(&a, None).unwrap(), (vec![0.5; 6], 3));
         let a = LargeListArray::new(

@@ -72,7 +72,10 @@ fn resolve_one(pattern: &str) -> Result<Vec<PathBuf>> {
         .map_err(|e| DataError::BadPattern { pattern: pattern.to_string(), message: e.to_string() })?;
     let mut files = Vec::new();
     for entry in paths {
-        let p = entry.map_err(|e| DataError::io(&e.path().to_path_buf(), e.into_error()))?;
+        let p = entry.map_err(|e| {
+            let path = e.path().to_path_buf();
+            DataError::io(&path, e.into())
+        })?;
         if p.is_file() {
             files.push(p);
         }
@@ -123,7 +126,7 @@ mod tests {
         let pat = format!("{d}/*.parquet");
         let e = resolve_inputs(std::slice::from_ref(&pat)).unwrap_err();
         assert_eq!(e.to_string(), format!("no Parquet files match \"{pat}\""));
-        let e = resolve_inputs(&[d.clone()]).unwrap_err();
+        let e = resolve_inputs(std::slice::from_ref(&d)).unwrap_err();
         assert!(matches!(e, DataError::NoMatch { .. }), "{e}");
     }
 }

@@ -167,7 +167,7 @@ pub fn write_reference(path: &Path, r: &Reference, embedding_column: &str) -> Re
 #[track_caller]
 pub fn vectors_sha256(embeddings: &[f32], dim: usize) -> String {
     assert!(
-        (dim == 0 && embeddings.is_empty()) || (dim > 0 && embeddings.len() % dim == 0),
+        (dim == 0 && embeddings.is_empty()) || (dim > 0 && embeddings.len().is_multiple_of(dim)),
         "{} values are not rows of dimension {dim}",
         embeddings.len()
     );

@@ -118,7 +118,8 @@ pub fn sample_reference(spec: &CorpusSpec, info: &CorpusInfo, cfg: &SampleConfig
             break;
         }
         prefix.push(i);
-        if first_with_hash.insert(*h, i).is_none() {
+        if let std::collections::hash_map::Entry::Vacant(e) = first_with_hash.entry(*h) {
+            e.insert(i);
             kept += 1;
         }
     }

@@ -29,6 +29,7 @@
 mod error;
 mod estimate;
 mod knn;
+mod rate;
 mod rows;
 
 pub use error::{KernelError, Result};
@@ -36,6 +37,7 @@ pub use estimate::{
     check_discard, fit_ratios, kept_ratios, pointwise_lid, twonn_from_distances, Estimator, LidConfig, LidStats, PointLid,
 };
 pub use knn::{kdtree_supports, KnnIndex, KnnStats, Neighbours, SearchStrategy, KDTREE_AUTO_MAX_DIM, KDTREE_DIMS};
+pub use rate::sgemm_gflops;
 pub use rows::Rows;
 
 /// Global TwoNN of a reference set: each row's two nearest other rows, then the TwoNN fit.

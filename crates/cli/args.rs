@@ -1,0 +1,183 @@
+//! Command-line arguments (clap derive). First doc line = `-h`, the rest = `--help`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Local intrinsic dimension (LID) of language-model embeddings, token by token.
+///
+/// lidscope reads per-token hidden states from Parquet, finds each token's k nearest reference
+/// tokens, estimates TwoNN LID on that neighbourhood, and writes Parquet tables you can query.
+#[derive(Parser, Debug)]
+#[command(name = "lidscope", version, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); LIDSCOPE_LOG or RUST_LOG override.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors; no progress bar, no summary line.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Measure per-token LID of a corpus and write result tables.
+    #[command(after_long_help = RUN_EXAMPLES)]
+    Run(RunArgs),
+    /// Generate a small synthetic corpus and run on it: a first look, no data needed.
+    #[command(after_long_help = DEMO_EXAMPLES)]
+    Demo(DemoArgs),
+    /// Benchmark the paper's setting (60,000 x 768, k = 128) against the machine's sgemm rate.
+    #[command(after_long_help = BENCH_EXAMPLES)]
+    Bench(BenchArgs),
+}
+
+const RUN_EXAMPLES: &str = "Examples:
+  # The paper's setting: 60,000-token reference sampled from a 150,000-token pool, k = 128
+  lidscope run --corpus hidden/layer6/ --embedding-column hidden_L6 \\
+               --id-columns seq_id,position --out results/layer6
+
+  # Against a fixed reference file, maximum-likelihood TwoNN, machine-readable summary
+  lidscope run --corpus 'ckpt-*/part-*.parquet' --embedding-column emb --id-columns seq_id,position \\
+               --reference ref.parquet --estimator twonn-mle --out results/mle --json";
+
+const DEMO_EXAMPLES: &str = "Examples:
+  lidscope demo
+  lidscope demo --rows 20000 --dim 256 --out /tmp/lidscope-demo --overwrite";
+
+const BENCH_EXAMPLES: &str = "Examples:
+  # The issue's benchmark: 60,000 x 768, k = 128, corpus as its own reference
+  lidscope bench
+  # A quicker look, and the k-d tree crossover table
+  lidscope bench --rows 10000 --kdtree --json";
+
+/// Local estimator.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum EstimatorArg {
+    /// TwoNN, least squares through the origin (the paper's).
+    Twonn,
+    /// TwoNN maximum likelihood, ratios beyond the kept fraction censored.
+    TwonnMle,
+}
+
+/// Neighbour search path.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum SearchArg {
+    /// k-d tree in low dimensions where it is faster, GEMM otherwise.
+    Auto,
+    /// Blocked float32 GEMM with exact float64 re-ranking.
+    Gemm,
+    /// kiddo k-d tree (low dimensions only).
+    Kdtree,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Corpus: Parquet files, directories of Parquet files, or globs.
+    #[arg(long, required = true, num_args = 1.., value_name = "PATH")]
+    pub corpus: Vec<String>,
+    /// The embedding column: FixedSizeList or List of Float16/Float32/Float64.
+    #[arg(long, value_name = "COL")]
+    pub embedding_column: String,
+    /// Output directory: data/*.parquet, reference.parquet, manifest.json.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Columns whose values name a token (e.g. seq_id,position).
+    ///
+    /// A corpus row with the same identity as a reference row is left out of its own
+    /// neighbourhood, and the reference sample is drawn by identity, so that every checkpoint of a
+    /// model gets the same tokens. Without it, identity is (file, row index).
+    #[arg(long, value_delimiter = ',', value_name = "C1,C2,...")]
+    pub id_columns: Vec<String>,
+    /// Neighbourhood size.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(3..))]
+    pub k: u32,
+    /// Local estimator.
+    #[arg(long, value_enum, default_value_t = EstimatorArg::Twonn)]
+    pub estimator: EstimatorArg,
+    /// Fraction of the largest distance ratios discarded by TwoNN.
+    #[arg(long, default_value_t = 0.1, value_parser = parse_fraction)]
+    pub discard_fraction: f64,
+    /// A reference file (identity columns + the embedding column) instead of a sample.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["reference_size", "pool", "seed"])]
+    pub reference: Option<PathBuf>,
+    /// Reference rows sampled from the corpus (after dropping duplicate vectors).
+    #[arg(long, default_value_t = 60_000, value_name = "N")]
+    pub reference_size: usize,
+    /// Rows in the seeded random pool the sample is drawn from.
+    #[arg(long, default_value_t = 150_000, value_name = "P")]
+    pub pool: usize,
+    /// Seed of the sample.
+    #[arg(long, default_value_t = 42, value_name = "S")]
+    pub seed: u64,
+    /// Replace an existing result in --out.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Corpus rows per batch (memory: the reference plus a few batches).
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_rows: u64,
+    /// Neighbour search path.
+    #[arg(long, value_enum, default_value_t = SearchArg::Auto)]
+    pub search: SearchArg,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub threads: Option<u64>,
+    /// Print the manifest as JSON on stdout instead of the summary line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Where to write the generated corpus and the results.
+    #[arg(long, default_value = "lidscope-demo", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Tokens in the generated corpus.
+    #[arg(long, default_value_t = 6000)]
+    pub rows: usize,
+    /// Embedding dimension.
+    #[arg(long, default_value_t = 128)]
+    pub dim: usize,
+    /// Replace an earlier demo in --out.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Corpus rows (the corpus is its own reference).
+    #[arg(long, default_value_t = 60_000)]
+    pub rows: usize,
+    /// Embedding dimension.
+    #[arg(long, default_value_t = 768)]
+    pub dim: usize,
+    /// Neighbourhood size.
+    #[arg(long, default_value_t = 128)]
+    pub k: usize,
+    /// Dimension of the manifold the vectors lie near.
+    #[arg(long, default_value_t = 10)]
+    pub manifold_dim: usize,
+    /// Seed of the synthetic corpus.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Also measure the k-d tree against the GEMM path for d = 2..64 and report the crossover.
+    #[arg(long)]
+    pub kdtree: bool,
+    /// Skip the end-to-end run (with --kdtree: only the crossover table).
+    #[arg(long)]
+    pub no_run: bool,
+    /// Print the figures as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is outside [0, 1)"))
+    }
+}

@@ -1,0 +1,114 @@
+//! `lidscope bench`: the paper's setting end to end, as a ratio to the machine's own sgemm rate
+//! measured in the same process.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use lidscope_engine::{run, NoProgress, ReferenceSource, RunConfig};
+use lidscope_kernel::{sgemm_gflops, KnnIndex, LidConfig, Rows, SearchStrategy, KDTREE_DIMS};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+
+use crate::args::BenchArgs;
+use crate::synth::{write_corpus, SynthSpec};
+
+pub fn main(a: &BenchArgs) -> Result<()> {
+    let rate = sgemm_gflops(4096, a.dim.max(64), 3);
+    eprintln!("sgemm rate (gemm crate, 4096 x 4096 x {}, all threads): {rate:.1} GFLOP/s", a.dim.max(64));
+    let mut report = json!({ "sgemm_gflops": rate });
+    if a.kdtree {
+        report["kdtree"] = kdtree_crossover(a.k.min(64));
+    }
+    if !a.no_run {
+        report["run"] = end_to_end(a, rate)?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
+
+fn end_to_end(a: &BenchArgs, rate: f64) -> Result<serde_json::Value> {
+    let tmp = tempfile::tempdir()?;
+    let t = Instant::now();
+    write_corpus(&tmp.path().join("corpus"), &SynthSpec { rows: a.rows, dim: a.dim, manifold_dim: a.manifold_dim, seed: a.seed, files: 4 })?;
+    eprintln!("generated {} x {} near a {}-d manifold in {:.1} s", a.rows, a.dim, a.manifold_dim, t.elapsed().as_secs_f64());
+    let cfg = RunConfig {
+        corpus: vec![tmp.path().join("corpus").display().to_string()],
+        embedding_column: "embedding".into(),
+        id_columns: vec!["seq_id".into(), "position".into()],
+        out: tmp.path().join("out"),
+        lid: LidConfig { k: a.k, ..LidConfig::default() },
+        // The paper's setting: the corpus is its own reference.
+        reference: ReferenceSource::Sample { size: a.rows, pool: a.rows, seed: 42 },
+        overwrite: false,
+        batch_rows: 8192,
+        strategy: SearchStrategy::Gemm,
+    };
+    let s = run(&cfg, &NoProgress)?;
+    let m = &s.manifest;
+    let t = |k: &str| m.timings.get(k).copied().unwrap_or(0.0);
+    let (n, d, k) = (a.rows as f64, a.dim as f64, a.k as f64);
+    let flops_knn = 2.0 * n * n * d;
+    let flops_est = 2.0 * n * k * k * d;
+    let floor = (flops_knn + flops_est) / (rate * 1e9);
+    let io = t("reference") + t("read") + t("write");
+    let wall = m.elapsed_seconds;
+    eprintln!("wall {wall:.2} s = neighbour search {:.2} s + local estimates {:.2} s + I/O {io:.2} s (sample+read+write) + other {:.2} s",
+        t("knn"), t("estimate"), wall - t("knn") - t("estimate") - io);
+    eprintln!("neighbour search {:.1} GFLOP/s, local estimates {:.1} GFLOP/s, end to end {:.1} GFLOP/s",
+        flops_knn / t("knn") / 1e9, flops_est / t("estimate") / 1e9, (flops_knn + flops_est) / wall / 1e9);
+    eprintln!("flop floor {floor:.2} s (2N^2d + 2Nk^2d at {rate:.1} GFLOP/s): wall / floor = {:.2}", wall / floor);
+    eprintln!("mean LID {:.4}, global TwoNN {:.4}", m.mean_lid, m.global_twonn);
+    Ok(json!({
+        "rows": a.rows, "dim": a.dim, "k": a.k, "manifold_dim": a.manifold_dim,
+        "wall_seconds": wall, "knn_seconds": t("knn"), "estimate_seconds": t("estimate"), "io_seconds": io,
+        "timings": m.timings, "floor_seconds": floor, "wall_over_floor": wall / floor,
+        "gflops_end_to_end": (flops_knn + flops_est) / wall / 1e9,
+        "mean_lid": m.mean_lid, "global_twonn": m.global_twonn,
+    }))
+}
+
+/// Times the GEMM path and the k-d tree on the same data for each compiled k-d tree dimension.
+fn kdtree_crossover(k: usize) -> serde_json::Value {
+    let n = 20_000;
+    let mut rows = Vec::new();
+    let mut crossover = 0;
+    let mut crossover_open = true;
+    eprintln!("k-d tree vs GEMM, {n} points near a min(d, 6)-dimensional subspace, k = {k}:");
+    for &d in KDTREE_DIMS {
+        let mut rng = ChaCha8Rng::seed_from_u64(d as u64);
+        let m = d.min(6);
+        let basis: Vec<f32> = (0..m * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let data: Vec<f32> = (0..n)
+            .flat_map(|_| {
+                let z: Vec<f32> = (0..m).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+                let noise: Vec<f32> = (0..d).map(|_| rng.random_range(-0.01f32..0.01)).collect();
+                let basis = &basis;
+                (0..d).map(move |p| (0..m).map(|j| basis[j * d + p] * z[j]).sum::<f32>() + noise[p]).collect::<Vec<_>>()
+            })
+            .collect();
+        let rows_view = Rows::try_new(&data, n, d).expect("shape");
+        let me: Vec<Option<u32>> = (0..n as u32).map(Some).collect();
+        let time = |s: SearchStrategy| {
+            let t = Instant::now();
+            let index = KnnIndex::new(rows_view, s).expect("index");
+            let (nb, _) = index.knn(rows_view, k, Some(&me)).expect("knn");
+            (t.elapsed().as_secs_f64(), nb)
+        };
+        let (tg, ng) = time(SearchStrategy::Gemm);
+        let (tk, nk) = time(SearchStrategy::KdTree);
+        assert_eq!(ng.indices, nk.indices, "k-d tree and GEMM disagree at d = {d}");
+        // The crossover: the largest d up to which the tree wins at every measured dimension.
+        if tk < tg && crossover_open {
+            crossover = d;
+        } else {
+            crossover_open = false;
+        }
+        eprintln!("  d = {d:>2}: gemm {tg:>7.3} s, kdtree {tk:>7.3} s, kdtree/gemm {:.2}", tk / tg);
+        rows.push(json!({ "dim": d, "gemm_seconds": tg, "kdtree_seconds": tk }));
+    }
+    eprintln!("k-d tree faster up to d = {crossover}");
+    json!({ "points": n, "k": k, "table": rows, "kdtree_faster_up_to_dim": crossover })
+}

@@ -1,0 +1,35 @@
+//! `lidscope demo`: the main job on generated data, nothing to set up.
+
+use anyhow::Result;
+use lidscope_engine::{ReferenceSource, RunConfig};
+use lidscope_kernel::{LidConfig, SearchStrategy};
+
+use crate::args::DemoArgs;
+use crate::run_cmd::{execute, print_summary};
+use crate::synth::{write_corpus, SynthSpec};
+
+pub fn main(a: &DemoArgs, quiet: bool) -> Result<()> {
+    let corpus = a.out.join("corpus");
+    let results = a.out.join("results");
+    if results.join("manifest.json").exists() && !a.overwrite {
+        anyhow::bail!("{} already holds a demo; pass --overwrite to run it again", a.out.display());
+    }
+    write_corpus(&corpus, &SynthSpec { rows: a.rows, dim: a.dim, manifold_dim: 6, seed: 1, files: 2 })?;
+    if !quiet {
+        eprintln!("lidscope demo: {} tokens of dimension {} near a 6-dimensional manifold in {}", a.rows, a.dim, corpus.display());
+    }
+    let cfg = RunConfig {
+        corpus: vec![corpus.display().to_string()],
+        embedding_column: "embedding".into(),
+        id_columns: vec!["seq_id".into(), "position".into()],
+        out: results.clone(),
+        lid: LidConfig::default(),
+        reference: ReferenceSource::Sample { size: a.rows / 2, pool: a.rows, seed: 42 },
+        overwrite: a.overwrite,
+        batch_rows: 8192,
+        strategy: SearchStrategy::Auto,
+    };
+    let summary = execute(&cfg, quiet)?;
+    print_summary(&summary, &results);
+    Ok(())
+}

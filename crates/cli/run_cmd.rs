@@ -1,0 +1,80 @@
+//! `lidscope run`.
+
+use anyhow::{Context, Result};
+use lidscope_engine::{run, ReferenceSource, RunConfig, RunSummary};
+use lidscope_kernel::{Estimator, LidConfig, SearchStrategy};
+
+use crate::args::{EstimatorArg, RunArgs, SearchArg};
+use crate::progress::Bar;
+
+impl From<&RunArgs> for RunConfig {
+    fn from(a: &RunArgs) -> Self {
+        RunConfig {
+            corpus: a.corpus.clone(),
+            embedding_column: a.embedding_column.clone(),
+            id_columns: a.id_columns.iter().filter(|c| !c.is_empty()).cloned().collect(),
+            out: a.out.clone(),
+            lid: LidConfig {
+                k: a.k as usize,
+                estimator: match a.estimator {
+                    EstimatorArg::Twonn => Estimator::TwoNN,
+                    EstimatorArg::TwonnMle => Estimator::TwoNNMle,
+                },
+                discard_fraction: a.discard_fraction,
+            },
+            reference: match &a.reference {
+                Some(p) => ReferenceSource::File(p.clone()),
+                None => ReferenceSource::Sample { size: a.reference_size, pool: a.pool, seed: a.seed },
+            },
+            overwrite: a.overwrite,
+            batch_rows: a.batch_rows as usize,
+            strategy: match a.search {
+                SearchArg::Auto => SearchStrategy::Auto,
+                SearchArg::Gemm => SearchStrategy::Gemm,
+                SearchArg::Kdtree => SearchStrategy::KdTree,
+            },
+        }
+    }
+}
+
+pub fn main(a: &RunArgs, quiet: bool) -> Result<()> {
+    let summary = with_threads(a.threads, || execute(&RunConfig::from(a), quiet))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary.manifest)?);
+    } else if !quiet {
+        print_summary(&summary, &a.out);
+    }
+    Ok(())
+}
+
+/// Runs with a progress bar on stderr.
+pub fn execute(cfg: &RunConfig, quiet: bool) -> Result<RunSummary> {
+    let bar = Bar::new(quiet);
+    let result = run(cfg, &bar);
+    bar.clear();
+    Ok(result?)
+}
+
+/// Runs `f` on a rayon pool of `threads` workers (default: the global pool).
+pub fn with_threads<T: Send>(threads: Option<u64>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    match threads {
+        None => f(),
+        Some(n) => rayon::ThreadPoolBuilder::new().num_threads(n as usize).build().context("starting the worker pool")?.install(f),
+    }
+}
+
+/// The one-line summary a person reads at the end of a run.
+pub fn print_summary(s: &RunSummary, out: &std::path::Path) {
+    let m = &s.manifest;
+    println!(
+        "lidscope: {} rows, mean LID {:.4}, global TwoNN {:.4} (k = {}, {}, reference {} rows) in {:.1} s -> {}",
+        m.rows,
+        m.mean_lid,
+        m.global_twonn,
+        m.k,
+        m.estimator,
+        m.reference_rows,
+        m.elapsed_seconds,
+        out.display()
+    );
+}

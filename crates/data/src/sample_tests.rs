@@ -1,0 +1,198 @@
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, Int32Array, UInt16Array};
+use arrow::datatypes::UInt64Type;
+
+use super::*;
+use crate::inspect;
+use crate::test_util::{batch, fsl, i64s, vector, write};
+
+/// One corpus row: identity and vector.
+#[derive(Clone)]
+struct Row {
+    seq: i64,
+    pos: i64,
+    v: Vec<f32>,
+}
+
+fn rows(n: usize, distinct: usize) -> Vec<Row> {
+    (0..n).map(|i| Row { seq: (i / 10) as i64, pos: (i % 10) as i64, v: vector(i % distinct, 5) }).collect()
+}
+
+fn write_rows(path: &Path, rows: &[Row]) {
+    let vecs: Vec<Vec<f32>> = rows.iter().map(|r| r.v.clone()).collect();
+    let b = batch(vec![
+        ("seq_id", i64s(rows.iter().map(|r| r.seq))),
+        ("position", i64s(rows.iter().map(|r| r.pos))),
+        ("emb", fsl(&vecs)),
+    ]);
+    write(path, &b, 7);
+}
+
+fn ids() -> Vec<String> {
+    vec!["seq_id".into(), "position".into()]
+}
+
+fn spec(files: Vec<PathBuf>, ids: Vec<String>) -> CorpusSpec {
+    CorpusSpec { files, embedding_column: "emb".into(), id_columns: ids }
+}
+
+/// The semantics, spelled out over all rows in memory.
+fn brute_force(all: &[Row], cfg: &SampleConfig) -> (Vec<Box<[u8]>>, Vec<f32>, usize) {
+    let b = batch(vec![("seq_id", i64s(all.iter().map(|r| r.seq))), ("position", i64s(all.iter().map(|r| r.pos)))]);
+    let p = Path::new("x");
+    let keys = IdentityEncoder::new(&b.schema(), &ids(), p).unwrap().encode(&b, p, 0).unwrap();
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    order.sort_by_key(|&i| (priority(cfg.seed, &keys[i]), keys[i].clone()));
+    order.truncate(cfg.pool);
+    let (mut kept, mut dups) = (Vec::<usize>::new(), 0);
+    for i in order {
+        if kept.len() == cfg.size {
+            break;
+        }
+        if kept.iter().any(|&j| same_bits(&all[j].v, &all[i].v)) {
+            dups += 1;
+        } else {
+            kept.push(i);
+        }
+    }
+    (kept.iter().map(|&i| keys[i].clone()).collect(), kept.iter().flat_map(|&i| all[i].v.clone()).collect(), dups)
+}
+
+fn split_corpus(dir: &Path, all: &[Row], cuts: &[usize]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut start = 0;
+    for (k, &end) in cuts.iter().chain([all.len()].iter()).enumerate() {
+        let p = dir.join(format!("part-{k}.parquet"));
+        write_rows(&p, &all[start..end]);
+        files.push(p);
+        start = end;
+    }
+    files
+}
+
+#[test]
+fn matches_the_semantics_and_drops_duplicate_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = rows(40, 13);
+    let s = spec(split_corpus(dir.path(), &all, &[15, 22]), ids());
+    let info = inspect(&s).unwrap();
+    for (pool, size) in [(25, 8), (40, 13), (40, 40), (3, 3), (13, 1)] {
+        let cfg = SampleConfig { pool, size, seed: 7 };
+        let r = sample_reference(&s, &info, &cfg).unwrap();
+        let (keys, emb, dups) = brute_force(&all, &cfg);
+        assert_eq!(r.keys, keys, "pool {pool} size {size}");
+        assert_eq!(r.embeddings, emb);
+        assert_eq!(r.dim, 5);
+        assert_eq!(r.stats, SampleStats { pool_requested: pool, pool_rows: pool, duplicates_dropped: dups, requested: size, rows: keys.len() });
+        assert_eq!(r.ids.num_rows(), keys.len());
+    }
+    // Fewer distinct vectors than asked: use what there is.
+    let r = sample_reference(&s, &info, &SampleConfig { pool: 100, size: 50, seed: 1 }).unwrap();
+    assert_eq!(r.stats, SampleStats { pool_requested: 100, pool_rows: 40, duplicates_dropped: 27, requested: 50, rows: 13 });
+}
+
+#[test]
+fn independent_of_layout_order_and_integer_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = rows(60, 60);
+    let (d1, d2) = (dir.path().join("one"), dir.path().join("two"));
+    std::fs::create_dir_all(&d1).unwrap();
+    std::fs::create_dir_all(&d2).unwrap();
+    let s1 = spec(split_corpus(&d1, &all, &[30]), ids());
+    // Same tokens, reversed order, three files, narrower integer types.
+    let mut rev = all.clone();
+    rev.reverse();
+    let mut files = Vec::new();
+    for (k, chunk) in rev.chunks(25).enumerate() {
+        let vecs: Vec<Vec<f32>> = chunk.iter().map(|r| r.v.clone()).collect();
+        let b = batch(vec![
+            ("emb", fsl(&vecs)),
+            ("position", Arc::new(UInt16Array::from_iter_values(chunk.iter().map(|r| r.pos as u16))) as ArrayRef),
+            ("seq_id", Arc::new(Int32Array::from_iter_values(chunk.iter().map(|r| r.seq as i32))) as ArrayRef),
+        ]);
+        let p = d2.join(format!("p{k}.parquet"));
+        write(&p, &b, 100);
+        files.push(p);
+    }
+    let s2 = spec(files, ids());
+    let cfg = SampleConfig { pool: 30, size: 20, seed: 99 };
+    let r1 = sample_reference(&s1, &inspect(&s1).unwrap(), &cfg).unwrap();
+    let r2 = sample_reference(&s2, &inspect(&s2).unwrap(), &cfg).unwrap();
+    assert_eq!(r1.keys, r2.keys);
+    assert_eq!(r1.embeddings, r2.embeddings);
+    assert_eq!(r1.ids, r2.ids);
+    let other_seed = sample_reference(&s1, &inspect(&s1).unwrap(), &SampleConfig { seed: 100, ..cfg }).unwrap();
+    assert_ne!(r1.keys, other_seed.keys);
+}
+
+#[test]
+fn positional_identity_without_id_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = rows(20, 20);
+    let s = spec(split_corpus(dir.path(), &all, &[12]), vec![]);
+    let r = sample_reference(&s, &inspect(&s).unwrap(), &SampleConfig { pool: 20, size: 20, seed: 3 }).unwrap();
+    assert_eq!(r.ids.schema().field(0).name(), "file");
+    let files = r.ids.column(0).as_string::<i32>();
+    let row_col = r.ids.column(1).as_primitive::<UInt64Type>();
+    for i in 0..r.len() {
+        let file = s.files.iter().position(|f| f.display().to_string() == files.value(i)).unwrap();
+        let row = row_col.value(i);
+        assert_eq!(r.keys[i], positional_key(file as u32, row));
+        let global = if file == 0 { row as usize } else { 12 + row as usize };
+        assert_eq!(&r.embeddings[i * 5..i * 5 + 5], &all[global].v[..]);
+    }
+    let mut ps: Vec<u64> = r.keys.iter().map(|k| priority(3, k)).collect();
+    assert!(ps.windows(2).all(|w| w[0] <= w[1]), "pool order is ascending priority");
+    ps.dedup();
+    assert_eq!(ps.len(), 20);
+}
+
+#[test]
+fn duplicate_identity_and_bad_vectors_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = rows(10, 10);
+    let mut again = all[3].clone();
+    again.v = vector(50, 5);
+    let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+    write_rows(&a, &all);
+    write_rows(&b, &[all[8].clone(), again]);
+    let s = spec(vec![a.clone(), b.clone()], ids());
+    let info = inspect(&s).unwrap();
+    let e = sample_reference(&s, &info, &SampleConfig { pool: 12, size: 5, seed: 0 }).unwrap_err().to_string();
+    assert!(e.starts_with("duplicate identity (seq_id=0, position="), "{e}");
+    assert!(
+        e.ends_with(&format!("{} row 3 and {} row 1", a.display(), b.display()))
+            || e.ends_with(&format!("{} row 8 and {} row 0", a.display(), b.display())),
+        "{e}"
+    );
+
+    // A NaN in a pool row is reported with its row in the file, whatever the row selection.
+    let all = rows(30, 30);
+    let cfg = SampleConfig { pool: 9, size: 4, seed: 5 };
+    let b = batch(vec![("seq_id", i64s(all.iter().map(|r| r.seq))), ("position", i64s(all.iter().map(|r| r.pos)))]);
+    let p = Path::new("x");
+    let keys = IdentityEncoder::new(&b.schema(), &ids(), p).unwrap().encode(&b, p, 0).unwrap();
+    let mut order: Vec<usize> = (0..30).collect();
+    order.sort_by_key(|&i| (priority(cfg.seed, &keys[i]), keys[i].clone()));
+    let bad = *order[..9].iter().max().unwrap();
+    let mut broken = all.clone();
+    broken[bad].v[3] = f32::NAN;
+    let c = dir.path().join("c.parquet");
+    write_rows(&c, &broken);
+    let s = spec(vec![c.clone()], ids());
+    let e = sample_reference(&s, &inspect(&s).unwrap(), &cfg).unwrap_err();
+    assert_eq!(e.to_string(), format!(r#"reading {}: column "emb": row {bad}: NaN at element 3"#, c.display()));
+
+    let e = sample_reference(&s, &inspect(&s).unwrap(), &SampleConfig { pool: 3, size: 4, seed: 0 }).unwrap_err();
+    assert!(matches!(e, DataError::InvalidArgument(_)), "{e}");
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Reference>();
+}
+
+#[test]
+fn row_ranges_coalesce() {
+    assert_eq!(ranges(&[0, 1, 2, 5, 7, 8]), vec![0..3, 5..6, 7..9]);
+    assert!(ranges(&[]).is_empty());
+}
