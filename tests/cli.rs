@@ -1,0 +1,1 @@
+//! The CLI's contracts: outputs, manifests, overwrite protection, help.
