@@ -1,1 +1,156 @@
-//! The CLI's contracts: outputs, manifests, overwrite protection, help.
+//! The CLI's contracts: one output row per corpus row, reference sampling by identity, manifests,
+//! overwrite, determinism, the demo and the help text.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, StringArray};
+
+use crate::util::*;
+
+/// A corpus of `files` files with ids (seq_id, position), a token column and 24-d vectors near a
+/// 3-d subspace; `shift` moves every vector (another "checkpoint" of the same tokens), and
+/// `reverse` stores rows in reverse order.
+fn write_corpus(dir: &Path, files: usize, rows_per_file: usize, shift: f32, reverse: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    let dim = 24;
+    for f in 0..files {
+        let mut rows: Vec<usize> = (f * rows_per_file..(f + 1) * rows_per_file).collect();
+        if reverse {
+            rows.reverse();
+        }
+        let seq: ArrayRef = Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| (r / 10) as i64)));
+        let pos: ArrayRef = Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| (r % 10) as i64)));
+        let tok: ArrayRef = Arc::new(StringArray::from_iter_values(rows.iter().map(|r| format!("t{}", r % 7))));
+        let vecs: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| {
+                let (a, b, c) = ((*r as f32 * 0.618).fract(), (*r as f32 * 0.414).fract(), (*r as f32 * 0.732).fract());
+                (0..dim).map(move |p| shift + a * (p as f32).sin() + b * (p as f32 * 0.5).cos() + c * ((p % 5) as f32 * 0.3))
+            })
+            .collect();
+        let name = dir.join(format!("part-{f}.parquet"));
+        write_parquet(&name, &batch(vec![("seq_id", seq), ("position", pos), ("token", tok), ("emb", fsl(vecs, dim))]));
+    }
+}
+
+fn run(corpus: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let c = corpus.display().to_string();
+    let o = out.display().to_string();
+    let mut args = vec!["-q", "run", "--corpus", &c, "--embedding-column", "emb", "--out", &o, "--k", "10", "--json"];
+    args.extend(extra);
+    serde_json::from_str(&lidscope_ok(&args)).unwrap()
+}
+
+fn identities(dir: &Path) -> Vec<(i64, i64)> {
+    let b = read_batches(dir);
+    f64_column(&b, "seq_id").into_iter().zip(f64_column(&b, "position")).map(|(s, p)| (s as i64, p as i64)).collect()
+}
+
+#[test]
+fn one_output_row_per_corpus_row_with_carried_columns() {
+    let d = tempfile::tempdir().unwrap();
+    write_corpus(&d.path().join("c"), 3, 70, 5.0, false);
+    let m = run(&d.path().join("c"), &d.path().join("out"), &["--id-columns", "seq_id,position", "--batch-rows", "32", "--reference-size", "100"]);
+    assert_eq!(m["rows"].as_u64(), Some(210));
+    assert_eq!(m["files"].as_array().unwrap().len(), 3);
+    let out = read_batches(&d.path().join("out/data"));
+    let schema = out[0].schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["seq_id", "position", "token", "lid", "r1", "r2", "rk"]);
+    let got: Vec<(i64, i64)> = identities(&d.path().join("out/data"));
+    let want: Vec<(i64, i64)> = identities(&d.path().join("c"));
+    assert_eq!(got, want, "every corpus row once, in corpus order");
+    let (r1, r2, rk) = (f64_column(&out, "r1"), f64_column(&out, "r2"), f64_column(&out, "rk"));
+    assert!(r1.iter().zip(&r2).zip(&rk).all(|((a, b), c)| 0.0 < *a && a <= b && b <= c));
+    let lid = f64_column(&out, "lid");
+    assert_rel("mean_lid", m["mean_lid"].as_f64().unwrap(), mean(&lid), 1e-12);
+    // The reference file: identity columns + embedding, as many rows as the manifest says.
+    let r = read_batches(&d.path().join("out/reference.parquet"));
+    assert_eq!(r.iter().map(|b| b.num_rows()).sum::<usize>(), 100);
+    assert_eq!(m["reference_rows"].as_u64(), Some(100));
+    assert!(m["reference_sha256"].as_str().unwrap().len() == 64);
+    assert!(m["global_twonn"].as_f64().unwrap().is_finite());
+}
+
+#[test]
+fn sample_is_chosen_by_identity_across_checkpoints() {
+    let d = tempfile::tempdir().unwrap();
+    write_corpus(&d.path().join("ckpt1"), 2, 100, 1.0, false);
+    // The same tokens with other vectors, other file split and reversed row order.
+    write_corpus(&d.path().join("ckpt2"), 4, 50, 9.0, true);
+    let args = ["--id-columns", "seq_id,position", "--reference-size", "40", "--pool", "80", "--seed", "3"];
+    run(&d.path().join("ckpt1"), &d.path().join("o1"), &args);
+    run(&d.path().join("ckpt2"), &d.path().join("o2"), &args);
+    let r1: BTreeSet<(i64, i64)> = identities(&d.path().join("o1/reference.parquet")).into_iter().collect();
+    let r2: BTreeSet<(i64, i64)> = identities(&d.path().join("o2/reference.parquet")).into_iter().collect();
+    assert_eq!(r1.len(), 40);
+    assert_eq!(r1, r2, "every checkpoint gets the same reference tokens");
+    // Another seed, another sample.
+    run(&d.path().join("ckpt1"), &d.path().join("o3"), &["--id-columns", "seq_id,position", "--reference-size", "40", "--pool", "80", "--seed", "4"]);
+    let r3: BTreeSet<(i64, i64)> = identities(&d.path().join("o3/reference.parquet")).into_iter().collect();
+    assert_ne!(r1, r3);
+}
+
+#[test]
+fn same_result_for_any_thread_count_and_batch_size() {
+    let d = tempfile::tempdir().unwrap();
+    write_corpus(&d.path().join("c"), 2, 150, 3.0, false);
+    run(&d.path().join("c"), &d.path().join("a"), &["--threads", "1", "--batch-rows", "7"]);
+    run(&d.path().join("c"), &d.path().join("b"), &["--threads", "2"]);
+    let (a, b) = (read_batches(&d.path().join("a/data")), read_batches(&d.path().join("b/data")));
+    for col in ["lid", "r1", "r2", "rk"] {
+        assert_eq!(f64_column(&a, col), f64_column(&b, col), "{col}");
+    }
+}
+
+#[test]
+fn reference_file_without_identity_warns_on_zero_distances() {
+    let d = tempfile::tempdir().unwrap();
+    write_corpus(&d.path().join("c"), 1, 120, 2.0, false);
+    // The corpus itself as reference, without --id-columns: rows find themselves at distance 0.
+    let corpus = d.path().join("c/part-0.parquet");
+    let (c, o, r) = (corpus.display().to_string(), d.path().join("o").display().to_string(), corpus.display().to_string());
+    let out = lidscope(&["run", "--corpus", &c, "--embedding-column", "emb", "--out", &o, "--k", "10", "--reference", &r]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("zero-distance"), "{stderr}");
+    // With identities the same run excludes each row from its own neighbourhood.
+    let o2 = d.path().join("o2").display().to_string();
+    let out = lidscope(&["run", "--corpus", &c, "--embedding-column", "emb", "--out", &o2, "--k", "10", "--reference", &r, "--id-columns", "seq_id,position"]);
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("zero-distance"));
+    assert!(f64_column(&read_batches(&d.path().join("o2/data")), "r1").iter().all(|v| *v > 0.0));
+}
+
+#[test]
+fn overwrite_replaces_a_result() {
+    let d = tempfile::tempdir().unwrap();
+    write_corpus(&d.path().join("c"), 1, 60, 2.0, false);
+    let a = run(&d.path().join("c"), &d.path().join("o"), &[]);
+    let b = run(&d.path().join("c"), &d.path().join("o"), &["--overwrite", "--discard-fraction", "0.2"]);
+    assert_eq!(a["discard_fraction"].as_f64(), Some(0.1));
+    assert_eq!(b["discard_fraction"].as_f64(), Some(0.2));
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("o/manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["discard_fraction"].as_f64(), Some(0.2));
+    assert_eq!(f64_column(&read_batches(&d.path().join("o/data")), "lid").len(), 60);
+}
+
+#[test]
+fn demo_runs_and_summarises() {
+    let d = tempfile::tempdir().unwrap();
+    let o = d.path().join("demo").display().to_string();
+    let stdout = lidscope_ok(&["demo", "--out", &o, "--rows", "1500", "--dim", "32"]);
+    assert!(stdout.contains("1500 rows") && stdout.contains("mean LID"), "{stdout}");
+    assert!(d.path().join("demo/results/manifest.json").exists());
+}
+
+#[test]
+fn help_has_examples() {
+    for cmd in ["run", "demo", "bench"] {
+        let out = lidscope_ok(&[cmd, "--help"]);
+        assert!(out.contains("Examples:"), "{cmd} --help:\n{out}");
+    }
+    assert!(lidscope_ok(&["run", "--help"]).contains("--embedding-column"));
+}

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch};
+use arrow::array::{ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Int32Type, Int64Type, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -138,7 +138,3 @@ pub fn assert_rel(what: &str, got: f64, want: f64, tol: f64) {
     assert!(((got - want) / want).abs() <= tol, "{what}: {got} vs {want} (relative tolerance {tol})");
 }
 
-#[allow(dead_code)]
-pub fn len(a: &dyn Array) -> usize {
-    a.len()
-}
