@@ -29,6 +29,7 @@
 mod error;
 mod estimate;
 mod knn;
+mod isa;
 mod rate;
 mod rows;
 

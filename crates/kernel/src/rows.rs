@@ -82,16 +82,27 @@ impl<'a> Rows<'a> {
 ///
 /// Differences of two float32 values are exact in float64, so the only rounding is in the
 /// squares and the sum: about 1e-16 relative, whatever the vectors' distance from the origin.
-/// Eight accumulators in a fixed order keep it vectorisable and bitwise deterministic.
-#[inline]
+/// Sixteen accumulators in a fixed order keep it vectorisable and bitwise deterministic.
+#[inline(always)]
 pub(crate) fn sq_dist_f64(a: &[f32], b: &[f32]) -> f64 {
-    debug_assert_eq!(a.len(), b.len());
-    let mut acc = [0.0f64; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
+    assert_eq!(a.len(), b.len(), "sq_dist_f64: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa::has_avx512() {
+        // SAFETY: AVX-512F is available (checked); the slices have equal length (asserted).
+        return unsafe { sq_dist_f64_avx512(a, b) };
+    }
+    sq_dist_f64_portable(a, b)
+}
+
+#[inline(always)]
+fn sq_dist_f64_portable(a: &[f32], b: &[f32]) -> f64 {
+    const L: usize = 16;
+    let mut acc = [0.0f64; L];
+    let ca = a.chunks_exact(L);
+    let cb = b.chunks_exact(L);
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
+        for l in 0..L {
             let d = x[l] as f64 - y[l] as f64;
             acc[l] += d * d;
         }
@@ -101,11 +112,59 @@ pub(crate) fn sq_dist_f64(a: &[f32], b: &[f32]) -> f64 {
         let d = *x as f64 - *y as f64;
         tail += d * d;
     }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+    let mut sum = 0.0f64;
+    for l in 0..L / 2 {
+        sum += acc[l] + acc[l + L / 2];
+    }
+    sum + tail
+}
+
+/// The same sums as [`sq_dist_f64_portable`], lane for lane, with AVX-512 intrinsics (LLVM
+/// vectorises the portable loop only 128 bits wide).
+///
+/// # Safety
+/// The CPU must support AVX-512F and `a.len() == b.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn sq_dist_f64_avx512(a: &[f32], b: &[f32]) -> f64 {
+    use std::arch::x86_64::*;
+    let n = a.len() / 16 * 16;
+    let (mut lo, mut hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i + 16 <= n <= a.len() == b.len().
+        unsafe {
+            let x0 = _mm512_cvtps_pd(_mm256_loadu_ps(a.as_ptr().add(i)));
+            let y0 = _mm512_cvtps_pd(_mm256_loadu_ps(b.as_ptr().add(i)));
+            let x1 = _mm512_cvtps_pd(_mm256_loadu_ps(a.as_ptr().add(i + 8)));
+            let y1 = _mm512_cvtps_pd(_mm256_loadu_ps(b.as_ptr().add(i + 8)));
+            let d0 = _mm512_sub_pd(x0, y0);
+            let d1 = _mm512_sub_pd(x1, y1);
+            lo = _mm512_fmadd_pd(d0, d0, lo);
+            hi = _mm512_fmadd_pd(d1, d1, hi);
+        }
+        i += 16;
+    }
+    let mut acc = [0.0f64; 16];
+    // SAFETY: acc holds 16 values.
+    unsafe {
+        _mm512_storeu_pd(acc.as_mut_ptr(), lo);
+        _mm512_storeu_pd(acc.as_mut_ptr().add(8), hi);
+    }
+    let mut tail = 0.0f64;
+    for (x, y) in a[n..].iter().zip(&b[n..]) {
+        let d = *x as f64 - *y as f64;
+        tail += d * d;
+    }
+    let mut sum = 0.0f64;
+    for l in 0..8 {
+        sum += acc[l] + acc[l + 8];
+    }
+    sum + tail
 }
 
 /// Squared norm of a float32 vector, accumulated in float64.
-#[inline]
+#[inline(always)]
 pub(crate) fn sq_norm_f64(a: &[f32]) -> f64 {
     let mut acc = [0.0f64; 8];
     let c = a.chunks_exact(8);

@@ -2,7 +2,8 @@
 //!
 //! For each query, TwoNN needs every neighbour's first and second nearest-neighbour distance
 //! *inside the neighbourhood*. In low dimensions these come straight from exact float64 pairwise
-//! distances. Above [`DIRECT_MAX_DIM`] the `k x k` distances come from a float32 Gram matrix of the
+//! distances. Above [`DIRECT_MAX_DIM`] the `k x k` distances come from a float32 Gram matrix
+//! ([`gram`]) of the
 //! neighbourhood centred on its own mean (so the expansion keeps its digits), the two nearest are
 //! accepted only when the third is farther by more than the error bound, and the two chosen
 //! distances are recomputed in float64. Where the gap is too small, every point within the error
@@ -14,8 +15,9 @@ use rayon::prelude::*;
 
 use super::twonn::{check_discard, fit_ratios, Estimator};
 use crate::error::{KernelError, Result};
-use crate::knn::{cross_product, KnnIndex, KnnStats};
-use crate::rows::{sq_dist_f64, sq_norm_f64, Rows};
+use super::gram;
+use crate::knn::{KnnIndex, KnnStats};
+use crate::rows::{sq_dist_f64, Rows};
 
 /// Up to this dimension the neighbourhood's pairwise distances are computed directly in float64.
 const DIRECT_MAX_DIM: usize = 64;
@@ -143,13 +145,19 @@ struct Scratch {
     y: Vec<f32>,
     norms: Vec<f64>,
     gram: Vec<f32>,
+    row: Vec<f32>,
     best: Vec<(f64, f64)>,
     mu: Vec<f64>,
 }
 
-/// Fills `s.mu` with the ratio r2/r1 of every point of the neighbourhood; returns the number of
-/// rows recomputed exactly.
-fn neighbourhood_ratios(index: &KnnIndex, nbrs: &[u32], s: &mut Scratch) -> u64 {
+crate::isa::multiversion! {
+    /// Fills `s.mu` with the ratio r2/r1 of every point of the neighbourhood; returns the number
+    /// of rows recomputed exactly.
+    fn neighbourhood_ratios(index: &KnnIndex, nbrs: &[u32], s: &mut Scratch) -> u64 => ratios_body
+}
+
+#[inline(always)]
+fn ratios_body(index: &KnnIndex, nbrs: &[u32], s: &mut Scratch) -> u64 {
     let k = nbrs.len();
     let d = index.dim();
     let row = |j: usize| index.row(nbrs[j] as usize);
@@ -165,33 +173,48 @@ fn neighbourhood_ratios(index: &KnnIndex, nbrs: &[u32], s: &mut Scratch) -> u64 
             }
         }
     } else {
-        // Centre on the neighbourhood mean, in float64, before rounding to float32.
+        // Centre the rows on their mean while transposing them to the
+        // Gram kernel's coordinate-major layout (d x kp; padding columns stay zero). The centre
+        // only has to be the same for every row, so it is the float32-rounded mean and the
+        // subtraction is one correctly rounded float32 operation.
+        let rows: Vec<&[f32]> = (0..k).map(row).collect();
         let mut mean = vec![0.0f64; d];
-        for j in 0..k {
-            for (m, v) in mean.iter_mut().zip(row(j)) {
+        for x in &rows {
+            for (m, v) in mean.iter_mut().zip(*x) {
                 *m += *v as f64;
             }
         }
-        mean.iter_mut().for_each(|m| *m /= k as f64);
-        s.y.resize(k * d, 0.0);
-        for j in 0..k {
-            for ((y, v), m) in s.y[j * d..(j + 1) * d].iter_mut().zip(row(j)).zip(&mean) {
-                *y = (*v as f64 - m) as f32;
+        let centre: Vec<f32> = mean.iter().map(|m| (m / k as f64) as f32).collect();
+        let kp = gram::padded(k);
+        s.y.clear();
+        s.y.resize(d * kp, 0.0);
+        transpose_centred(&rows, &centre, d, &mut s.y, kp);
+        // k independent float64 accumulators, one coordinate at a time.
+        s.norms.clear();
+        s.norms.resize(k, 0.0);
+        for line in s.y.chunks_exact(kp) {
+            for (n, v) in s.norms.iter_mut().zip(line) {
+                *n += *v as f64 * *v as f64;
             }
         }
-        s.norms.clear();
-        s.norms.extend(s.y.chunks_exact(d).map(sq_norm_f64));
         let max_norm = s.norms.iter().fold(0.0f64, |a, b| a.max(*b)).sqrt();
-        s.gram.resize(k * k, 0.0);
-        cross_product(&mut s.gram, &s.y, k, &s.y, k, d, 1.0);
+        gram::gram(&mut s.gram, &s.y, k, d);
         let gamma = (d as f64 + 6.0) * (f32::EPSILON as f64 / 2.0);
+        // Squared distances from the Gram matrix, in float32 (the error bound below covers the
+        // roundings), one row at a time so the row arithmetic vectorises.
+        let nf: Vec<f32> = s.norms.iter().map(|n| *n as f32).collect();
+        s.row.resize(k, 0.0);
         for i in 0..k {
+            let g = &s.gram[i * k..(i + 1) * k];
+            for ((v, n), g) in s.row.iter_mut().zip(&nf).zip(g) {
+                *v = nf[i] + n - 2.0 * g;
+            }
+            s.row[i] = f32::INFINITY;
             // The three smallest approximate squared distances from point i.
-            let mut top = [(f64::INFINITY, usize::MAX); 3];
-            for j in (0..k).filter(|j| *j != i) {
-                let v = s.norms[i] + s.norms[j] - 2.0 * s.gram[i * k + j] as f64;
-                if v < top[2].0 {
-                    top[2] = (v, j);
+            let mut top = [(f32::INFINITY, usize::MAX); 3];
+            for (j, v) in s.row.iter().enumerate() {
+                if *v < top[2].0 {
+                    top[2] = (*v, j);
                     if top[2].0 < top[1].0 {
                         top.swap(1, 2);
                         if top[1].0 < top[0].0 {
@@ -201,15 +224,15 @@ fn neighbourhood_ratios(index: &KnnIndex, nbrs: &[u32], s: &mut Scratch) -> u64 
                 }
             }
             let bound = 2.0 * gamma * (s.norms[i].sqrt() + max_norm).powi(2) * 1.0001;
-            if k == 3 || top[2].0 - top[1].0 > 2.0 * bound {
+            if k == 3 || (top[2].0 as f64 - top[1].0 as f64) > 2.0 * bound {
                 push_best(&mut s.best[i], sq_dist_f64(row(i), row(top[0].1)));
                 push_best(&mut s.best[i], sq_dist_f64(row(i), row(top[1].1)));
             } else {
                 // Too close to call: re-rank exactly every point that can be among the two nearest.
                 fallbacks += 1;
-                let edge = top[1].0 + 2.0 * bound;
-                for j in (0..k).filter(|j| *j != i) {
-                    if s.norms[i] + s.norms[j] - 2.0 * s.gram[i * k + j] as f64 <= edge {
+                let edge = top[1].0 as f64 + 2.0 * bound;
+                for j in 0..k {
+                    if j != i && s.row[j] as f64 <= edge {
                         push_best(&mut s.best[i], sq_dist_f64(row(i), row(j)));
                     }
                 }
@@ -221,7 +244,41 @@ fn neighbourhood_ratios(index: &KnnIndex, nbrs: &[u32], s: &mut Scratch) -> u64 
     fallbacks
 }
 
-#[inline]
+/// `y[p * kp + j] = x[j][p] - centre[p]`: 16 x 16 tiles through a local buffer, so that
+/// every store writes 16 contiguous values.
+#[inline(always)]
+fn transpose_centred(x: &[&[f32]], centre: &[f32], d: usize, y: &mut [f32], kp: usize) {
+    let k = x.len();
+    const T: usize = 16;
+    let mut tile = [[0.0f32; T]; T];
+    let (kf, df) = (k - k % T, d - d % T);
+    for j0 in (0..kf).step_by(T) {
+        for p0 in (0..df).step_by(T) {
+            let c: &[f32; T] = centre[p0..p0 + T].try_into().expect("T values");
+            for (jj, t) in tile.iter_mut().enumerate() {
+                let xr: &[f32; T] = x[j0 + jj][p0..p0 + T].try_into().expect("T values");
+                for pp in 0..T {
+                    t[pp] = xr[pp] - c[pp];
+                }
+            }
+            for pp in 0..T {
+                let out: &mut [f32; T] = (&mut y[(p0 + pp) * kp + j0..(p0 + pp) * kp + j0 + T]).try_into().expect("T values");
+                for jj in 0..T {
+                    out[jj] = tile[jj][pp];
+                }
+            }
+        }
+    }
+    // Ragged edges: the last k % T rows and d % T coordinates.
+    for j in 0..k {
+        let p_from = if j < kf { df } else { 0 };
+        for p in p_from..d {
+            y[p * kp + j] = x[j][p] - centre[p];
+        }
+    }
+}
+
+#[inline(always)]
 fn push_best(best: &mut (f64, f64), v: f64) {
     if v < best.0 {
         best.1 = best.0;

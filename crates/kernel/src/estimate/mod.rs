@@ -1,5 +1,6 @@
 //! Local and global intrinsic-dimension estimators.
 
+mod gram;
 mod local;
 mod twonn;
 

@@ -210,7 +210,7 @@ impl KnnIndex {
                     let lo = b * QUERY_BLOCK;
                     let hi = (lo + QUERY_BLOCK).min(nq);
                     let skips: Vec<Option<u32>> = (lo..hi).map(skip).collect();
-                    self.search_block(&qc[lo * self.dim..hi * self.dim], queries, lo, &skips, k, idx, dist)
+                    search_block(self, &qc[lo * self.dim..hi * self.dim], queries, lo, &skips, k, idx, dist)
                 })
                 .sum()
         };
@@ -241,10 +241,16 @@ impl KnnIndex {
         Ok(())
     }
 
+    #[inline(always)]
+    pub(crate) fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+crate::isa::multiversion! {
     /// One block of queries against all reference tiles; returns the number of refined candidates.
-    #[allow(clippy::too_many_arguments)]
     fn search_block(
-        &self,
+        index: &KnnIndex,
         qc: &[f32],
         queries: Rows<'_>,
         first: usize,
@@ -252,44 +258,54 @@ impl KnnIndex {
         k: usize,
         idx: &mut [u32],
         dist: &mut [f64],
-    ) -> u64 {
-        let d = self.dim;
-        let m = skips.len();
-        // Error bound of one score s = |r|^2 - 2 q.r from centred float32 data: the dot product's
-        // worst-case accumulation error (d terms, plus the rounding of both centred inputs) and the
-        // rounding of the norm and of the final sum; see Higham, Accuracy and Stability, 3.1.
-        let gamma = (d as f64 + 6.0) * U32 / (1.0 - (d as f64 + 6.0) * U32);
-        let mut cands: Vec<topk::Candidates> = (0..m)
-            .map(|i| {
-                let qn = sq_norm_f64(&qc[i * d..(i + 1) * d]).sqrt();
-                let bound = gamma * (2.0 * qn * self.max_norm + self.max_norm * self.max_norm);
-                topk::Candidates::new(k, (2.0 * bound * 1.0001) as f32)
-            })
-            .collect();
-        let mut tile = vec![0.0f32; m * REF_TILE];
-        for rs in (0..self.n).step_by(REF_TILE) {
-            let rb = REF_TILE.min(self.n - rs);
-            cross_product(&mut tile, qc, m, &self.centred[rs * d..(rs + rb) * d], rb, d, -2.0);
-            for (i, c) in cands.iter_mut().enumerate() {
-                c.offer(&tile[i * rb..(i + 1) * rb], &self.norms[rs..rs + rb], rs as u32, skips[i]);
-            }
-        }
-        let mut refined = 0u64;
-        let mut exact: Vec<(f64, u32)> = Vec::new();
-        for (i, c) in cands.into_iter().enumerate() {
-            let q = queries.row(first + i);
-            exact.clear();
-            exact.extend(c.finish().into_iter().map(|(_, r)| (sq_dist_f64(q, self.row(r as usize)), r)));
-            refined += exact.len() as u64;
-            take_k_nearest(&mut exact, k, &mut idx[i * k..(i + 1) * k], &mut dist[i * k..(i + 1) * k]);
-        }
-        refined
-    }
+    ) -> u64 => search_block_body
+}
 
-    #[inline]
-    pub(crate) fn row(&self, i: usize) -> &[f32] {
-        &self.data[i * self.dim..(i + 1) * self.dim]
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn search_block_body(
+    index: &KnnIndex,
+    qc: &[f32],
+    queries: Rows<'_>,
+    first: usize,
+    skips: &[Option<u32>],
+    k: usize,
+    idx: &mut [u32],
+    dist: &mut [f64],
+) -> u64 {
+    let d = index.dim;
+    let m = skips.len();
+    // Error bound of one score s = |r|^2 - 2 q.r from centred float32 data: the dot product's
+    // worst-case accumulation error (d terms, plus the rounding of both centred inputs) and the
+    // rounding of the norm and of the final sum; see Higham, Accuracy and Stability, 3.1.
+    let gamma = (d as f64 + 6.0) * U32 / (1.0 - (d as f64 + 6.0) * U32);
+    let mut cands: Vec<topk::Candidates> = (0..m)
+        .map(|i| {
+            let qn = sq_norm_f64(&qc[i * d..(i + 1) * d]).sqrt();
+            let bound = gamma * (2.0 * qn * index.max_norm + index.max_norm * index.max_norm);
+            topk::Candidates::new(k, (2.0 * bound * 1.0001) as f32)
+        })
+        .collect();
+    let mut tile = vec![0.0f32; m * REF_TILE];
+    for rs in (0..index.n).step_by(REF_TILE) {
+        let rb = REF_TILE.min(index.n - rs);
+        cross_product(&mut tile, qc, m, &index.centred[rs * d..(rs + rb) * d], rb, d, -2.0);
+        for (i, c) in cands.iter_mut().enumerate() {
+            c.offer(&tile[i * rb..(i + 1) * rb], &index.norms[rs..rs + rb], rs as u32, skips[i]);
+        }
     }
+    let mut refined = 0u64;
+    let mut exact: Vec<(f64, u32)> = Vec::new();
+    for (i, c) in cands.into_iter().enumerate() {
+        let q = queries.row(first + i);
+        exact.clear();
+        for (_, r) in c.finish() {
+            exact.push((sq_dist_f64(q, index.row(r as usize)), r));
+        }
+        refined += exact.len() as u64;
+        take_k_nearest(&mut exact, k, &mut idx[i * k..(i + 1) * k], &mut dist[i * k..(i + 1) * k]);
+    }
+    refined
 }
 
 /// Sorts `(squared distance, row)` pairs by distance, then row, and writes the first `k`.

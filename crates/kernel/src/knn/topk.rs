@@ -21,7 +21,7 @@ impl Candidates {
     }
 
     /// Offers the scores `s[j] = cross[j] + norms[j]` for rows `first + j`, skipping `skip`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn offer(&mut self, cross: &[f32], norms: &[f32], first: u32, skip: Option<u32>) {
         const LANES: usize = 16;
         let n = cross.len();
@@ -49,7 +49,7 @@ impl Candidates {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, s: f32, row: u32, skip: Option<u32>) {
         if s <= self.threshold && Some(row) != skip {
             self.items.push((s, row));
