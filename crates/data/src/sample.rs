@@ -100,11 +100,18 @@ pub fn sample_reference(spec: &CorpusSpec, info: &CorpusInfo, cfg: &SampleConfig
     let pool = select_pool(spec, info, cfg, encoder.as_ref())?;
     let mut vectors = VectorSource { spec, info, dim: info.dim, dim_file: info.dim.map(|_| 0) };
 
-    // Pass 2: a 128-bit hash of each pool row's vector.
+    // Pass 2: a 128-bit hash of each pool row's vector. The vectors of the first `size + slack`
+    // pool rows are kept on the way: unless more than `slack` of them are duplicates, they are all
+    // the sample needs and pass 3 reads nothing. Memory stays within (size + slack) vectors.
+    let slack = cfg.size / 16 + 64;
+    let mut store: HashMap<usize, Vec<f32>> = HashMap::with_capacity((cfg.size + slack).min(pool.len()));
     let mut hashes = vec![0u128; pool.len()];
     let mut buf = Vec::new();
     vectors.read(&pool, (0..pool.len()).collect(), |i, v| {
         hashes[i] = hash_vector(v, &mut buf);
+        if i < cfg.size + slack {
+            store.insert(i, v.to_vec());
+        }
     })?;
     let dim = vectors.dim.unwrap_or(0);
 
@@ -125,11 +132,14 @@ pub fn sample_reference(spec: &CorpusSpec, info: &CorpusInfo, cfg: &SampleConfig
     }
     let (hash_kept, suspects): (Vec<usize>, Vec<usize>) = prefix.iter().partition(|&&i| first_with_hash[&hashes[i]] == i);
 
-    // Pass 3: vectors of the hash-distinct rows.
-    let mut store: HashMap<usize, Vec<f32>> = HashMap::with_capacity(hash_kept.len());
-    vectors.read(&pool, hash_kept.clone(), |i, v| {
-        store.insert(i, v.to_vec());
-    })?;
+    // Pass 3: vectors of the hash-distinct rows not kept in pass 2.
+    store.retain(|i, _| prefix.binary_search(i).is_ok());
+    let missing: Vec<usize> = hash_kept.iter().copied().filter(|i| !store.contains_key(i)).collect();
+    if !missing.is_empty() {
+        vectors.read(&pool, missing, |i, v| {
+            store.insert(i, v.to_vec());
+        })?;
+    }
     // Pass 4: suspects equal to the first row of their hash are duplicates; others (a hash
     // collision) keep their own vector for the exact walk below.
     let mut duplicate = vec![false; pool.len()];

@@ -131,55 +131,79 @@ pub fn run(cfg: &RunConfig, progress: &dyn Progress) -> Result<RunSummary> {
     let out_schema = output_schema(&info);
     let mut acc = Accumulator::new(reference.len());
     progress.phase("lid", info.total_rows);
-    let mut reader = CorpusReader::new(&spec, &info, cfg.batch_rows, true, None)?;
-    let mut writer: Option<(usize, AtomicParquetWriter)> = None;
+    let reader = CorpusReader::new(&spec, &info, cfg.batch_rows, true, None)?;
     let mut files = Vec::new();
-    loop {
-        let t = Instant::now();
-        let Some(batch) = reader.next().transpose()? else { break };
-        acc.add_time("read", t);
-        let path = &spec.files[batch.file_index];
-        let n = batch.columns.num_rows();
-        let emb = batch.embeddings.as_deref().expect("embeddings requested");
-        if batch.dim != dim {
-            return Err(EngineError::Invalid(format!(
-                "{}: column {:?}: dimension {} differs from the reference's {dim} ({source_name})",
-                path.display(),
-                cfg.embedding_column,
-                batch.dim
-            )));
-        }
-        let keys = match &encoder {
-            Some(e) => e.encode(&batch.columns, path, batch.first_row)?,
-            None => (0..n as u64).map(|i| positional_key(batch.file_index as u32, batch.first_row + i)).collect(),
-        };
-        let exclude: Vec<Option<u32>> = keys.iter().map(|k| ref_rows.get(&**k).copied()).collect();
-        let context = || format!("{}: column {:?}: rows {}..{}", path.display(), cfg.embedding_column, batch.first_row, batch.first_row + n as u64);
-        let rows = Rows::try_new(emb, n, dim).map_err(|e| EngineError::kernel(context(), e))?;
-        let (lids, stats) = pointwise_lid(&index, rows, &cfg.lid, Some(&exclude)).map_err(|e| EngineError::kernel(context(), e))?;
-        acc.timings.entry("knn".into()).and_modify(|v| *v += stats.knn.seconds).or_insert(stats.knn.seconds);
-        acc.timings.entry("estimate".into()).and_modify(|v| *v += stats.estimate_seconds).or_insert(stats.estimate_seconds);
-        acc.record(&lids, &exclude);
-
-        let t = Instant::now();
-        if writer.as_ref().is_none_or(|(f, _)| *f != batch.file_index) {
-            if let Some((_, w)) = writer.take() {
-                w.finish()?;
+    // Two helpers keep the cores on the kernel: one writes the reference file (known from here
+    // on), one reads and decodes the next corpus batch while the current one is computed.
+    let reference_write = std::thread::scope(|scope| -> Result<f64> {
+        let writer_thread = scope.spawn(|| {
+            let t = Instant::now();
+            write_reference(&staging.reference_path(), &reference, &cfg.embedding_column).map(|_| t.elapsed().as_secs_f64())
+        });
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        scope.spawn(move || {
+            for batch in reader {
+                let stop = batch.is_err();
+                if tx.send(batch).is_err() || stop {
+                    break;
+                }
             }
-            let name = format!("part-{:05}.parquet", batch.file_index);
-            files.push(format!("data/{name}"));
-            writer = Some((batch.file_index, AtomicParquetWriter::new(&staging.data_dir().join(name), out_schema.clone())?));
+        });
+        let mut writer: Option<(usize, AtomicParquetWriter)> = None;
+        loop {
+            let t = Instant::now();
+            let Ok(batch) = rx.recv() else { break };
+            let batch = batch?;
+            acc.add_time("read", t);
+            let path = &spec.files[batch.file_index];
+            let n = batch.columns.num_rows();
+            let emb = batch.embeddings.as_deref().expect("embeddings requested");
+            if batch.dim != dim {
+                return Err(EngineError::Invalid(format!(
+                    "{}: column {:?}: dimension {} differs from the reference's {dim} ({source_name})",
+                    path.display(),
+                    cfg.embedding_column,
+                    batch.dim
+                )));
+            }
+            let keys = match &encoder {
+                Some(e) => e.encode(&batch.columns, path, batch.first_row)?,
+                None => (0..n as u64).map(|i| positional_key(batch.file_index as u32, batch.first_row + i)).collect(),
+            };
+            let exclude: Vec<Option<u32>> = keys.iter().map(|k| ref_rows.get(&**k).copied()).collect();
+            let context =
+                || format!("{}: column {:?}: rows {}..{}", path.display(), cfg.embedding_column, batch.first_row, batch.first_row + n as u64);
+            let rows = Rows::try_new(emb, n, dim).map_err(|e| EngineError::kernel(context(), e))?;
+            let (lids, stats) = pointwise_lid(&index, rows, &cfg.lid, Some(&exclude)).map_err(|e| EngineError::kernel(context(), e))?;
+            *acc.timings.entry("knn".into()).or_insert(0.0) += stats.knn.seconds;
+            *acc.timings.entry("estimate".into()).or_insert(0.0) += stats.estimate_seconds;
+            acc.record(&lids, &exclude);
+
+            let t = Instant::now();
+            if writer.as_ref().is_none_or(|(f, _)| *f != batch.file_index) {
+                if let Some((_, w)) = writer.take() {
+                    w.finish()?;
+                }
+                let name = format!("part-{:05}.parquet", batch.file_index);
+                files.push(format!("data/{name}"));
+                writer = Some((batch.file_index, AtomicParquetWriter::new(&staging.data_dir().join(name), out_schema.clone())?));
+            }
+            let columns = with_outputs(&batch.columns, &lids);
+            let out = RecordBatch::try_new(out_schema.clone(), columns)
+                .map_err(|e| EngineError::Invalid(format!("{}: building the result batch: {e}", path.display())))?;
+            writer.as_mut().expect("opened above").1.write(&out)?;
+            acc.add_time("write", t);
+            progress.advance(n as u64);
         }
-        let columns = with_outputs(&batch.columns, &lids);
-        let out = RecordBatch::try_new(out_schema.clone(), columns)
-            .map_err(|e| EngineError::Invalid(format!("{}: building the result batch: {e}", path.display())))?;
-        writer.as_mut().expect("opened above").1.write(&out)?;
+        if let Some((_, w)) = writer.take() {
+            w.finish()?;
+        }
+        let t = Instant::now();
+        let seconds = writer_thread.join().expect("reference writer panicked")?;
         acc.add_time("write", t);
-        progress.advance(n as u64);
-    }
-    if let Some((_, w)) = writer.take() {
-        w.finish()?;
-    }
+        Ok(seconds)
+    })?;
+    timings.insert("reference_write".into(), reference_write);
 
     let t = Instant::now();
     let global_twonn = acc.global_twonn(&index, cfg.lid.discard_fraction)?;
@@ -197,11 +221,8 @@ pub fn run(cfg: &RunConfig, progress: &dyn Progress) -> Result<RunSummary> {
             acc.nonfinite
         ));
     }
-    let t = Instant::now();
-    write_reference(&staging.reference_path(), &reference, &cfg.embedding_column)?;
-    timings.insert("write".into(), acc.timings.get("write").copied().unwrap_or(0.0) + t.elapsed().as_secs_f64());
     for (k, v) in &acc.timings {
-        timings.entry(k.clone()).or_insert(*v);
+        timings.insert(k.clone(), *v);
     }
 
     let (seed, pool, size) = match cfg.reference {
