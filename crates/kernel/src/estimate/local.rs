@@ -3,9 +3,8 @@
 //! For each query, TwoNN needs every neighbour's first and second nearest-neighbour distance
 //! *inside the neighbourhood*. In low dimensions these come straight from exact float64 pairwise
 //! distances. Above [`DIRECT_MAX_DIM`] the `k x k` distances come from a float32 Gram matrix
-//! ([`gram`]) of the
-//! neighbourhood centred on its own mean (so the expansion keeps its digits), the two nearest are
-//! accepted only when the third is farther by more than the error bound, and the two chosen
+//! ([`gram`]) of the neighbourhood centred on the query (so the expansion keeps its digits), the
+//! two nearest are accepted only when the third is farther by more than the error bound, and the two chosen
 //! distances are recomputed in float64. Where the gap is too small, every point within the error
 //! window is re-ranked exactly.
 
@@ -125,7 +124,7 @@ pub fn pointwise_lid(
             let mut fallbacks = 0;
             for (o, p) in chunk.iter_mut().enumerate() {
                 let i = c * ESTIMATE_CHUNK + o;
-                fallbacks += neighbourhood_ratios(index, nb.indices_of(i), &mut s);
+                fallbacks += neighbourhood_ratios(index, queries.row(i), nb.indices_of(i), &mut s);
                 let d = nb.distances_of(i);
                 *p = PointLid {
                     lid: fit_ratios(&mut s.mu, cfg.discard_fraction, cfg.estimator),
@@ -153,11 +152,11 @@ struct Scratch {
 crate::isa::multiversion! {
     /// Fills `s.mu` with the ratio r2/r1 of every point of the neighbourhood; returns the number
     /// of rows recomputed exactly.
-    fn neighbourhood_ratios(index: &KnnIndex, nbrs: &[u32], s: &mut Scratch) -> u64 => ratios_body
+    fn neighbourhood_ratios(index: &KnnIndex, query: &[f32], nbrs: &[u32], s: &mut Scratch) -> u64 => ratios_body
 }
 
 #[inline(always)]
-fn ratios_body(index: &KnnIndex, nbrs: &[u32], s: &mut Scratch) -> u64 {
+fn ratios_body(index: &KnnIndex, query: &[f32], nbrs: &[u32], s: &mut Scratch) -> u64 {
     let k = nbrs.len();
     let d = index.dim();
     let row = |j: usize| index.row(nbrs[j] as usize);
@@ -173,22 +172,16 @@ fn ratios_body(index: &KnnIndex, nbrs: &[u32], s: &mut Scratch) -> u64 {
             }
         }
     } else {
-        // Centre the rows on their mean while transposing them to the
-        // Gram kernel's coordinate-major layout (d x kp; padding columns stay zero). The centre
-        // only has to be the same for every row, so it is the float32-rounded mean and the
-        // subtraction is one correctly rounded float32 operation.
+        // Centre the rows on the query while transposing them to the Gram kernel's
+        // coordinate-major layout (d x kp; padding columns stay zero). Every neighbour lies within
+        // r_k of the query, so the centred norms are as small as around the neighbourhood's mean,
+        // and the subtraction is one correctly rounded float32 operation.
         let rows: Vec<&[f32]> = (0..k).map(row).collect();
-        let mut mean = vec![0.0f64; d];
-        for x in &rows {
-            for (m, v) in mean.iter_mut().zip(*x) {
-                *m += *v as f64;
-            }
-        }
-        let centre: Vec<f32> = mean.iter().map(|m| (m / k as f64) as f32).collect();
+        let centre = query;
         let kp = gram::padded(k);
         s.y.clear();
         s.y.resize(d * kp, 0.0);
-        transpose_centred(&rows, &centre, d, &mut s.y, kp);
+        transpose_centred(&rows, centre, d, &mut s.y, kp);
         // k independent float64 accumulators, one coordinate at a time.
         s.norms.clear();
         s.norms.resize(k, 0.0);

@@ -26,7 +26,7 @@ pub use kdtree::{kdtree_supports, KDTREE_DIMS};
 
 /// Queries per parallel work item: one GEMM panel, kept in the worker's cache while all reference
 /// tiles stream past it.
-const QUERY_BLOCK: usize = 1024;
+const QUERY_BLOCK: usize = 512;
 /// Reference rows per GEMM tile.
 const REF_TILE: usize = 1024;
 /// Unit roundoff of float32.
