@@ -123,7 +123,7 @@ pub fn batch(cols: Vec<(&str, ArrayRef)>) -> RecordBatch {
 /// within 1e-4 relative.
 pub fn assert_golden(what: &str, got: &[f64], want: &[f64]) {
     assert_eq!(got.len(), want.len(), "{what}: row count");
-    let bad = got.iter().zip(want).filter(|(g, w)| !((*g - *w).abs() <= 1e-3)).count();
+    let bad = got.iter().zip(want).filter(|(g, w)| (*g - *w).abs().is_nan() || (*g - *w).abs() > 1e-3).count();
     let allowed = (want.len() as f64 * 0.001).floor() as usize;
     assert!(bad <= allowed, "{what}: {bad} of {} rows off by more than 1e-3 (allowed {allowed})", want.len());
     let (mg, mw) = (mean(got), mean(want));

@@ -33,7 +33,7 @@ impl<'a> Rows<'a> {
     /// # Errors
     /// [`KernelError::Shape`] when `dim == 0` or `data.len()` is not a multiple of `dim`.
     pub fn from_flat(data: &'a [f32], dim: usize) -> Result<Self> {
-        let n = if dim == 0 { 0 } else { data.len() / dim };
+        let n = data.len().checked_div(dim).unwrap_or(0);
         Self::try_new(data, n, dim)
     }
 

@@ -57,7 +57,7 @@ pub(crate) fn gram(gram: &mut Vec<f32>, yt: &[f32], k: usize, d: usize) {
 unsafe fn lower_avx512(full: &mut [f32], yt: &[f32], kp: usize, d: usize) {
     use std::arch::x86_64::*;
     const R: usize = 8;
-    assert!(kp % COLS == 0 && yt.len() >= d * kp && full.len() >= kp * kp);
+    assert!(kp.is_multiple_of(COLS) && yt.len() >= d * kp && full.len() >= kp * kp);
     for ib in (0..kp).step_by(R) {
         let mut jb = 0;
         while jb <= ib {
