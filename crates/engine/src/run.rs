@@ -11,7 +11,7 @@ use lidscope_data::{
     inspect, positional_key, read_reference, resolve_inputs, sample_reference, vectors_sha256, write_reference, AtomicParquetWriter,
     CorpusInfo, CorpusReader, CorpusSpec, IdentityEncoder, Manifest, Reference, SampleConfig,
 };
-use lidscope_kernel::{pointwise_lid, twonn_from_distances, Estimator, KnnIndex, LidConfig, Rows, SearchStrategy};
+use lidscope_kernel::{lid_from_neighbours, twonn_from_distances, Estimator, KnnIndex, LidConfig, Neighbours, Rows, SearchStrategy};
 
 use crate::commit::Staging;
 use crate::error::{EngineError, Result};
@@ -130,6 +130,18 @@ pub fn run(cfg: &RunConfig, progress: &dyn Progress) -> Result<RunSummary> {
 
     let out_schema = output_schema(&info);
     let mut acc = Accumulator::new(reference.len());
+    // A sample is drawn from the corpus, so each of its rows comes back as a query with the same
+    // vector: their neighbourhoods come from one symmetric self-join at half the cost. (A
+    // reference file may hold other vectors under the same identities, so it never takes this.)
+    let self_nb = match cfg.reference {
+        ReferenceSource::Sample { .. } => {
+            progress.phase("self-join", 0);
+            let (nb, stats) = index.self_knn(cfg.lid.k).map_err(|e| EngineError::kernel(format!("reference {source_name}"), e))?;
+            acc.timings.insert("knn".into(), stats.seconds);
+            Some(nb)
+        }
+        ReferenceSource::File(_) => None,
+    };
     progress.phase("lid", info.total_rows);
     let reader = CorpusReader::new(&spec, &info, cfg.batch_rows, true, None)?;
     let mut files = Vec::new();
@@ -174,8 +186,9 @@ pub fn run(cfg: &RunConfig, progress: &dyn Progress) -> Result<RunSummary> {
             let context =
                 || format!("{}: column {:?}: rows {}..{}", path.display(), cfg.embedding_column, batch.first_row, batch.first_row + n as u64);
             let rows = Rows::try_new(emb, n, dim).map_err(|e| EngineError::kernel(context(), e))?;
-            let (lids, stats) = pointwise_lid(&index, rows, &cfg.lid, Some(&exclude)).map_err(|e| EngineError::kernel(context(), e))?;
-            *acc.timings.entry("knn".into()).or_insert(0.0) += stats.knn.seconds;
+            let (nb, knn_seconds) = neighbours(&index, rows, &exclude, cfg.lid.k, self_nb.as_ref()).map_err(|e| EngineError::kernel(context(), e))?;
+            let (lids, stats) = lid_from_neighbours(&index, rows, &nb, &cfg.lid).map_err(|e| EngineError::kernel(context(), e))?;
+            *acc.timings.entry("knn".into()).or_insert(0.0) += knn_seconds;
             *acc.timings.entry("estimate".into()).or_insert(0.0) += stats.estimate_seconds;
             acc.record(&lids, &exclude);
 
@@ -282,6 +295,39 @@ fn check_reference(cfg: &RunConfig, spec: &CorpusSpec, info: &CorpusInfo, r: &Re
         )));
     }
     Ok(())
+}
+
+/// Neighbourhoods of a batch: rows that are reference rows take theirs from the self-join, the
+/// others are searched. Returns the neighbourhoods and the search's wall seconds.
+fn neighbours(
+    index: &KnnIndex,
+    rows: Rows<'_>,
+    exclude: &[Option<u32>],
+    k: usize,
+    self_nb: Option<&Neighbours>,
+) -> std::result::Result<(Neighbours, f64), lidscope_kernel::KernelError> {
+    let Some(known) = self_nb else {
+        let (nb, stats) = index.knn(rows, k, Some(exclude))?;
+        return Ok((nb, stats.seconds));
+    };
+    let search: Vec<usize> = (0..rows.len()).filter(|i| exclude[*i].is_none()).collect();
+    let mut nb = Neighbours { k, indices: vec![0; rows.len() * k], distances: vec![0.0; rows.len() * k] };
+    for (i, r) in exclude.iter().enumerate() {
+        if let Some(r) = r {
+            nb.indices[i * k..(i + 1) * k].copy_from_slice(known.indices_of(*r as usize));
+            nb.distances[i * k..(i + 1) * k].copy_from_slice(known.distances_of(*r as usize));
+        }
+    }
+    if search.is_empty() {
+        return Ok((nb, 0.0));
+    }
+    let data: Vec<f32> = search.iter().flat_map(|i| rows.row(*i).iter().copied()).collect();
+    let (found, stats) = index.knn(Rows::try_new(&data, search.len(), rows.dim())?, k, None)?;
+    for (j, i) in search.iter().enumerate() {
+        nb.indices[i * k..(i + 1) * k].copy_from_slice(found.indices_of(j));
+        nb.distances[i * k..(i + 1) * k].copy_from_slice(found.distances_of(j));
+    }
+    Ok((nb, stats.seconds))
 }
 
 /// Carried columns, then `lid`, `r1`, `r2`, `rk` (Float64).

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use super::twonn::{check_discard, fit_ratios, Estimator};
 use crate::error::{KernelError, Result};
 use super::gram;
-use crate::knn::{KnnIndex, KnnStats};
+use crate::knn::{KnnIndex, KnnStats, Neighbours};
 use crate::rows::{sq_dist_f64, Rows};
 
 /// Up to this dimension the neighbourhood's pairwise distances are computed directly in float64.
@@ -113,8 +113,28 @@ pub fn pointwise_lid(
 ) -> Result<(Vec<PointLid>, LidStats)> {
     cfg.validate()?;
     let (nb, knn) = index.knn(queries, cfg.k, exclude)?;
-    let start = Instant::now();
+    let (out, mut stats) = lid_from_neighbours(index, queries, &nb, cfg)?;
+    stats.knn = knn;
+    Ok((out, stats))
+}
+
+/// LID of every query from neighbourhoods already found (e.g. by [`KnnIndex::self_knn`]).
+///
+/// `nb` holds `queries.len()` rows of `cfg.k` reference rows, nearest first.
+///
+/// # Errors
+/// Those of [`LidConfig::validate`]; [`KernelError::Shape`] when `nb` does not match the queries,
+/// `cfg.k` or the reference.
+pub fn lid_from_neighbours(index: &KnnIndex, queries: Rows<'_>, nb: &Neighbours, cfg: &LidConfig) -> Result<(Vec<PointLid>, LidStats)> {
+    cfg.validate()?;
     let k = cfg.k;
+    if nb.k != k || nb.len() != queries.len() || queries.dim() != index.dim() || nb.indices.iter().any(|r| *r as usize >= index.len()) {
+        return Err(KernelError::Shape {
+            expected: format!("{} neighbourhoods of {k} rows below {} in dimension {}", queries.len(), index.len(), index.dim()),
+            got: format!("{} neighbourhoods of {} rows, queries of dimension {}", nb.len(), nb.k, queries.dim()),
+        });
+    }
+    let start = Instant::now();
     let mut out = vec![PointLid::default(); queries.len()];
     let exact_rows: u64 = out
         .par_chunks_mut(ESTIMATE_CHUNK)
@@ -136,7 +156,7 @@ pub fn pointwise_lid(
             fallbacks
         })
         .sum();
-    Ok((out, LidStats { knn, estimate_seconds: start.elapsed().as_secs_f64(), exact_rows }))
+    Ok((out, LidStats { knn: KnnStats::default(), estimate_seconds: start.elapsed().as_secs_f64(), exact_rows }))
 }
 
 #[derive(Default)]

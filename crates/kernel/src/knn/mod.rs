@@ -12,6 +12,7 @@
 
 mod gemm;
 mod kdtree;
+mod selfjoin;
 mod topk;
 
 use std::time::Instant;
@@ -30,7 +31,7 @@ const QUERY_BLOCK: usize = 512;
 /// Reference rows per GEMM tile.
 const REF_TILE: usize = 1024;
 /// Unit roundoff of float32.
-const U32: f64 = f32::EPSILON as f64 / 2.0;
+pub(super) const U32: f64 = f32::EPSILON as f64 / 2.0;
 
 /// How to search.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -104,3 +104,16 @@ fn same_answer_on_one_and_two_threads() {
     };
     assert_eq!(run(1), run(2));
 }
+
+#[test]
+fn self_join_equals_excluding_queries() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    for &(n, d, k) in &[(1300usize, 40usize, 17usize), (520, 97, 64), (40, 8, 5)] {
+        let refs = far_cloud(&mut rng, n, d, 30.0, 1.0);
+        let index = KnnIndex::new(Rows::try_new(&refs, n, d).unwrap(), SearchStrategy::Gemm).unwrap();
+        let me: Vec<Option<u32>> = (0..n as u32).map(Some).collect();
+        let (a, _) = index.knn(index.rows(), k, Some(&me)).unwrap();
+        let (b, _) = index.self_knn(k).unwrap();
+        assert_eq!(a, b, "n={n} d={d} k={k}");
+    }
+}
