@@ -167,6 +167,26 @@ struct Scratch {
     row: Vec<f32>,
     best: Vec<(f64, f64)>,
     mu: Vec<f64>,
+    /// Exact squared distances already computed in this neighbourhood, by pair (k x k, NaN =
+    /// not yet); mutual nearest neighbours would otherwise be computed twice.
+    exact: Vec<f64>,
+    touched: Vec<usize>,
+}
+
+impl Scratch {
+    /// The exact squared distance of neighbourhood points `i` and `j`, computed once per pair.
+    #[inline(always)]
+    fn exact(&mut self, k: usize, i: usize, j: usize, a: &[f32], b: &[f32]) -> f64 {
+        let at = i.min(j) * k + i.max(j);
+        let v = self.exact[at];
+        if !v.is_nan() {
+            return v;
+        }
+        let v = sq_dist_f64(a, b);
+        self.exact[at] = v;
+        self.touched.push(at);
+        v
+    }
 }
 
 crate::isa::multiversion! {
@@ -199,6 +219,10 @@ fn ratios_body(index: &KnnIndex, query: &[f32], nbrs: &[u32], s: &mut Scratch) -
         let rows: Vec<&[f32]> = (0..k).map(row).collect();
         let centre = query;
         let kp = gram::padded(k);
+        if s.exact.len() != k * k {
+            s.exact.clear();
+            s.exact.resize(k * k, f64::NAN);
+        }
         s.y.clear();
         s.y.resize(d * kp, 0.0);
         transpose_centred(&rows, centre, d, &mut s.y, kp);
@@ -238,19 +262,25 @@ fn ratios_body(index: &KnnIndex, query: &[f32], nbrs: &[u32], s: &mut Scratch) -
             }
             let bound = 2.0 * gamma * (s.norms[i].sqrt() + max_norm).powi(2) * 1.0001;
             if k == 3 || (top[2].0 as f64 - top[1].0 as f64) > 2.0 * bound {
-                push_best(&mut s.best[i], sq_dist_f64(row(i), row(top[0].1)));
-                push_best(&mut s.best[i], sq_dist_f64(row(i), row(top[1].1)));
+                let a = s.exact(k, i, top[0].1, row(i), row(top[0].1));
+                let b = s.exact(k, i, top[1].1, row(i), row(top[1].1));
+                push_best(&mut s.best[i], a);
+                push_best(&mut s.best[i], b);
             } else {
                 // Too close to call: re-rank exactly every point that can be among the two nearest.
                 fallbacks += 1;
                 let edge = top[1].0 as f64 + 2.0 * bound;
                 for j in 0..k {
                     if j != i && s.row[j] as f64 <= edge {
-                        push_best(&mut s.best[i], sq_dist_f64(row(i), row(j)));
+                        let v = s.exact(k, i, j, row(i), row(j));
+                        push_best(&mut s.best[i], v);
                     }
                 }
             }
         }
+    }
+    for at in s.touched.drain(..) {
+        s.exact[at] = f64::NAN;
     }
     s.mu.clear();
     s.mu.extend(s.best.iter().map(|(a, b)| b.sqrt() / a.sqrt()));
