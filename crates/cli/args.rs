@@ -45,7 +45,7 @@ const RUN_EXAMPLES: &str = "Examples:
 
 const DEMO_EXAMPLES: &str = "Examples:
   lidscope demo
-  lidscope demo --rows 20000 --dim 256 --out /tmp/lidscope-demo --overwrite";
+  lidscope demo --rows 20000 --dim 256 --out /tmp/lidscope-demo";
 
 const BENCH_EXAMPLES: &str = "Examples:
   # The issue's benchmark: 60,000 x 768, k = 128, corpus as its own reference
@@ -131,7 +131,7 @@ pub struct RunArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
-    /// Where to write the generated corpus and the results.
+    /// Where to write the generated corpus and the results (an earlier demo there is replaced).
     #[arg(long, default_value = "lidscope-demo", value_name = "DIR")]
     pub out: PathBuf,
     /// Tokens in the generated corpus.
@@ -140,9 +140,6 @@ pub struct DemoArgs {
     /// Embedding dimension.
     #[arg(long, default_value_t = 128)]
     pub dim: usize,
-    /// Replace an earlier demo in --out.
-    #[arg(long)]
-    pub overwrite: bool,
 }
 
 #[derive(Args, Debug, Clone)]

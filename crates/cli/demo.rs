@@ -11,9 +11,6 @@ use crate::synth::{write_corpus, SynthSpec};
 pub fn main(a: &DemoArgs, quiet: bool) -> Result<()> {
     let corpus = a.out.join("corpus");
     let results = a.out.join("results");
-    if results.join("manifest.json").exists() && !a.overwrite {
-        anyhow::bail!("{} already holds a demo; pass --overwrite to run it again", a.out.display());
-    }
     write_corpus(&corpus, &SynthSpec { rows: a.rows, dim: a.dim, manifold_dim: 6, seed: 1, files: 2 })?;
     if !quiet {
         eprintln!("lidscope demo: {} tokens of dimension {} near a 6-dimensional manifold in {}", a.rows, a.dim, corpus.display());
@@ -25,7 +22,8 @@ pub fn main(a: &DemoArgs, quiet: bool) -> Result<()> {
         out: results.clone(),
         lid: LidConfig::default(),
         reference: ReferenceSource::Sample { size: a.rows / 2, pool: a.rows, seed: 42 },
-        overwrite: a.overwrite,
+        // The demo owns its directory: a new demo replaces the last one.
+        overwrite: true,
         batch_rows: 8192,
         strategy: SearchStrategy::Auto,
     };

@@ -14,7 +14,9 @@ impl Bar {
     /// A bar on stderr, hidden when stderr is not a terminal or `quiet` is set.
     pub fn new(quiet: bool) -> Self {
         let target = if quiet || !std::io::stderr().is_terminal() { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
-        Self { bar: ProgressBar::with_draw_target(None, target) }
+        let bar = ProgressBar::with_draw_target(None, target);
+        bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));
+        Self { bar }
     }
 
     /// Removes the bar from the screen.
@@ -26,10 +28,11 @@ impl Bar {
 impl Progress for Bar {
     fn phase(&self, name: &str, total: u64) {
         self.bar.reset();
+        self.bar.disable_steady_tick();
         if total > 0 {
             self.bar.set_length(total);
             self.bar.set_style(
-                ProgressStyle::with_template("{msg:>10} [{bar:40}] {human_pos}/{human_len} rows, {per_sec}, eta {eta}")
+                ProgressStyle::with_template("{msg:>10} [{bar:40}] {human_pos}/{human_len} rows, {elapsed} elapsed, eta {eta}")
                     .expect("valid template")
                     .progress_chars("=> "),
             );
