@@ -4,4 +4,5 @@
 mod cli;
 mod errors;
 mod golden;
+mod sql;
 mod util;

@@ -29,6 +29,9 @@ pub enum Command {
     /// Generate a small synthetic corpus and run on it: a first look, no data needed.
     #[command(after_long_help = DEMO_EXAMPLES)]
     Demo(DemoArgs),
+    /// Query results, corpora and references with SQL (DataFusion), including lid().
+    #[command(after_long_help = SQL_EXAMPLES)]
+    Sql(SqlArgs),
     /// Benchmark the paper's setting (60,000 x 768, k = 128) against the machine's sgemm rate.
     #[command(after_long_help = BENCH_EXAMPLES)]
     Bench(BenchArgs),
@@ -42,6 +45,17 @@ const RUN_EXAMPLES: &str = "Examples:
   # Against a fixed reference file, maximum-likelihood TwoNN, machine-readable summary
   lidscope run --corpus 'ckpt-*/part-*.parquet' --embedding-column emb --id-columns seq_id,position \\
                --reference ref.parquet --estimator twonn-mle --out results/mle --json";
+
+const SQL_EXAMPLES: &str = "Examples:
+  # Mean LID and row count of a run, machine-readable
+  lidscope sql --table lid=results/layer6 --format csv \"SELECT avg(lid) AS m, count(*) AS n FROM lid\"
+
+  # One row per run (manifests), and mean LID per checkpoint across partitioned runs
+  lidscope sql --table lid=results \"SELECT * FROM lid_runs\"
+  lidscope sql --table lid=results \"SELECT checkpoint, avg(lid) FROM lid GROUP BY checkpoint ORDER BY checkpoint\"
+
+  # LID straight from SQL against a reference file
+  lidscope sql --table c=corpus/ \"SELECT seq_id, lid(hidden_L6, 'results/layer6/reference.parquet', 128)['lid'] FROM c\"";
 
 const DEMO_EXAMPLES: &str = "Examples:
   lidscope demo
@@ -124,9 +138,47 @@ pub struct RunArgs {
     /// Worker threads (default: all cores).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub threads: Option<u64>,
+    /// Run keys, e.g. model=bert,checkpoint=300: results go to <DIR>/data/model=bert/checkpoint=300/.
+    ///
+    /// Runs written into one <DIR> under different partitions form one table for `lidscope sql`;
+    /// each partition keeps its manifest next to its files and its reference under
+    /// <DIR>/references/<partition>/.
+    #[arg(long, value_delimiter = ',', value_parser = parse_key_value, value_name = "KEY=VALUE,...")]
+    pub partition: Vec<(String, String)>,
     /// Print the manifest as JSON on stdout instead of the summary line.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Output format of `lidscope sql`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum FormatArg {
+    /// An aligned table for people.
+    Table,
+    /// CSV with a header line.
+    Csv,
+    /// JSON lines: one object per row.
+    Json,
+    /// Parquet (needs --output).
+    Parquet,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SqlArgs {
+    /// A table: NAME=PATH, PATH a result directory, a corpus (file, directory or glob) or a reference file.
+    ///
+    /// A result directory registers NAME over its data/ (hive partitions become columns) and
+    /// NAME_runs with one row per run manifest.
+    #[arg(long = "table", value_parser = parse_key_value, value_name = "NAME=PATH")]
+    pub tables: Vec<(String, String)>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Table)]
+    pub format: FormatArg,
+    /// Write the result to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The SQL query.
+    pub query: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -168,6 +220,13 @@ pub struct BenchArgs {
     /// Print the figures as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {

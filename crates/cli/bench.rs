@@ -53,6 +53,7 @@ fn end_to_end(a: &BenchArgs) -> Result<lidscope_data::Manifest> {
         overwrite: false,
         batch_rows: 8192,
         strategy: SearchStrategy::Gemm,
+        partition: Vec::new(),
     };
     Ok(run(&cfg, &NoProgress)?.manifest)
 }

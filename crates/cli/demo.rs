@@ -26,6 +26,7 @@ pub fn main(a: &DemoArgs, quiet: bool) -> Result<()> {
         overwrite: true,
         batch_rows: 8192,
         strategy: SearchStrategy::Auto,
+        partition: Vec::new(),
     };
     let summary = execute(&cfg, quiet)?;
     print_summary(&summary, &results);

@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod progress;
 mod run_cmd;
+mod sql_cmd;
 mod synth;
 
 use std::process::ExitCode;
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run_cmd::main(a, cli.quiet),
         Command::Demo(a) => demo::main(a, cli.quiet),
         Command::Bench(a) => bench::main(a),
+        Command::Sql(a) => sql_cmd::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -33,6 +33,7 @@ impl From<&RunArgs> for RunConfig {
                 SearchArg::Gemm => SearchStrategy::Gemm,
                 SearchArg::Kdtree => SearchStrategy::KdTree,
             },
+            partition: a.partition.clone(),
         }
     }
 }

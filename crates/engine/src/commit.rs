@@ -14,17 +14,42 @@ use crate::error::{EngineError, Result};
 /// File name of the run manifest.
 pub(crate) const MANIFEST: &str = "manifest.json";
 
+/// Where a run's files land: `<out>/data`, `<out>/reference.parquet` and `<out>/manifest.json`,
+/// or with a partition `k1=v1/k2=v2`: `<out>/data/k1=v1/k2=v2/` (parts and `manifest.json`) and
+/// `<out>/references/k1=v1/k2=v2/reference.parquet` (outside `data/`, so that a table over
+/// `data/` holds result rows only).
+pub(crate) struct Layout {
+    out: PathBuf,
+    data: PathBuf,
+    reference: PathBuf,
+    manifest: PathBuf,
+}
+
+impl Layout {
+    pub(crate) fn new(out: &Path, partition: &[(String, String)]) -> Self {
+        let sub: PathBuf = partition.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if partition.is_empty() {
+            Self { out: out.into(), data: out.join("data"), reference: out.join("reference.parquet"), manifest: out.join(MANIFEST) }
+        } else {
+            let data = out.join("data").join(&sub);
+            Self { out: out.into(), manifest: data.join(MANIFEST), data, reference: out.join("references").join(&sub).join("reference.parquet") }
+        }
+    }
+}
+
 /// An output directory being prepared.
 pub(crate) struct Staging {
-    out: PathBuf,
+    layout: Layout,
     dir: PathBuf,
 }
 
 impl Staging {
     /// Refuses a complete result unless `overwrite`; creates `<out>/.staging-<pid>/data`.
-    pub(crate) fn begin(out: &Path, overwrite: bool) -> Result<Self> {
-        if out.join(MANIFEST).exists() && !overwrite {
-            return Err(EngineError::OutputExists(out.to_path_buf()));
+    pub(crate) fn begin(layout: Layout, overwrite: bool) -> Result<Self> {
+        let out = layout.out.clone();
+        let out = out.as_path();
+        if layout.manifest.exists() && !overwrite {
+            return Err(EngineError::OutputExists(layout.manifest.parent().unwrap_or(out).to_path_buf()));
         }
         if out.exists() && !out.is_dir() {
             return Err(EngineError::Invalid(format!("{}: exists and is not a directory", out.display())));
@@ -41,7 +66,7 @@ impl Staging {
         }
         let dir = out.join(format!(".staging-{}", std::process::id()));
         fs::create_dir_all(dir.join("data")).map_err(|e| EngineError::io(&dir, e))?;
-        Ok(Self { out: out.to_path_buf(), dir })
+        Ok(Self { layout, dir })
     }
 
     /// Where result parts are written.
@@ -56,25 +81,33 @@ impl Staging {
 
     /// Swaps the staged files in and writes the manifest last.
     pub(crate) fn commit(self, manifest: &lidscope_data::Manifest) -> Result<()> {
-        let out = &self.out;
-        let old_manifest = out.join(MANIFEST);
-        if old_manifest.exists() {
-            fs::remove_file(&old_manifest).map_err(|e| EngineError::io(&old_manifest, e))?;
+        let l = &self.layout;
+        if l.manifest.exists() {
+            fs::remove_file(&l.manifest).map_err(|e| EngineError::io(&l.manifest, e))?;
         }
-        let trash = out.join(format!(".trash-{}", std::process::id()));
+        let trash = l.out.join(format!(".trash-{}", std::process::id()));
         fs::create_dir_all(&trash).map_err(|e| EngineError::io(&trash, e))?;
-        for name in ["data", "reference.parquet"] {
-            let (old, new) = (out.join(name), self.dir.join(name));
+        for (i, (new, old)) in [(self.dir.join("data"), &l.data), (self.dir.join("reference.parquet"), &l.reference)].into_iter().enumerate() {
             if old.exists() {
-                fs::rename(&old, trash.join(name)).map_err(|e| EngineError::io(&old, e))?;
+                fs::rename(old, trash.join(i.to_string())).map_err(|e| EngineError::io(old, e))?;
             }
-            fs::rename(&new, &old).map_err(|e| EngineError::io(&new, e))?;
+            if let Some(parent) = old.parent() {
+                fs::create_dir_all(parent).map_err(|e| EngineError::io(parent, e))?;
+            }
+            fs::rename(&new, old).map_err(|e| EngineError::io(&new, e))?;
         }
-        lidscope_data::write_manifest(&old_manifest, manifest)?;
+        lidscope_data::write_manifest(&l.manifest, manifest)?;
         let _ = fs::remove_dir_all(&trash);
         let _ = fs::remove_dir_all(&self.dir);
         Ok(())
     }
+
+    /// Result part paths relative to the output directory, for the manifest.
+    pub(crate) fn relative_data(&self, name: &str) -> String {
+        let l = &self.layout;
+        l.data.join(name).strip_prefix(&l.out).map(|p| p.display().to_string()).unwrap_or_else(|_| name.to_string())
+    }
+
 }
 
 impl Drop for Staging {

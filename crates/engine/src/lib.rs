@@ -11,6 +11,8 @@ mod commit;
 mod error;
 mod progress;
 mod run;
+pub mod sql;
+pub mod udf;
 
 pub use error::{EngineError, Result};
 pub use progress::{NoProgress, Progress};

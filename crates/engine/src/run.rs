@@ -13,7 +13,7 @@ use lidscope_data::{
 };
 use lidscope_kernel::{lid_from_neighbours, twonn_from_distances, Estimator, KnnIndex, LidConfig, Neighbours, Rows, SearchStrategy};
 
-use crate::commit::Staging;
+use crate::commit::{Layout, Staging};
 use crate::error::{EngineError, Result};
 use crate::progress::Progress;
 
@@ -57,6 +57,9 @@ pub struct RunConfig {
     pub batch_rows: usize,
     /// Neighbour search path.
     pub strategy: SearchStrategy,
+    /// Run keys (`model=m`, `checkpoint=3`, ...): results go to `<out>/data/k=v/...` so that many
+    /// runs form one table.
+    pub partition: Vec<(String, String)>,
 }
 
 /// What a finished run reports.
@@ -83,6 +86,12 @@ pub fn run(cfg: &RunConfig, progress: &dyn Progress) -> Result<RunSummary> {
     };
     let mut timings: BTreeMap<String, f64> = BTreeMap::new();
     cfg.lid.validate().map_err(|e| EngineError::kernel("parameters", e))?;
+    for (k, v) in &cfg.partition {
+        let ok = |s: &str| !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\', '=']);
+        if !ok(k) || !ok(v) {
+            return Err(EngineError::Invalid(format!("--partition {k}={v}: keys and values must be non-empty and hold no '/', '\\' or '='")));
+        }
+    }
     if cfg.batch_rows == 0 {
         return Err(EngineError::Invalid("batch size must be at least 1 row".into()));
     }
@@ -98,7 +107,7 @@ pub fn run(cfg: &RunConfig, progress: &dyn Progress) -> Result<RunSummary> {
             spec.files[0].display()
         )));
     }
-    let staging = Staging::begin(&cfg.out, cfg.overwrite)?;
+    let staging = Staging::begin(Layout::new(&cfg.out, &cfg.partition), cfg.overwrite)?;
 
     progress.phase("reference", 0);
     let t = Instant::now();
@@ -198,7 +207,7 @@ pub fn run(cfg: &RunConfig, progress: &dyn Progress) -> Result<RunSummary> {
                     w.finish()?;
                 }
                 let name = format!("part-{:05}.parquet", batch.file_index);
-                files.push(format!("data/{name}"));
+                files.push(staging.relative_data(&name));
                 writer = Some((batch.file_index, AtomicParquetWriter::new(&staging.data_dir().join(name), out_schema.clone())?));
             }
             let columns = with_outputs(&batch.columns, &lids);
@@ -265,7 +274,7 @@ pub fn run(cfg: &RunConfig, progress: &dyn Progress) -> Result<RunSummary> {
         pool,
         reference_size: size,
         global_twonn,
-        partition: BTreeMap::new(),
+        partition: cfg.partition.iter().cloned().collect(),
         elapsed_seconds: elapsed,
         timings,
         files,

@@ -1,0 +1,116 @@
+//! SQL over lidscope's tables: result directories (hive-partitioned `data/`, plus their manifests
+//! as a `<name>_runs` table), corpora and reference files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTableUrl};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use lidscope_data::{read_manifest, Manifest};
+
+use crate::error::{EngineError, Result};
+
+/// A session with lidscope's functions registered.
+pub fn session() -> SessionContext {
+    let ctx = SessionContext::new();
+    crate::udf::register_all(&ctx);
+    ctx
+}
+
+fn df(context: impl Into<String>) -> impl FnOnce(datafusion::error::DataFusionError) -> EngineError {
+    let context = context.into();
+    move |e| EngineError::Invalid(format!("{context}: {e}"))
+}
+
+/// Registers `path` as table `name`.
+///
+/// A result directory (holding `data/` or a `manifest.json`) becomes `name` over its `data/`
+/// files, hive partitions (`key=value` directories) as Utf8 columns, and `<name>_runs` with one
+/// row per run manifest. Anything else is read as Parquet: a file, a directory or a glob.
+///
+/// # Errors
+/// A path that does not exist, a table that cannot be read, or a name already taken.
+pub async fn register(ctx: &SessionContext, name: &str, path: &str) -> Result<()> {
+    let p = Path::new(path);
+    let is_result = p.is_dir() && (p.join("data").is_dir() || p.join("manifest.json").is_file());
+    if !is_result {
+        let has_glob = path.contains(['*', '?', '[']);
+        if !has_glob && !p.exists() {
+            return Err(EngineError::Invalid(format!("--table {name}={path}: no such file or directory")));
+        }
+        return ctx.register_parquet(name, path, ParquetReadOptions::default()).await.map_err(df(format!("--table {name}={path}")));
+    }
+    let data = p.join("data");
+    let url = ListingTableUrl::parse(format!("{}/", data.canonicalize().map_err(|e| EngineError::io(&data, e))?.display()))
+        .map_err(df(format!("--table {name}={path}")))?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let parts = options.infer_partitions(&ctx.state(), &url).await.map_err(df(format!("--table {name}={path}: partitions")))?;
+    let options = options.with_table_partition_cols(parts.into_iter().map(|c| (c, DataType::Utf8)).collect());
+    ctx.register_listing_table(name, url.as_str(), options, None, None).await.map_err(df(format!("--table {name}={path}")))?;
+    let runs = runs_table(p)?;
+    ctx.register_batch(&format!("{name}_runs"), runs).map_err(df(format!("--table {name}={path}: manifests")))?;
+    Ok(())
+}
+
+/// Every `manifest.json` under `dir`, as one row per run.
+fn runs_table(dir: &Path) -> Result<RecordBatch> {
+    let mut found = Vec::new();
+    collect_manifests(dir, &mut found)?;
+    found.sort();
+    let manifests: Vec<(String, Manifest)> = found
+        .iter()
+        .map(|f| {
+            let rel = f.parent().and_then(|p| p.strip_prefix(dir).ok()).map(|p| p.display().to_string()).unwrap_or_default();
+            read_manifest(f).map(|m| (rel, m))
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let keys: std::collections::BTreeSet<String> = manifests.iter().flat_map(|(_, m)| m.partition.keys().cloned()).collect();
+    let mut fields = vec![Field::new("run", DataType::Utf8, false)];
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(manifests.iter().map(|(r, _)| r.as_str())))];
+    for key in &keys {
+        fields.push(Field::new(key, DataType::Utf8, true));
+        cols.push(Arc::new(StringArray::from(manifests.iter().map(|(_, m)| m.partition.get(key).cloned()).collect::<Vec<_>>())));
+    }
+    let u = |f: fn(&Manifest) -> u64| Arc::new(UInt64Array::from_iter_values(manifests.iter().map(|(_, m)| f(m)))) as ArrayRef;
+    let fl = |f: fn(&Manifest) -> f64| Arc::new(Float64Array::from_iter_values(manifests.iter().map(|(_, m)| f(m)))) as ArrayRef;
+    let s = |f: fn(&Manifest) -> String| Arc::new(StringArray::from_iter_values(manifests.iter().map(|(_, m)| f(m)))) as ArrayRef;
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("rows", u(|m| m.rows)),
+        ("mean_lid", fl(|m| m.mean_lid)),
+        ("global_twonn", fl(|m| m.global_twonn)),
+        ("k", u(|m| m.k as u64)),
+        ("estimator", s(|m| m.estimator.clone())),
+        ("discard_fraction", fl(|m| m.discard_fraction)),
+        ("reference_rows", u(|m| m.reference_rows as u64)),
+        ("reference_sha256", s(|m| m.reference_sha256.clone())),
+        ("embedding_column", s(|m| m.embedding_column.clone())),
+        ("dim", u(|m| m.dim as u64)),
+        ("elapsed_seconds", fl(|m| m.elapsed_seconds)),
+        ("created_unix", u(|m| m.created_unix)),
+        ("version", s(|m| m.version.clone())),
+    ];
+    for (n, c) in columns {
+        fields.push(Field::new(n, c.data_type().clone(), false));
+        cols.push(c);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| EngineError::Invalid(format!("{}: manifests: {e}", dir.display())))
+}
+
+fn collect_manifests(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for e in std::fs::read_dir(dir).map_err(|e| EngineError::io(dir, e))?.flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            collect_manifests(&path, out)?;
+        } else if name == "manifest.json" {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
