@@ -11,6 +11,7 @@ mod commit;
 mod error;
 mod progress;
 mod run;
+mod scan;
 pub mod sql;
 pub mod udf;
 

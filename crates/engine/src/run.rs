@@ -1,21 +1,29 @@
 //! `lidscope run`: a corpus in, per-token LID tables and a manifest out.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, Float64Array, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::{ArrayRef, AsArray, Float64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, UInt32Type, UInt64Type};
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::functions::core::expr_fn::named_struct;
+use datafusion::logical_expr::{Expr, ScalarUDF};
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::prelude::{ident, lit, SessionConfig, SessionContext};
+use futures::StreamExt;
 use lidscope_data::{
-    inspect, positional_key, read_reference, resolve_inputs, sample_reference, vectors_sha256, write_reference, AtomicParquetWriter,
-    CorpusInfo, CorpusReader, CorpusSpec, IdentityEncoder, Manifest, Reference, SampleConfig,
+    inspect, read_reference, resolve_inputs, sample_reference, vectors_sha256, write_reference, AtomicParquetWriter, CorpusInfo,
+    CorpusSpec, IdentityEncoder, Manifest, Reference, SampleConfig,
 };
-use lidscope_kernel::{lid_from_neighbours, twonn_from_distances, Estimator, KnnIndex, LidConfig, Neighbours, Rows, SearchStrategy};
+use lidscope_kernel::{twonn_from_distances, Estimator, KnnIndex, LidConfig, Rows, SearchStrategy};
 
 use crate::commit::{Layout, Staging};
 use crate::error::{EngineError, Result};
 use crate::progress::Progress;
+use crate::scan::{engine_error, CorpusStream, FILE_COLUMN, FILE_INDEX_COLUMN, ROW_COLUMN};
+use crate::udf::{adopt, LidUdf, LoadedReference};
 
 /// Columns every result row gets, after the carried corpus columns.
 pub const OUTPUT_COLUMNS: [&str; 4] = ["lid", "r1", "r2", "rk"];
@@ -129,106 +137,43 @@ pub fn run(cfg: &RunConfig, progress: &dyn Progress) -> Result<RunSummary> {
     timings.insert("reference".into(), t.elapsed().as_secs_f64());
     check_reference(cfg, &spec, &info, &reference, &source_name)?;
     let dim = reference.dim;
-    let index = KnnIndex::new(Rows::try_new(&reference.embeddings, reference.len(), dim).map_err(|e| EngineError::kernel(&source_name, e))?, cfg.strategy)
-        .map_err(|e| EngineError::kernel(format!("reference {source_name}: column {:?}", cfg.embedding_column), e))?;
-    let ref_rows: HashMap<&[u8], u32> = reference.keys.iter().enumerate().map(|(i, k)| (&**k, i as u32)).collect();
-    let encoder = match cfg.id_columns.is_empty() {
-        true => None,
-        false => Some(IdentityEncoder::new(&info.schema, &cfg.id_columns, &spec.files[0])?),
-    };
 
-    let out_schema = output_schema(&info);
-    let mut acc = Accumulator::new(reference.len());
-    // A sample is drawn from the corpus, so each of its rows comes back as a query with the same
-    // vector: their neighbourhoods come from one symmetric self-join at half the cost. (A
-    // reference file may hold other vectors under the same identities, so it never takes this.)
-    let self_nb = match cfg.reference {
-        ReferenceSource::Sample { .. } => {
-            progress.phase("self-join", 0);
-            let (nb, stats) = index.self_knn(cfg.lid.k).map_err(|e| EngineError::kernel(format!("reference {source_name}"), e))?;
-            acc.timings.insert("knn".into(), stats.seconds);
-            Some(nb)
-        }
-        ReferenceSource::File(_) => None,
-    };
-    progress.phase("lid", info.total_rows);
-    let reader = CorpusReader::new(&spec, &info, cfg.batch_rows, true, None)?;
-    let mut files = Vec::new();
-    // Two helpers keep the cores on the kernel: one writes the reference file (known from here
-    // on), one reads and decodes the next corpus batch while the current one is computed.
-    let reference_write = std::thread::scope(|scope| -> Result<f64> {
-        let writer_thread = scope.spawn(|| {
+    // The reference goes to its file while it is indexed (and, for a sample, self-joined); the
+    // query then finds the index under that file, as any `lid()` call would.
+    let sampled = matches!(cfg.reference, ReferenceSource::Sample { .. });
+    let identity = run_identity(cfg);
+    let reference_path = staging.reference_path();
+    let loaded = std::thread::scope(|scope| -> Result<LoadedReference> {
+        let writer = scope.spawn(|| {
             let t = Instant::now();
-            write_reference(&staging.reference_path(), &reference, &cfg.embedding_column).map(|_| t.elapsed().as_secs_f64())
+            write_reference(&reference_path, &reference, &cfg.embedding_column).map(|_| t.elapsed().as_secs_f64())
         });
-        let (tx, rx) = std::sync::mpsc::sync_channel(2);
-        scope.spawn(move || {
-            for batch in reader {
-                let stop = batch.is_err();
-                if tx.send(batch).is_err() || stop {
-                    break;
-                }
+        let built = LoadedReference::new(&reference, &source_name, &identity, cfg.strategy).and_then(|r| match sampled {
+            true => {
+                progress.phase("self-join", 0);
+                r.with_self_knn(cfg.lid.k).map_err(|e| EngineError::kernel(format!("reference {source_name}"), e))
             }
+            false => Ok(r),
         });
-        let mut writer: Option<(usize, AtomicParquetWriter)> = None;
-        loop {
-            let t = Instant::now();
-            let Ok(batch) = rx.recv() else { break };
-            let batch = batch?;
-            acc.add_time("read", t);
-            let path = &spec.files[batch.file_index];
-            let n = batch.columns.num_rows();
-            let emb = batch.embeddings.as_deref().expect("embeddings requested");
-            if batch.dim != dim {
-                return Err(EngineError::Invalid(format!(
-                    "{}: column {:?}: dimension {} differs from the reference's {dim} ({source_name})",
-                    path.display(),
-                    cfg.embedding_column,
-                    batch.dim
-                )));
-            }
-            let keys = match &encoder {
-                Some(e) => e.encode(&batch.columns, path, batch.first_row)?,
-                None => (0..n as u64).map(|i| positional_key(batch.file_index as u32, batch.first_row + i)).collect(),
-            };
-            let exclude: Vec<Option<u32>> = keys.iter().map(|k| ref_rows.get(&**k).copied()).collect();
-            let context =
-                || format!("{}: column {:?}: rows {}..{}", path.display(), cfg.embedding_column, batch.first_row, batch.first_row + n as u64);
-            let rows = Rows::try_new(emb, n, dim).map_err(|e| EngineError::kernel(context(), e))?;
-            let (nb, knn_seconds) = neighbours(&index, rows, &exclude, cfg.lid.k, self_nb.as_ref()).map_err(|e| EngineError::kernel(context(), e))?;
-            let (lids, stats) = lid_from_neighbours(&index, rows, &nb, &cfg.lid).map_err(|e| EngineError::kernel(context(), e))?;
-            *acc.timings.entry("knn".into()).or_insert(0.0) += knn_seconds;
-            *acc.timings.entry("estimate".into()).or_insert(0.0) += stats.estimate_seconds;
-            acc.record(&lids, &exclude);
-
-            let t = Instant::now();
-            if writer.as_ref().is_none_or(|(f, _)| *f != batch.file_index) {
-                if let Some((_, w)) = writer.take() {
-                    w.finish()?;
-                }
-                let name = format!("part-{:05}.parquet", batch.file_index);
-                files.push(staging.relative_data(&name));
-                writer = Some((batch.file_index, AtomicParquetWriter::new(&staging.data_dir().join(name), out_schema.clone())?));
-            }
-            let columns = with_outputs(&batch.columns, &lids);
-            let out = RecordBatch::try_new(out_schema.clone(), columns)
-                .map_err(|e| EngineError::Invalid(format!("{}: building the result batch: {e}", path.display())))?;
-            writer.as_mut().expect("opened above").1.write(&out)?;
-            acc.add_time("write", t);
-            progress.advance(n as u64);
-        }
-        if let Some((_, w)) = writer.take() {
-            w.finish()?;
-        }
-        let t = Instant::now();
-        let seconds = writer_thread.join().expect("reference writer panicked")?;
-        acc.add_time("write", t);
-        Ok(seconds)
+        timings.insert("reference_write".into(), writer.join().expect("reference writer panicked")?);
+        built
     })?;
-    timings.insert("reference_write".into(), reference_write);
+    let loaded = Arc::new(loaded);
+    let _adopted = adopt(&reference_path, loaded.clone())?;
+
+    progress.phase("lid", info.total_rows);
+    let t = Instant::now();
+    let stream = CorpusStream::new(spec.clone(), info.clone(), cfg.batch_rows, dim, source_name.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| EngineError::io(&cfg.out, e))?;
+    let mut acc = Accumulator::new(reference.len());
+    let files = runtime.block_on(execute(cfg, &info, stream, &reference_path, &identity, &loaded, &staging, &mut acc, progress))?;
+    timings.insert("lid".into(), t.elapsed().as_secs_f64());
+    let kernel = loaded.times();
+    timings.insert("knn".into(), kernel.knn);
+    timings.insert("estimate".into(), kernel.estimate);
 
     let t = Instant::now();
-    let global_twonn = acc.global_twonn(&index, cfg.lid.discard_fraction)?;
+    let global_twonn = acc.global_twonn(&loaded.index, cfg.lid.discard_fraction)?;
     timings.insert("global".into(), t.elapsed().as_secs_f64());
     if acc.zero_r1 > 0 && matches!(cfg.reference, ReferenceSource::File(_)) && cfg.id_columns.is_empty() {
         warn(format!(
@@ -243,9 +188,7 @@ pub fn run(cfg: &RunConfig, progress: &dyn Progress) -> Result<RunSummary> {
             acc.nonfinite
         ));
     }
-    for (k, v) in &acc.timings {
-        timings.insert(k.clone(), *v);
-    }
+    timings.insert("write".into(), acc.write_seconds);
 
     let (seed, pool, size) = match cfg.reference {
         ReferenceSource::Sample { size, pool, seed } => (Some(seed), Some(pool), Some(size)),
@@ -306,37 +249,130 @@ fn check_reference(cfg: &RunConfig, spec: &CorpusSpec, info: &CorpusInfo, r: &Re
     Ok(())
 }
 
-/// Neighbourhoods of a batch: rows that are reference rows take theirs from the self-join, the
-/// others are searched. Returns the neighbourhoods and the search's wall seconds.
-fn neighbours(
-    index: &KnnIndex,
-    rows: Rows<'_>,
-    exclude: &[Option<u32>],
-    k: usize,
-    self_nb: Option<&Neighbours>,
-) -> std::result::Result<(Neighbours, f64), lidscope_kernel::KernelError> {
-    let Some(known) = self_nb else {
-        let (nb, stats) = index.knn(rows, k, Some(exclude))?;
-        return Ok((nb, stats.seconds));
-    };
-    let search: Vec<usize> = (0..rows.len()).filter(|i| exclude[*i].is_none()).collect();
-    let mut nb = Neighbours { k, indices: vec![0; rows.len() * k], distances: vec![0.0; rows.len() * k] };
-    for (i, r) in exclude.iter().enumerate() {
-        if let Some(r) = r {
-            nb.indices[i * k..(i + 1) * k].copy_from_slice(known.indices_of(*r as usize));
-            nb.distances[i * k..(i + 1) * k].copy_from_slice(known.distances_of(*r as usize));
+/// The identity columns `lid()` gets (as the reference names them): the id columns; for a sample
+/// from a corpus without them, the row's file and row number; none for a reference file without
+/// them (it shares no identity with the corpus).
+fn run_identity(cfg: &RunConfig) -> Vec<String> {
+    match (&cfg.reference, cfg.id_columns.is_empty()) {
+        (_, false) => cfg.id_columns.clone(),
+        (ReferenceSource::Sample { .. }, true) => vec!["file".into(), "row".into()],
+        (ReferenceSource::File(_), true) => Vec::new(),
+    }
+}
+
+/// The corpus column behind identity column `name` of the reference.
+fn identity_source<'a>(cfg: &RunConfig, name: &'a str) -> &'a str {
+    match (cfg.id_columns.is_empty(), name) {
+        (true, "file") => FILE_COLUMN,
+        (true, "row") => ROW_COLUMN,
+        _ => name,
+    }
+}
+
+/// `lid(embedding, reference, k, estimator, discard_fraction [, identity])` as the run calls it.
+fn lid_expr(cfg: &RunConfig, reference: &Path, identity: &[String]) -> Expr {
+    let mut args = vec![
+        ident(&cfg.embedding_column),
+        lit(reference.to_string_lossy().into_owned()),
+        lit(cfg.lid.k as i64),
+        lit(cfg.lid.estimator.name()),
+        lit(cfg.lid.discard_fraction),
+    ];
+    if !identity.is_empty() {
+        args.push(named_struct(identity.iter().flat_map(|c| [lit(c.as_str()), ident(identity_source(cfg, c))]).collect()));
+    }
+    ScalarUDF::from(LidUdf::default()).call(args)
+}
+
+/// The struct column `lid()` fills in the run's plan.
+const LID_STRUCT: &str = "__lidscope_lid";
+
+/// Runs the corpus through `lid()` in a DataFusion plan, one partition in corpus order (the
+/// kernel spreads each batch over the cores), and writes one part file per corpus file. Returns
+/// the part files, relative to the output directory.
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    cfg: &RunConfig,
+    info: &CorpusInfo,
+    stream: CorpusStream,
+    reference: &Path,
+    identity: &[String],
+    loaded: &LoadedReference,
+    staging: &Staging,
+    acc: &mut Accumulator,
+    progress: &dyn Progress,
+) -> Result<Vec<String>> {
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+    let table = StreamingTable::try_new(stream.schema().clone(), vec![Arc::new(stream)]).map_err(engine_error)?;
+    let mut exprs: Vec<Expr> = info.carried.iter().map(ident).collect();
+    exprs.extend([FILE_INDEX_COLUMN, FILE_COLUMN, ROW_COLUMN].map(ident));
+    exprs.push(lid_expr(cfg, reference, identity).alias(LID_STRUCT));
+    let plan = ctx.read_table(Arc::new(table)).and_then(|df| df.select(exprs)).map_err(engine_error)?;
+    tracing::debug!("run plan:\n{}", plan.logical_plan().display_indent());
+    let mut batches = plan.execute_stream().await.map_err(engine_error)?;
+
+    let out_schema = output_schema(info);
+    let mut encoder: Option<IdentityEncoder> = None;
+    let mut writer: Option<(u32, AtomicParquetWriter)> = None;
+    let mut files = Vec::new();
+    while let Some(batch) = batches.next().await {
+        let batch = batch.map_err(engine_error)?;
+        let n = batch.num_rows();
+        if n == 0 {
+            continue;
         }
+        let file_index = batch.column_by_name(FILE_INDEX_COLUMN).expect("selected").as_primitive::<UInt32Type>().value(0);
+        let path = &info_path(cfg, &batch);
+        let lids = batch.column_by_name(LID_STRUCT).expect("selected").as_struct().clone();
+        let exclude = match identity.is_empty() {
+            true => vec![None; n],
+            false => {
+                let ids = identity_batch(cfg, identity, &batch, path)?;
+                let e = match &encoder {
+                    Some(e) => e,
+                    None => encoder.insert(IdentityEncoder::new(&ids.schema(), identity, Path::new(path))?),
+                };
+                let row0 = batch.column_by_name(ROW_COLUMN).expect("selected").as_primitive::<UInt64Type>().value(0);
+                e.encode(&ids, Path::new(path), row0)?.iter().map(|k| loaded.rows.get(&**k).copied()).collect()
+            }
+        };
+        let column = |name: &str| lids.column_by_name(name).expect("lid() result field").clone();
+        acc.record(column("lid").as_primitive::<Float64Type>(), column("r1").as_primitive::<Float64Type>(), column("r2").as_primitive::<Float64Type>(), &exclude);
+
+        let t = Instant::now();
+        if writer.as_ref().is_none_or(|(f, _)| *f != file_index) {
+            if let Some((_, w)) = writer.take() {
+                w.finish()?;
+            }
+            let name = format!("part-{file_index:05}.parquet");
+            files.push(staging.relative_data(&name));
+            writer = Some((file_index, AtomicParquetWriter::new(&staging.data_dir().join(name), out_schema.clone())?));
+        }
+        let mut columns: Vec<ArrayRef> = batch.columns()[..info.carried.len()].to_vec();
+        columns.extend(OUTPUT_COLUMNS.map(column));
+        let out = RecordBatch::try_new(out_schema.clone(), columns).map_err(|e| EngineError::Invalid(format!("{path}: building the result batch: {e}")))?;
+        writer.as_mut().expect("opened above").1.write(&out)?;
+        acc.write_seconds += t.elapsed().as_secs_f64();
+        progress.advance(n as u64);
     }
-    if search.is_empty() {
-        return Ok((nb, 0.0));
+    if let Some((_, w)) = writer.take() {
+        let t = Instant::now();
+        w.finish()?;
+        acc.write_seconds += t.elapsed().as_secs_f64();
     }
-    let data: Vec<f32> = search.iter().flat_map(|i| rows.row(*i).iter().copied()).collect();
-    let (found, stats) = index.knn(Rows::try_new(&data, search.len(), rows.dim())?, k, None)?;
-    for (j, i) in search.iter().enumerate() {
-        nb.indices[i * k..(i + 1) * k].copy_from_slice(found.indices_of(j));
-        nb.distances[i * k..(i + 1) * k].copy_from_slice(found.distances_of(j));
-    }
-    Ok((nb, stats.seconds))
+    Ok(files)
+}
+
+/// The corpus file of a result batch, for messages.
+fn info_path(_cfg: &RunConfig, batch: &RecordBatch) -> String {
+    batch.column_by_name(FILE_COLUMN).expect("selected").as_string::<i32>().value(0).to_string()
+}
+
+/// The identity columns of a result batch, named as the reference names them.
+fn identity_batch(cfg: &RunConfig, identity: &[String], batch: &RecordBatch, path: &str) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = identity.iter().map(|c| batch.column_by_name(identity_source(cfg, c)).expect("selected").clone()).collect();
+    let fields: Vec<Field> = identity.iter().zip(&columns).map(|(c, a)| Field::new(c, a.data_type().clone(), true)).collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| EngineError::Invalid(format!("{path}: identity columns: {e}")))
 }
 
 /// Carried columns, then `lid`, `r1`, `r2`, `rk` (Float64).
@@ -344,16 +380,6 @@ fn output_schema(info: &CorpusInfo) -> SchemaRef {
     let mut fields: Vec<Field> = info.carried.iter().map(|c| info.schema.field_with_name(c).expect("carried column").clone()).collect();
     fields.extend(OUTPUT_COLUMNS.iter().map(|c| Field::new(*c, DataType::Float64, false)));
     Arc::new(Schema::new(fields))
-}
-
-fn with_outputs(carried: &RecordBatch, lids: &[lidscope_kernel::PointLid]) -> Vec<ArrayRef> {
-    let mut cols: Vec<ArrayRef> = carried.columns().to_vec();
-    let col = |f: fn(&lidscope_kernel::PointLid) -> f64| Arc::new(Float64Array::from_iter_values(lids.iter().map(f))) as ArrayRef;
-    cols.push(col(|p| p.lid));
-    cols.push(col(|p| p.r1));
-    cols.push(col(|p| p.r2));
-    cols.push(col(|p| p.rk));
-    cols
 }
 
 /// Running totals of a run.
@@ -365,34 +391,31 @@ struct Accumulator {
     zero_r1: u64,
     /// Per reference row, its (r1, r2) inside the reference, when it was seen as a query.
     covered: Vec<Option<(f64, f64)>>,
-    timings: BTreeMap<String, f64>,
+    /// Seconds spent writing result parts.
+    write_seconds: f64,
 }
 
 impl Accumulator {
     fn new(reference_rows: usize) -> Self {
-        Self { rows: 0, sum: 0.0, finite: 0, nonfinite: 0, zero_r1: 0, covered: vec![None; reference_rows], timings: BTreeMap::new() }
+        Self { rows: 0, sum: 0.0, finite: 0, nonfinite: 0, zero_r1: 0, covered: vec![None; reference_rows], write_seconds: 0.0 }
     }
 
-    fn add_time(&mut self, key: &str, since: Instant) {
-        *self.timings.entry(key.into()).or_insert(0.0) += since.elapsed().as_secs_f64();
-    }
-
-    fn record(&mut self, lids: &[lidscope_kernel::PointLid], exclude: &[Option<u32>]) {
-        for (p, ex) in lids.iter().zip(exclude) {
+    fn record(&mut self, lid: &Float64Array, r1: &Float64Array, r2: &Float64Array, exclude: &[Option<u32>]) {
+        for (((lid, r1), r2), ex) in lid.values().iter().zip(r1.values()).zip(r2.values()).zip(exclude) {
             self.rows += 1;
-            if p.lid.is_finite() {
-                self.sum += p.lid;
+            if lid.is_finite() {
+                self.sum += lid;
                 self.finite += 1;
             } else {
                 self.nonfinite += 1;
             }
-            if p.r1 == 0.0 {
+            if *r1 == 0.0 {
                 self.zero_r1 += 1;
             }
             // A query that is reference row r, with itself excluded, has r's two nearest
             // neighbours inside the reference: exactly what the global estimate needs.
             if let Some(r) = ex {
-                self.covered[*r as usize] = Some((p.r1, p.r2));
+                self.covered[*r as usize] = Some((*r1, *r2));
             }
         }
     }

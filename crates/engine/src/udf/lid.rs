@@ -21,8 +21,9 @@ use arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::{exec_err, plan_err, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
 use lidscope_data::{decode_embeddings, IdentityEncoder};
-use lidscope_kernel::{pointwise_lid, Estimator, LidConfig, Rows};
+use lidscope_kernel::{Estimator, LidConfig, Rows};
 
+use super::reference::LoadedReference;
 use super::reference_cache;
 
 /// The `lid` scalar function.
@@ -98,7 +99,8 @@ impl ScalarUDFImpl for LidUdf {
             Some(v) => Some(self_rows(&v.to_array(n)?, &loaded, &reference)?),
         };
         let rows = Rows::try_new(&values, n, dim).map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let (lids, _) = pointwise_lid(&loaded.index, rows, &cfg, exclude.as_deref())
+        let lids = loaded
+            .lid(rows, exclude.as_deref(), &cfg)
             .map_err(|e| DataFusionError::Execution(format!("lid() against {reference}: {e}")))?;
         let col = |f: fn(&lidscope_kernel::PointLid) -> f64| Arc::new(Float64Array::from_iter_values(lids.iter().map(f))) as ArrayRef;
         let out = StructArray::try_new(lid_fields(), vec![col(|p| p.lid), col(|p| p.r1), col(|p| p.r2), col(|p| p.rk)], None)?;
@@ -107,7 +109,7 @@ impl ScalarUDFImpl for LidUdf {
 }
 
 /// The reference row of each query, by identity (`None`: not in the reference).
-fn self_rows(identity: &ArrayRef, loaded: &reference_cache::LoadedReference, reference: &str) -> Result<Vec<Option<u32>>> {
+fn self_rows(identity: &ArrayRef, loaded: &LoadedReference, reference: &str) -> Result<Vec<Option<u32>>> {
     let Some(s) = identity.as_struct_opt() else {
         return exec_err!("lid(): argument 6 (identity) must be a struct");
     };
@@ -116,8 +118,6 @@ fn self_rows(identity: &ArrayRef, loaded: &reference_cache::LoadedReference, ref
     if let Some(missing) = names.iter().find(|n| !loaded.id_columns.contains(n)) {
         return exec_err!("lid(): identity field {missing:?} is not a column of the reference {reference} (it has {})", loaded.id_columns.join(", "));
     }
-    let encoder = IdentityEncoder::new(&batch.schema(), &names, Path::new("<query>")).map_err(|e| DataFusionError::External(Box::new(e)))?;
-    let keys = encoder.encode(&batch, Path::new("<query>"), 0).map_err(|e| DataFusionError::External(Box::new(e)))?;
     if names.len() != loaded.id_columns.len() {
         return exec_err!(
             "lid(): the identity struct names {} but the reference {reference} is identified by {}",
@@ -125,6 +125,10 @@ fn self_rows(identity: &ArrayRef, loaded: &reference_cache::LoadedReference, ref
             loaded.id_columns.join(", ")
         );
     }
+    // Keys in the reference's column order, whatever the struct's field order.
+    let encoder =
+        IdentityEncoder::new(&batch.schema(), &loaded.id_columns, Path::new("<query>")).map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let keys = encoder.encode(&batch, Path::new("<query>"), 0).map_err(|e| DataFusionError::External(Box::new(e)))?;
     Ok(keys.iter().map(|k| loaded.rows.get(&**k).copied()).collect())
 }
 

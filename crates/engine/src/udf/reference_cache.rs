@@ -12,21 +12,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use lidscope_data::{embedding_field_dim, read_reference, DataError};
-use lidscope_kernel::{KnnIndex, Rows, SearchStrategy};
+use lidscope_kernel::SearchStrategy;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sha2::{Digest, Sha256};
 
+use super::reference::LoadedReference;
 use crate::error::{EngineError, Result};
-
-/// A reference ready for searches.
-pub(crate) struct LoadedReference {
-    /// The indexed vectors.
-    pub index: KnnIndex,
-    /// Identity key -> reference row.
-    pub rows: HashMap<Box<[u8]>, u32>,
-    /// The reference's identity columns (every column but the embedding).
-    pub id_columns: Vec<String>,
-}
 
 type FileStamp = (PathBuf, u64, Option<SystemTime>);
 
@@ -63,6 +54,34 @@ pub(crate) fn load(path: &Path) -> Result<Arc<LoadedReference>> {
     Ok(r)
 }
 
+/// Makes `reference`, already built in memory, what [`load`] returns for the file at `path`
+/// (which must hold it), until the returned guard is dropped. `lidscope run` writes its reference
+/// file and hands the index it built to its own query this way instead of reading it back.
+pub(crate) fn adopt(path: &Path, reference: Arc<LoadedReference>) -> Result<Adopted> {
+    let meta = std::fs::metadata(path).map_err(|e| EngineError::io(path, e))?;
+    let stamp: FileStamp = (path.to_path_buf(), meta.len(), meta.modified().ok());
+    let hash = file_sha256(path)?;
+    let mut c = cache().lock().expect("reference cache poisoned");
+    c.hashes.insert(stamp.clone(), hash.clone());
+    c.loaded.insert(hash.clone(), reference);
+    Ok(Adopted { stamp, hash })
+}
+
+/// Keeps an adopted reference in the cache; dropping it releases the memory.
+pub(crate) struct Adopted {
+    stamp: FileStamp,
+    hash: String,
+}
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        if let Ok(mut c) = cache().lock() {
+            c.hashes.remove(&self.stamp);
+            c.loaded.remove(&self.hash);
+        }
+    }
+}
+
 fn file_sha256(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
     let mut h = Sha256::new();
@@ -94,8 +113,5 @@ fn read(path: &Path) -> Result<LoadedReference> {
     };
     let id_columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).filter(|n| n != embedding).collect();
     let r = read_reference(path, embedding, &id_columns)?;
-    let rows_view = Rows::try_new(&r.embeddings, r.len(), r.dim).map_err(|e| EngineError::kernel(path.display().to_string(), e))?;
-    let index = KnnIndex::new(rows_view, SearchStrategy::Auto).map_err(|e| EngineError::kernel(path.display().to_string(), e))?;
-    let rows = r.keys.into_iter().enumerate().map(|(i, k)| (k, i as u32)).collect();
-    Ok(LoadedReference { index, rows, id_columns })
+    LoadedReference::new(&r, &path.display().to_string(), &id_columns, SearchStrategy::Auto)
 }

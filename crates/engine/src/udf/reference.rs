@@ -1,0 +1,114 @@
+//! A reference set ready for `lid()`: the index, identity lookup, and (for a reference drawn from
+//! the corpus being measured) its precomputed self-join.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use lidscope_data::{IdentityEncoder, Reference};
+use lidscope_kernel::{lid_from_neighbours, KernelError, KnnIndex, LidConfig, Neighbours, PointLid, Rows, SearchStrategy};
+
+use crate::error::{EngineError, Result};
+
+/// A reference ready for searches.
+pub(crate) struct LoadedReference {
+    /// The indexed vectors.
+    pub index: KnnIndex,
+    /// Identity key -> reference row (keys as [`IdentityEncoder`] encodes the identity columns).
+    pub rows: HashMap<Box<[u8]>, u32>,
+    /// The reference's identity columns.
+    pub id_columns: Vec<String>,
+    /// Every reference row's neighbourhood among the others, when the reference was drawn from
+    /// the corpus being measured: those rows come back as queries, and one symmetric self-join
+    /// serves them all at half the cost of searching them one by one.
+    self_knn: Option<Neighbours>,
+    /// Kernel seconds spent on this reference so far (neighbour search, local estimates).
+    times: Mutex<KernelTimes>,
+}
+
+/// Where the kernel's time went, summed over every `lid()` call on one reference.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct KernelTimes {
+    /// Neighbour search (including a self-join), wall seconds.
+    pub knn: f64,
+    /// Local estimates, wall seconds.
+    pub estimate: f64,
+}
+
+impl LoadedReference {
+    /// Indexes `r`, keying its rows by `id_columns` of `r.ids` (none: no query is ever one of
+    /// its rows), encoded as `lid()` encodes a query's identity struct.
+    pub fn new(r: &Reference, source: &str, id_columns: &[String], strategy: SearchStrategy) -> Result<Self> {
+        let rows_view = Rows::try_new(&r.embeddings, r.len(), r.dim).map_err(|e| EngineError::kernel(source, e))?;
+        let index = KnnIndex::new(rows_view, strategy).map_err(|e| EngineError::kernel(source, e))?;
+        let rows = match id_columns.is_empty() {
+            true => HashMap::new(),
+            false => {
+                let path = std::path::Path::new(source);
+                let keys = IdentityEncoder::new(&r.ids.schema(), id_columns, path)?.encode(&r.ids, path, 0)?;
+                keys.into_iter().enumerate().map(|(i, k)| (k, i as u32)).collect()
+            }
+        };
+        Ok(Self { index, rows, id_columns: id_columns.to_vec(), self_knn: None, times: Mutex::new(KernelTimes::default()) })
+    }
+
+    /// Precomputes every reference row's `k` nearest other rows: [`Self::lid`] then takes a
+    /// query's neighbourhood from here when it is a reference row with the same vector.
+    pub fn with_self_knn(mut self, k: usize) -> std::result::Result<Self, KernelError> {
+        let (nb, stats) = self.index.self_knn(k)?;
+        self.times.get_mut().expect("times poisoned").knn += stats.seconds;
+        self.self_knn = Some(nb);
+        Ok(self)
+    }
+
+    /// Kernel time spent so far.
+    pub fn times(&self) -> KernelTimes {
+        *self.times.lock().expect("times poisoned")
+    }
+
+    /// Pointwise LID of `queries`; `exclude[i]` is the reference row query `i` is (by identity),
+    /// left out of its own neighbourhood.
+    pub fn lid(&self, queries: Rows<'_>, exclude: Option<&[Option<u32>]>, cfg: &LidConfig) -> std::result::Result<Vec<PointLid>, KernelError> {
+        cfg.validate()?;
+        let (nb, knn_seconds) = self.neighbours(queries, exclude, cfg.k)?;
+        let (lids, stats) = lid_from_neighbours(&self.index, queries, &nb, cfg)?;
+        let mut t = self.times.lock().expect("times poisoned");
+        t.knn += knn_seconds;
+        t.estimate += stats.estimate_seconds;
+        Ok(lids)
+    }
+
+    /// Neighbourhoods of `queries`: rows that are reference rows (same identity, same vector)
+    /// take theirs from the self-join, the others are searched. Returns them with the search's
+    /// wall seconds.
+    fn neighbours(&self, queries: Rows<'_>, exclude: Option<&[Option<u32>]>, k: usize) -> std::result::Result<(Neighbours, f64), KernelError> {
+        let known = self.self_knn.as_ref().filter(|nb| nb.k == k);
+        let (Some(known), Some(exclude)) = (known, exclude) else {
+            let (nb, stats) = self.index.knn(queries, k, exclude)?;
+            return Ok((nb, stats.seconds));
+        };
+        let all = self.index.rows();
+        let from_join = |i: usize| exclude[i].filter(|r| all.row(*r as usize) == queries.row(i));
+        let mut nb = Neighbours { k, indices: vec![0; queries.len() * k], distances: vec![0.0; queries.len() * k] };
+        let mut search = Vec::new();
+        for i in 0..queries.len() {
+            match from_join(i) {
+                Some(r) => {
+                    nb.indices[i * k..(i + 1) * k].copy_from_slice(known.indices_of(r as usize));
+                    nb.distances[i * k..(i + 1) * k].copy_from_slice(known.distances_of(r as usize));
+                }
+                None => search.push(i),
+            }
+        }
+        if search.is_empty() {
+            return Ok((nb, 0.0));
+        }
+        let data: Vec<f32> = search.iter().flat_map(|i| queries.row(*i).iter().copied()).collect();
+        let ex: Vec<Option<u32>> = search.iter().map(|i| exclude[*i]).collect();
+        let (found, stats) = self.index.knn(Rows::try_new(&data, search.len(), queries.dim())?, k, Some(&ex))?;
+        for (j, i) in search.iter().enumerate() {
+            nb.indices[i * k..(i + 1) * k].copy_from_slice(found.indices_of(j));
+            nb.distances[i * k..(i + 1) * k].copy_from_slice(found.distances_of(j));
+        }
+        Ok((nb, stats.seconds))
+    }
+}
