@@ -65,7 +65,9 @@ const BENCH_EXAMPLES: &str = "Examples:
   # The issue's benchmark: 60,000 x 768, k = 128, corpus as its own reference
   lidscope bench
   # A quicker look, and the k-d tree crossover table
-  lidscope bench --rows 10000 --kdtree --json";
+  lidscope bench --rows 10000 --kdtree --json
+  # This build against the previous release, same corpus, alternating runs
+  lidscope bench --against ./lidscope-previous --repeat 3";
 
 /// Local estimator.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -217,6 +219,13 @@ pub struct BenchArgs {
     /// Skip the end-to-end run (with --kdtree: only the crossover table).
     #[arg(long)]
     pub no_run: bool,
+    /// Another lidscope executable (e.g. the previous release) to time against this one: both
+    /// run the same corpus as separate processes, alternately, and the report gives the ratio
+    #[arg(long, value_name = "BIN")]
+    pub against: Option<PathBuf>,
+    /// Runs of each executable with --against (in the order A B B A A B ...)
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
     /// Print the figures as JSON on stdout.
     #[arg(long)]
     pub json: bool,

@@ -1,9 +1,11 @@
 //! `lidscope bench`: the paper's setting end to end, as a ratio to the machine's own sgemm rate
 //! measured in the same process.
 
+use std::path::Path;
+use std::process::Command;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use lidscope_engine::{run, NoProgress, ReferenceSource, RunConfig};
 use lidscope_kernel::{sgemm_gflops, KnnIndex, LidConfig, Rows, SearchStrategy, KDTREE_DIMS};
 use rand::{Rng, SeedableRng};
@@ -23,7 +25,9 @@ pub fn main(a: &BenchArgs) -> Result<()> {
     if a.kdtree {
         report["kdtree"] = kdtree_crossover(a.k.min(64));
     }
-    if !a.no_run {
+    if let Some(other) = &a.against {
+        report["against"] = against(a, other)?;
+    } else if !a.no_run {
         let run = end_to_end(a)?;
         let after = measure();
         let rate = before.max(after);
@@ -35,6 +39,57 @@ pub fn main(a: &BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(())
+}
+
+/// Times this executable and `other` on one corpus, as separate processes in the order
+/// A B B A A B ... so that a drift in the machine's speed falls on both alike.
+fn against(a: &BenchArgs, other: &Path) -> Result<serde_json::Value> {
+    let tmp = tempfile::tempdir()?;
+    let corpus = tmp.path().join("corpus");
+    write_corpus(&corpus, &SynthSpec { rows: a.rows, dim: a.dim, manifold_dim: a.manifold_dim, seed: a.seed, files: 4 })?;
+    let this = std::env::current_exe()?;
+    let time = |bin: &Path| -> Result<(f64, lidscope_data::Manifest)> {
+        let out = tmp.path().join("out");
+        let t = Instant::now();
+        let result = Command::new(bin)
+            .args(["-q", "run", "--embedding-column", "embedding", "--id-columns", "seq_id,position", "--search", "gemm", "--overwrite", "--json"])
+            .arg("--corpus")
+            .arg(&corpus)
+            .arg("--out")
+            .arg(&out)
+            .args(["--k", &a.k.to_string(), "--reference-size", &a.rows.to_string(), "--pool", &a.rows.to_string(), "--seed", "42"])
+            .output()
+            .with_context(|| format!("running {}", bin.display()))?;
+        let wall = t.elapsed().as_secs_f64();
+        if !result.status.success() {
+            bail!("{} run failed: {}", bin.display(), String::from_utf8_lossy(&result.stderr));
+        }
+        let manifest: lidscope_data::Manifest =
+            serde_json::from_slice(&result.stdout).with_context(|| format!("{}: reading its --json manifest", bin.display()))?;
+        Ok((wall, manifest))
+    };
+    let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+    let mut means = Vec::new();
+    for i in 0..a.repeat {
+        let order = if i % 2 == 0 { [true, false] } else { [false, true] };
+        for is_this in order {
+            let (wall, m) = time(if is_this { &this } else { other })?;
+            eprintln!("  {:<8} wall {wall:>7.2} s (manifest {:.2} s), mean LID {:.6}", if is_this { "this" } else { "against" }, m.elapsed_seconds, m.mean_lid);
+            means.push(m.mean_lid);
+            if is_this { &mut mine } else { &mut theirs }.push(wall);
+        }
+    }
+    let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let ratio = best(&mine) / best(&theirs);
+    let same = means.windows(2).all(|w| w[0] == w[1]);
+    eprintln!(
+        "this / against (best of {} each): {:.3}  ({:.2} s vs {:.2} s); mean LID identical: {same}",
+        a.repeat,
+        ratio,
+        best(&mine),
+        best(&theirs)
+    );
+    Ok(json!({ "against": other.display().to_string(), "this_seconds": mine, "against_seconds": theirs, "ratio_best": ratio, "mean_lid_identical": same }))
 }
 
 fn end_to_end(a: &BenchArgs) -> Result<lidscope_data::Manifest> {
