@@ -105,3 +105,72 @@ fn errors_are_reported() {
     let e = lidscope_err(&["sql", "SELEC 1"]);
     assert!(e.contains("query"), "{e}");
 }
+
+/// numpy's default percentile: linear interpolation between the order statistics around p(n-1).
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let h = p * (sorted.len() - 1) as f64;
+    let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (h - lo as f64)
+}
+
+/// n, mean, std (ddof = 1), median, p10, p90 of `v`, computed here rather than by DataFusion,
+/// each with its tolerance. DataFusion's `percentile_cont` rounds the interpolation weight down to a
+/// multiple of 1e-6, so p10 and p90 may sit up to 1e-6 of the gap between the two order statistics
+/// below their exact value; everything else is held to 1e-9 relative.
+fn describe(v: &[f64]) -> [(f64, f64); 6] {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len() as f64;
+    let m = mean(&s);
+    let var = s.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0);
+    let rel = |x: f64| (x, 1e-9 * x.abs());
+    let quantile = |p: f64| {
+        let h = p * (n - 1.0);
+        let gap = s[h.ceil() as usize] - s[h.floor() as usize];
+        (percentile(&s, p), 1e-9 * percentile(&s, p).abs() + 1e-6 * gap)
+    };
+    [rel(n), rel(m), rel(var.sqrt()), rel(percentile(&s, 0.5)), quantile(0.1), quantile(0.9)]
+}
+
+fn assert_stats(what: &str, row: &serde_json::Value, values: &[f64]) {
+    for (name, (want, tol)) in ["n", "mean", "std", "median", "p10", "p90"].iter().zip(describe(values)) {
+        let got = row[name].as_f64().unwrap_or_else(|| panic!("{what}: no {name} in {row}"));
+        assert!((got - want).abs() <= tol, "{what} {name}: {got} vs {want} (tolerance {tol:e})");
+    }
+}
+
+/// Parses `--format json` output: one object per line.
+fn json_rows(text: &str) -> Vec<serde_json::Value> {
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn summary_and_token_views_match_statistics_computed_from_the_files() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("sweep");
+    let (o, f) = (s(&out), s(&fixture("minilm_fortunes.parquet")));
+    for (k, part) in [("16", "model=minilm,k=16"), ("32", "model=minilm,k=32")] {
+        lidscope_ok(&["-q", "run", "--corpus", &f, "--embedding-column", "hidden_L6", "--id-columns", "seq_id,position", "--k", k,
+            "--reference-size", "3000", "--pool", "6000", "--out", &o, "--partition", part]);
+    }
+    let table = format!("lid={o}");
+    let summary = json_rows(&lidscope_ok(&["sql", "--table", &table, "--format", "json", "SELECT * FROM lid_summary ORDER BY k"]));
+    assert_eq!(summary.len(), 2, "one row per run: {summary:?}");
+    let tokens = json_rows(&lidscope_ok(&["sql", "--table", &table, "--format", "json",
+        "SELECT * FROM lid_tokens WHERE n >= 20 ORDER BY k, token"]));
+    for (i, k) in ["16", "32"].into_iter().enumerate() {
+        let files = read_batches(&out.join(format!("data/model=minilm/k={k}")));
+        let (lid, token) = (f64_column(&files, "lid"), string_column(&files, "token"));
+        assert_eq!(summary[i]["k"].as_str(), Some(k));
+        assert_eq!(summary[i]["model"].as_str(), Some("minilm"));
+        assert_stats(&format!("lid_summary k={k}"), &summary[i], &lid);
+        // Per token: every frequent token of this run against the same statistics by hand.
+        let rows: Vec<&serde_json::Value> = tokens.iter().filter(|r| r["k"].as_str() == Some(k)).collect();
+        assert!(rows.len() > 10, "frequent tokens in run k={k}: {}", rows.len());
+        for row in rows {
+            let t = row["token"].as_str().unwrap();
+            let mine: Vec<f64> = lid.iter().zip(&token).filter(|(_, x)| *x == t).map(|(l, _)| *l).collect();
+            assert_stats(&format!("lid_tokens k={k} token {t:?}"), row, &mine);
+        }
+    }
+}

@@ -83,6 +83,17 @@ pub fn f64_column(batches: &[RecordBatch], name: &str) -> Vec<f64> {
         .collect()
 }
 
+/// A string column (Utf8, LargeUtf8 or Utf8View).
+pub fn string_column(batches: &[RecordBatch], name: &str) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let c = arrow::compute::cast(b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}")), &DataType::Utf8).unwrap();
+            c.as_string::<i32>().iter().map(|v| v.unwrap().to_string()).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// A boolean column.
 pub fn bool_column(batches: &[RecordBatch], name: &str) -> Vec<bool> {
     batches.iter().flat_map(|b| b.column_by_name(name).unwrap().as_boolean().iter().map(|v| v.unwrap()).collect::<Vec<_>>()).collect()

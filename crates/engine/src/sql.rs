@@ -48,11 +48,58 @@ pub async fn register(ctx: &SessionContext, name: &str, path: &str) -> Result<()
         .map_err(df(format!("--table {name}={path}")))?;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let parts = options.infer_partitions(&ctx.state(), &url).await.map_err(df(format!("--table {name}={path}: partitions")))?;
-    let options = options.with_table_partition_cols(parts.into_iter().map(|c| (c, DataType::Utf8)).collect());
+    let options = options.with_table_partition_cols(parts.iter().map(|c| (c.clone(), DataType::Utf8)).collect());
     ctx.register_listing_table(name, url.as_str(), options, None, None).await.map_err(df(format!("--table {name}={path}")))?;
     let runs = runs_table(p)?;
     ctx.register_batch(&format!("{name}_runs"), runs).map_err(df(format!("--table {name}={path}: manifests")))?;
+    let columns: Vec<String> = ctx.table(name).await.map_err(df(format!("--table {name}={path}")))?.schema().fields().iter().map(|f| f.name().clone()).collect();
+    for (view, query) in views(name, &parts, &columns) {
+        ctx.sql(&format!("CREATE VIEW {} AS {query}", quote(&view))).await.map_err(df(format!("--table {name}={path}: view {view}")))?;
+    }
     Ok(())
+}
+
+/// Token columns, in order of preference, that `<name>_tokens` groups by.
+pub const TOKEN_COLUMNS: [&str; 3] = ["token", "token_str", "token_id"];
+
+/// The views over result table `name` (hive partition columns `parts`, all columns `columns`):
+///
+/// - `<name>_summary`: one row per run (per combination of partition values): `n` rows,
+///   `n_finite` with a finite LID, and over those the `mean`, `std` (ddof = 1), `median`, `p10`
+///   and `p90` (linear interpolation between order statistics, as numpy's default) of `lid`;
+/// - `<name>_tokens`, when a token column exists (the first of [`TOKEN_COLUMNS`]): the same per
+///   run and token string, so that the tokens with the highest or lowest LID are one `ORDER BY`
+///   away.
+///
+/// Rows whose LID is not finite (duplicate vectors in a neighbourhood) count in `n` only, as in
+/// the manifest's `mean_lid`.
+pub fn views(name: &str, parts: &[String], columns: &[String]) -> Vec<(String, String)> {
+    let finite = format!(
+        "SELECT *, CASE WHEN isnan(lid) OR abs(lid) = 'Infinity'::double THEN NULL ELSE lid END AS __finite_lid FROM {}",
+        quote(name)
+    );
+    let stats = "count(*) AS n, count(__finite_lid) AS n_finite, avg(__finite_lid) AS mean, stddev(__finite_lid) AS std, \
+                 median(__finite_lid) AS median, percentile_cont(__finite_lid, 0.1) AS p10, percentile_cont(__finite_lid, 0.9) AS p90";
+    let keys: Vec<String> = parts.iter().map(|p| quote(p)).collect();
+    let group = |extra: &[String]| {
+        let all: Vec<String> = keys.iter().chain(extra).cloned().collect();
+        match all.is_empty() {
+            true => (String::new(), String::new()),
+            false => (format!("{}, ", all.join(", ")), format!(" GROUP BY {}", all.join(", "))),
+        }
+    };
+    let (select, group_by) = group(&[]);
+    let mut out = vec![(format!("{name}_summary"), format!("SELECT {select}{stats} FROM ({finite}){group_by}"))];
+    if let Some(token) = TOKEN_COLUMNS.iter().find(|t| columns.iter().any(|c| c == *t)) {
+        let (select, group_by) = group(&[quote(token)]);
+        out.push((format!("{name}_tokens"), format!("SELECT {select}{stats} FROM ({finite}){group_by}")));
+    }
+    out
+}
+
+/// `s` as a SQL identifier, whatever its case or characters.
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// Every `manifest.json` under `dir`, as one row per run.
@@ -93,6 +140,9 @@ fn runs_table(dir: &Path) -> Result<RecordBatch> {
         ("version", s(|m| m.version.clone())),
     ];
     for (n, c) in columns {
+        // A partition key may reuse a parameter's name (`--partition k=16`): the key keeps the
+        // name, so that it joins with the data table, and the parameter becomes `run_<name>`.
+        let n = if keys.contains(n) { format!("run_{n}") } else { n.to_string() };
         fields.push(Field::new(n, c.data_type().clone(), false));
         cols.push(c);
     }
