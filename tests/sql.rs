@@ -174,3 +174,31 @@ fn summary_and_token_views_match_statistics_computed_from_the_files() {
         }
     }
 }
+
+#[test]
+fn lid_in_sql_over_parallel_partitions_equals_the_run() {
+    // The corpus split into three files: DataFusion reads them as parallel partitions, each
+    // calling lid() on the shared rayon pool.
+    let d = tempfile::tempdir().unwrap();
+    let corpus = d.path().join("corpus");
+    std::fs::create_dir(&corpus).unwrap();
+    let all = arrow::compute::concat_batches(&read_batches(&fixture("minilm_fortunes.parquet"))[0].schema(), &read_batches(&fixture("minilm_fortunes.parquet"))).unwrap();
+    let third = all.num_rows().div_ceil(3);
+    for (i, lo) in (0..all.num_rows()).step_by(third).enumerate() {
+        write_parquet(&corpus.join(format!("part-{i}.parquet")), &all.slice(lo, third.min(all.num_rows() - lo)));
+    }
+    let (c, o) = (s(&corpus), s(&d.path().join("r")));
+    lidscope_ok(&["-q", "run", "--corpus", &c, "--embedding-column", "hidden_L6", "--id-columns", "seq_id,position", "--k", "24",
+        "--reference-size", "3000", "--pool", "6000", "--out", &o]);
+    let reference = s(&d.path().join("r/reference.parquet"));
+    let q = format!(
+        "SELECT lid(hidden_L6, '{reference}', 24, 'twonn', 0.1, named_struct('position', position, 'seq_id', seq_id))['lid'] AS l \
+         FROM c ORDER BY seq_id, position"
+    );
+    let text = lidscope_ok(&["sql", "--table", &format!("c={c}"), "--format", "csv", &q]);
+    let got: Vec<f64> = csv_rows(&text)[1..].iter().map(|r| r[0].parse().unwrap()).collect();
+    let text = lidscope_ok(&["sql", "--table", &format!("lid={o}"), "--format", "csv", "SELECT lid FROM lid ORDER BY seq_id, position"]);
+    let want: Vec<f64> = csv_rows(&text)[1..].iter().map(|r| r[0].parse().unwrap()).collect();
+    assert_eq!(got.len(), all.num_rows());
+    assert_eq!(got, want, "lid() in SQL (identity fields in another order) and lidscope run disagree");
+}

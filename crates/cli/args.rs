@@ -54,6 +54,10 @@ const SQL_EXAMPLES: &str = "Examples:
   lidscope sql --table lid=results \"SELECT * FROM lid_runs\"
   lidscope sql --table lid=results \"SELECT checkpoint, avg(lid) FROM lid GROUP BY checkpoint ORDER BY checkpoint\"
 
+  # Per-run statistics (n, mean, std, median, p10, p90), and the tokens with the highest mean LID
+  lidscope sql --table lid=results \"SELECT * FROM lid_summary ORDER BY checkpoint\"
+  lidscope sql --table lid=results \"SELECT token, n, mean FROM lid_tokens WHERE n >= 20 ORDER BY mean DESC LIMIT 20\"
+
   # LID straight from SQL against a reference file
   lidscope sql --table c=corpus/ \"SELECT seq_id, lid(hidden_L6, 'results/layer6/reference.parquet', 128)['lid'] FROM c\"";
 
@@ -169,8 +173,10 @@ pub enum FormatArg {
 pub struct SqlArgs {
     /// A table: NAME=PATH, PATH a result directory, a corpus (file, directory or glob) or a reference file.
     ///
-    /// A result directory registers NAME over its data/ (hive partitions become columns) and
-    /// NAME_runs with one row per run manifest.
+    /// A result directory registers NAME over its data/ (hive partitions become columns),
+    /// NAME_runs with one row per run manifest, the view NAME_summary (per run: n, n_finite,
+    /// mean, std, median, p10, p90 of lid) and, when a token column exists, NAME_tokens (the same
+    /// per run and token).
     #[arg(long = "table", value_parser = parse_key_value, value_name = "NAME=PATH")]
     pub tables: Vec<(String, String)>,
     /// Output format.

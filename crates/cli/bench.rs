@@ -80,16 +80,22 @@ fn against(a: &BenchArgs, other: &Path) -> Result<serde_json::Value> {
         }
     }
     let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let median = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        (s[(s.len() - 1) / 2] + s[s.len() / 2]) / 2.0
+    };
     let ratio = best(&mine) / best(&theirs);
+    let ratio_median = median(&mine) / median(&theirs);
     let same = means.windows(2).all(|w| w[0] == w[1]);
     eprintln!(
-        "this / against (best of {} each): {:.3}  ({:.2} s vs {:.2} s); mean LID identical: {same}",
+        "this / against: best of {} each {:.3} ({:.2} s vs {:.2} s), median {ratio_median:.3}; mean LID identical: {same}",
         a.repeat,
         ratio,
         best(&mine),
         best(&theirs)
     );
-    Ok(json!({ "against": other.display().to_string(), "this_seconds": mine, "against_seconds": theirs, "ratio_best": ratio, "mean_lid_identical": same }))
+    Ok(json!({ "against": other.display().to_string(), "this_seconds": mine, "against_seconds": theirs, "ratio_best": ratio, "ratio_median": ratio_median, "mean_lid_identical": same }))
 }
 
 fn end_to_end(a: &BenchArgs) -> Result<lidscope_data::Manifest> {

@@ -23,7 +23,7 @@ use crate::commit::{Layout, Staging};
 use crate::error::{EngineError, Result};
 use crate::progress::Progress;
 use crate::scan::{engine_error, CorpusStream, FILE_COLUMN, FILE_INDEX_COLUMN, ROW_COLUMN};
-use crate::udf::{adopt, LidUdf, LoadedReference};
+use crate::udf::{adopt, file_sha256, LidUdf, LoadedReference};
 
 /// Columns every result row gets, after the carried corpus columns.
 pub const OUTPUT_COLUMNS: [&str; 4] = ["lid", "r1", "r2", "rk"];
@@ -143,10 +143,12 @@ pub fn run(cfg: &RunConfig, progress: &dyn Progress) -> Result<RunSummary> {
     let sampled = matches!(cfg.reference, ReferenceSource::Sample { .. });
     let identity = run_identity(cfg);
     let reference_path = staging.reference_path();
-    let loaded = std::thread::scope(|scope| -> Result<LoadedReference> {
-        let writer = scope.spawn(|| {
+    let (loaded, hash) = std::thread::scope(|scope| -> Result<(LoadedReference, String)> {
+        // The file's hash (the cache's key) is taken here too, off the kernel's path.
+        let writer = scope.spawn(|| -> Result<(f64, String)> {
             let t = Instant::now();
-            write_reference(&reference_path, &reference, &cfg.embedding_column).map(|_| t.elapsed().as_secs_f64())
+            write_reference(&reference_path, &reference, &cfg.embedding_column)?;
+            Ok((t.elapsed().as_secs_f64(), file_sha256(&reference_path)?))
         });
         let built = LoadedReference::new(&reference, &source_name, &identity, cfg.strategy).and_then(|r| match sampled {
             true => {
@@ -155,11 +157,12 @@ pub fn run(cfg: &RunConfig, progress: &dyn Progress) -> Result<RunSummary> {
             }
             false => Ok(r),
         });
-        timings.insert("reference_write".into(), writer.join().expect("reference writer panicked")?);
-        built
+        let (seconds, hash) = writer.join().expect("reference writer panicked")?;
+        timings.insert("reference_write".into(), seconds);
+        Ok((built?, hash))
     })?;
     let loaded = Arc::new(loaded);
-    let _adopted = adopt(&reference_path, loaded.clone())?;
+    let _adopted = adopt(&reference_path, hash, loaded.clone())?;
 
     progress.phase("lid", info.total_rows);
     let t = Instant::now();

@@ -14,8 +14,13 @@ use lidscope_data::{read_manifest, Manifest};
 use crate::error::{EngineError, Result};
 
 /// A session with lidscope's functions registered.
+///
+/// Identifiers are taken as written, not lowercased: embedding columns such as `hidden_L6` are
+/// common and need no quotes.
 pub fn session() -> SessionContext {
-    let ctx = SessionContext::new();
+    let mut config = datafusion::prelude::SessionConfig::new();
+    config.options_mut().sql_parser.enable_ident_normalization = false;
+    let ctx = SessionContext::new_with_config(config);
     crate::udf::register_all(&ctx);
     ctx
 }

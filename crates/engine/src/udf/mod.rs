@@ -9,7 +9,7 @@ use datafusion::prelude::SessionContext;
 
 pub use lid::{lid_fields, LidUdf};
 pub(crate) use reference::LoadedReference;
-pub(crate) use reference_cache::adopt;
+pub(crate) use reference_cache::{adopt, file_sha256};
 
 /// Registers every lidscope function with `ctx`.
 pub fn register_all(ctx: &SessionContext) {

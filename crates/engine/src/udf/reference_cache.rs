@@ -55,12 +55,12 @@ pub(crate) fn load(path: &Path) -> Result<Arc<LoadedReference>> {
 }
 
 /// Makes `reference`, already built in memory, what [`load`] returns for the file at `path`
-/// (which must hold it), until the returned guard is dropped. `lidscope run` writes its reference
-/// file and hands the index it built to its own query this way instead of reading it back.
-pub(crate) fn adopt(path: &Path, reference: Arc<LoadedReference>) -> Result<Adopted> {
+/// (which must hold it, and whose [`file_sha256`] is `hash`), until the returned guard is dropped.
+/// `lidscope run` writes its reference file and hands the index it built to its own query this way
+/// instead of reading it back.
+pub(crate) fn adopt(path: &Path, hash: String, reference: Arc<LoadedReference>) -> Result<Adopted> {
     let meta = std::fs::metadata(path).map_err(|e| EngineError::io(path, e))?;
     let stamp: FileStamp = (path.to_path_buf(), meta.len(), meta.modified().ok());
-    let hash = file_sha256(path)?;
     let mut c = cache().lock().expect("reference cache poisoned");
     c.hashes.insert(stamp.clone(), hash.clone());
     c.loaded.insert(hash.clone(), reference);
@@ -82,7 +82,8 @@ impl Drop for Adopted {
     }
 }
 
-fn file_sha256(path: &Path) -> Result<String> {
+/// The SHA-256 of a file's bytes, in hex: the cache's key.
+pub(crate) fn file_sha256(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
