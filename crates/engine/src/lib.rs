@@ -1,8 +1,11 @@
-//! Runs lidscope jobs: streams a corpus through the kernel and writes result tables.
+//! Runs lidscope jobs on DataFusion: the `lid()` function, corpora and results as tables, and the
+//! `lidscope run` job as a plan over them.
 //!
 //! This is the one place where Arrow data becomes `&[f32]` rows for the kernel and kernel results
-//! become Arrow columns again. [`run`] is the whole `lidscope run` job: reference, neighbourhoods,
-//! local estimates, global estimate, and an atomic commit of the result directory.
+//! become Arrow columns again, inside [`udf::LidUdf`]. [`run`] is the whole `lidscope run` job:
+//! the reference, a DataFusion plan that calls `lid()` on every corpus batch, the global estimate,
+//! and an atomic commit of the result directory. [`sql`] registers result directories, corpora
+//! and references as tables and views for `lidscope sql`.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![warn(rustdoc::broken_intra_doc_links)]

@@ -82,6 +82,11 @@ pub struct RunSummary {
 /// Runs the job end to end and commits `<out>/data/*.parquet`, `<out>/reference.parquet` and
 /// `<out>/manifest.json` (written last).
 ///
+/// The computation is a DataFusion plan: the corpus as a streaming table, projected through
+/// `lid()` against the reference file just written. The call blocks on its own single-threaded
+/// runtime (the kernel spreads each batch over rayon's pool), so it must not be made from inside a
+/// tokio runtime.
+///
 /// # Errors
 /// Bad input (naming file and column), too few reference rows for `k`, mismatched dimensions, an
 /// existing result without `overwrite`, or a failed write. Nothing committed before is lost.
@@ -325,7 +330,7 @@ async fn execute(
             continue;
         }
         let file_index = batch.column_by_name(FILE_INDEX_COLUMN).expect("selected").as_primitive::<UInt32Type>().value(0);
-        let path = &info_path(cfg, &batch);
+        let path = &source_file(&batch);
         let lids = batch.column_by_name(LID_STRUCT).expect("selected").as_struct().clone();
         let exclude = match identity.is_empty() {
             true => vec![None; n],
@@ -367,7 +372,7 @@ async fn execute(
 }
 
 /// The corpus file of a result batch, for messages.
-fn info_path(_cfg: &RunConfig, batch: &RecordBatch) -> String {
+fn source_file(batch: &RecordBatch) -> String {
     batch.column_by_name(FILE_COLUMN).expect("selected").as_string::<i32>().value(0).to_string()
 }
 

@@ -56,7 +56,7 @@ pub async fn register(ctx: &SessionContext, name: &str, path: &str) -> Result<()
     let options = options.with_table_partition_cols(parts.iter().map(|c| (c.clone(), DataType::Utf8)).collect());
     ctx.register_listing_table(name, url.as_str(), options, None, None).await.map_err(df(format!("--table {name}={path}")))?;
     let runs = runs_table(p)?;
-    ctx.register_batch(&format!("{name}_runs"), runs).map_err(df(format!("--table {name}={path}: manifests")))?;
+    ctx.register_batch(format!("{name}_runs"), runs).map_err(df(format!("--table {name}={path}: manifests")))?;
     let columns: Vec<String> = ctx.table(name).await.map_err(df(format!("--table {name}={path}")))?.schema().fields().iter().map(|f| f.name().clone()).collect();
     for (view, query) in views(name, &parts, &columns) {
         ctx.sql(&format!("CREATE VIEW {} AS {query}", quote(&view))).await.map_err(df(format!("--table {name}={path}: view {view}")))?;
