@@ -158,6 +158,11 @@ fn output_column_collision() {
     let lid: ArrayRef = Arc::new(Float64Array::from_iter_values((0..20).map(|i| i as f64)));
     write_parquet(&p, &batch(vec![("lid", lid), ("emb", fsl(vectors(20, 4, 4), 4))]));
     fails(d.path(), &[&p], &[], &["has_lid.parquet", "\"lid\""]);
+    // Names the run's plan uses for itself.
+    let p = d.path().join("reserved.parquet");
+    let row: ArrayRef = Arc::new(Float64Array::from_iter_values((0..20).map(|i| i as f64)));
+    write_parquet(&p, &batch(vec![("__lidscope_row", row), ("emb", fsl(vectors(20, 4, 4), 4))]));
+    fails(d.path(), &[&p], &[], &["reserved.parquet", "\"__lidscope_row\"", "reserved"]);
 }
 
 #[test]

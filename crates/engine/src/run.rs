@@ -22,7 +22,7 @@ use lidscope_kernel::{twonn_from_distances, Estimator, KnnIndex, LidConfig, Rows
 use crate::commit::{Layout, Staging};
 use crate::error::{EngineError, Result};
 use crate::progress::Progress;
-use crate::scan::{engine_error, CorpusStream, FILE_COLUMN, FILE_INDEX_COLUMN, ROW_COLUMN};
+use crate::scan::{engine_error, CorpusStream, FILE_COLUMN, FILE_INDEX_COLUMN, RESERVED_PREFIX, ROW_COLUMN};
 use crate::udf::{adopt, file_sha256, LidUdf, LoadedReference};
 
 /// Columns every result row gets, after the carried corpus columns.
@@ -117,6 +117,12 @@ pub fn run(cfg: &RunConfig, progress: &dyn Progress) -> Result<RunSummary> {
     if let Some(c) = OUTPUT_COLUMNS.iter().find(|c| info.carried.iter().any(|x| x == *c)) {
         return Err(EngineError::Invalid(format!(
             "{}: column {c:?} would collide with the output column of the same name; rename it first",
+            spec.files[0].display()
+        )));
+    }
+    if let Some(c) = info.carried.iter().find(|c| c.starts_with(RESERVED_PREFIX)) {
+        return Err(EngineError::Invalid(format!(
+            "{}: column {c:?}: names starting with {RESERVED_PREFIX:?} are reserved for lidscope's plan; rename it first",
             spec.files[0].display()
         )));
     }

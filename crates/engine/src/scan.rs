@@ -18,6 +18,8 @@ use lidscope_data::{CorpusBatch, CorpusInfo, CorpusReader, CorpusSpec};
 
 use crate::error::EngineError;
 
+/// Column names lidscope's plans use for themselves; a corpus may not use them.
+pub(crate) const RESERVED_PREFIX: &str = "__lidscope_";
 /// The path of the file a row came from (Utf8).
 pub(crate) const FILE_COLUMN: &str = "__lidscope_file";
 /// The index of that file in the corpus's file list (UInt32).

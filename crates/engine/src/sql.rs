@@ -16,9 +16,10 @@ use crate::error::{EngineError, Result};
 /// A session with lidscope's functions registered.
 ///
 /// Identifiers are taken as written, not lowercased: embedding columns such as `hidden_L6` are
-/// common and need no quotes.
+/// common and need no quotes. `SHOW TABLES` and `SHOW COLUMNS FROM t` work.
 pub fn session() -> SessionContext {
-    let mut config = datafusion::prelude::SessionConfig::new();
+    // information_schema: `SHOW TABLES` lists what --table registered, views included.
+    let mut config = datafusion::prelude::SessionConfig::new().with_information_schema(true);
     config.options_mut().sql_parser.enable_ident_normalization = false;
     let ctx = SessionContext::new_with_config(config);
     crate::udf::register_all(&ctx);
