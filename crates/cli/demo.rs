@@ -30,5 +30,11 @@ pub fn main(a: &DemoArgs, quiet: bool) -> Result<()> {
     };
     let summary = execute(&cfg, quiet)?;
     print_summary(&summary, &results);
+    if !quiet {
+        let table = format!("lid={}", results.display());
+        eprintln!("next, for example:");
+        eprintln!("  lidscope sql --table {table} \"SELECT * FROM lid_summary\"");
+        eprintln!("  lidscope sql --table {table} \"SELECT token, n, mean FROM lid_tokens WHERE n >= 20 ORDER BY mean DESC LIMIT 10\"");
+    }
     Ok(())
 }
