@@ -148,9 +148,34 @@ fn demo_runs_and_summarises() {
 
 #[test]
 fn help_has_examples() {
-    for cmd in ["run", "demo", "bench"] {
+    for cmd in ["run", "demo", "bench", "sql", "plot"] {
         let out = lidscope_ok(&[cmd, "--help"]);
         assert!(out.contains("Examples:"), "{cmd} --help:\n{out}");
     }
     assert!(lidscope_ok(&["run", "--help"]).contains("--embedding-column"));
+}
+
+#[test]
+fn plot_draws_every_run_of_a_sweep() {
+    let d = tempfile::tempdir().unwrap();
+    let (c, o) = (fixture("mixture_small.parquet").display().to_string(), d.path().join("sweep").display().to_string());
+    // k = 8 and k = 128: a person expects them in that order, not as text ("128" < "8").
+    for k in ["128", "8"] {
+        let part = format!("data=mixture,k={k}");
+        lidscope_ok(&["-q", "run", "--corpus", &c, "--embedding-column", "embedding", "--id-columns", "row_id", "--k", k,
+            "--reference-size", "5000", "--pool", "5000", "--out", &o, "--partition", &part]);
+    }
+    let svg = d.path().join("sweep.svg");
+    lidscope_ok(&["plot", &o, "--out", &svg.display().to_string(), "--bins", "40"]);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg"), "{}", &text[..100.min(text.len())]);
+    let (k8, k128) = (text.find("data=mixture, k=8 (n = 1200").expect("k=8 in the legend"), text.find("data=mixture, k=128 (n = 1200").expect("k=128"));
+    assert!(k8 < k128, "runs in numeric order");
+    assert!(text.contains("Mean LID per run"));
+
+    // Nothing to draw: a clear error, exit code 1.
+    let empty = d.path().join("empty");
+    std::fs::create_dir_all(empty.join("data")).unwrap();
+    let e = lidscope_err(&["plot", &empty.display().to_string(), "--out", &svg.display().to_string()]);
+    assert!(e.contains("empty"), "{e}");
 }

@@ -35,6 +35,10 @@ pub enum Command {
     /// Benchmark the paper's setting (60,000 x 768, k = 128) against the machine's sgemm rate.
     #[command(after_long_help = BENCH_EXAMPLES)]
     Bench(BenchArgs),
+    /// Draw a result directory as an SVG picture: the LID distribution of each run and, for
+    /// several runs (partitions), each run's mean with its 10th-90th percentile band.
+    #[command(after_long_help = PLOT_EXAMPLES)]
+    Plot(PlotArgs),
 }
 
 const RUN_EXAMPLES: &str = "Examples:
@@ -64,6 +68,11 @@ const SQL_EXAMPLES: &str = "Examples:
 const DEMO_EXAMPLES: &str = "Examples:
   lidscope demo
   lidscope demo --rows 20000 --dim 256 --out /tmp/lidscope-demo";
+
+const PLOT_EXAMPLES: &str = "Examples:
+  lidscope plot results/layer6 --out layer6.svg
+  # A sweep written with --partition: one outline and one mean per run
+  lidscope plot sweep --out sweep.svg --bins 80";
 
 const BENCH_EXAMPLES: &str = "Examples:
   # The issue's benchmark: 60,000 x 768, k = 128, corpus as its own reference
@@ -187,6 +196,19 @@ pub struct SqlArgs {
     pub output: Option<PathBuf>,
     /// The SQL query.
     pub query: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PlotArgs {
+    /// A result directory (as `lidscope run` writes it, partitioned or not).
+    #[arg(value_name = "DIR")]
+    pub results: PathBuf,
+    /// The SVG file to write.
+    #[arg(long, default_value = "lid.svg", value_name = "FILE")]
+    pub out: PathBuf,
+    /// Histogram bins over the range of all runs' LIDs.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub bins: u32,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -35,6 +35,7 @@ pub fn main(a: &DemoArgs, quiet: bool) -> Result<()> {
         eprintln!("next, for example:");
         eprintln!("  lidscope sql --table {table} \"SELECT * FROM lid_summary\"");
         eprintln!("  lidscope sql --table {table} \"SELECT token, n, mean FROM lid_tokens WHERE n >= 20 ORDER BY mean DESC LIMIT 10\"");
+        eprintln!("  lidscope plot {} --out lid.svg", results.display());
     }
     Ok(())
 }

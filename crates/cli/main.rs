@@ -6,6 +6,7 @@
 mod args;
 mod bench;
 mod demo;
+mod plot;
 mod progress;
 mod run_cmd;
 mod sql_cmd;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::main(a, cli.quiet),
         Command::Bench(a) => bench::main(a),
         Command::Sql(a) => sql_cmd::main(a),
+        Command::Plot(a) => plot::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
