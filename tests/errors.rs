@@ -8,19 +8,6 @@ use arrow::datatypes::{DataType, Field, Float64Type};
 
 use crate::util::*;
 
-/// `n` distinct vectors of dimension `dim` in general position.
-fn vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n * dim)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32
-        })
-        .collect()
-}
-
 fn ids(n: usize, from: i64) -> ArrayRef {
     Arc::new(Int64Array::from_iter_values(from..from + n as i64))
 }
@@ -31,10 +18,6 @@ fn corpus(dir: &Path, name: &str, n: usize, dim: usize, emb: Option<ArrayRef>) -
     let emb = emb.unwrap_or_else(|| fsl(vectors(n, dim, n as u64 + dim as u64), dim));
     write_parquet(&p, &batch(vec![("seq_id", ids(n, 0)), ("position", ids(n, 0)), ("emb", emb)]));
     p
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
 }
 
 /// Runs `lidscope run` on `corpus` with `extra` arguments; asserts exit 1 and that stderr names

@@ -10,23 +10,10 @@ use std::sync::Arc;
 
 use crate::util::*;
 
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
 /// A corpus of `n` pseudo-random vectors of dimension `dim`, with `seq_id` and `position`.
 fn corpus(path: &Path, n: usize, dim: usize, seed: u64) {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let values: Vec<f32> = (0..n * dim)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 24) as f32
-        })
-        .collect();
     let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..n as i64));
-    write_parquet(path, &batch(vec![("seq_id", ids.clone()), ("position", ids), ("emb", fsl(values, dim))]));
+    write_parquet(path, &batch(vec![("seq_id", ids.clone()), ("position", ids), ("emb", fsl(vectors(n, dim, seed), dim))]));
 }
 
 fn run_args<'a>(corpus: &'a str, out: &'a str) -> Vec<&'a str> {

@@ -5,10 +5,6 @@ use std::path::Path;
 
 use crate::util::*;
 
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
 /// A mixture run into `out` (the whole set as its own reference), optionally partitioned.
 fn mixture_run(out: &Path, k: &str, partition: Option<&str>) -> serde_json::Value {
     let f = s(&fixture("mixture_small.parquet"));

@@ -149,3 +149,21 @@ pub fn assert_rel(what: &str, got: f64, want: f64, tol: f64) {
     assert!(((got - want) / want).abs() <= tol, "{what}: {got} vs {want} (relative tolerance {tol})");
 }
 
+
+/// `n` distinct vectors of dimension `dim` in general position.
+pub fn vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n * dim)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect()
+}
+
+/// A path as a command-line argument.
+pub fn s(p: &Path) -> String {
+    p.display().to_string()
+}
