@@ -122,6 +122,13 @@ fn too_few_reference_rows_and_bad_k() {
     let out = lidscope(&["run", "--corpus", &s(&c), "--embedding-column", "emb", "--out", "x", "--k", "2"]);
     assert_eq!(out.status.code(), Some(2), "k < 3 is a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--k"));
+
+    // Parameters the engine refuses before any work are usage errors too, and leave nothing.
+    let o = d.path().join("p");
+    let out = lidscope(&["run", "--corpus", &s(&c), "--embedding-column", "emb", "--out", &s(&o), "--k", "5", "--partition", "model=a/b"]);
+    assert_eq!(out.status.code(), Some(2), "a malformed --partition is a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--partition model=a/b"));
+    assert!(!o.exists());
 }
 
 #[test]

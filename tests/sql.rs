@@ -44,9 +44,11 @@ fn partitioned_runs_form_one_table() {
     let out = d.path().join("sweep");
     let a = mixture_run(&out, "16", Some("model=mix,checkpoint=1"));
     let b = mixture_run(&out, "64", Some("model=mix,checkpoint=2"));
-    assert!(out.join("data/model=mix/checkpoint=1/manifest.json").exists());
-    assert!(out.join("data/model=mix/checkpoint=2/manifest.json").exists());
+    // Beside its parts, named so that Parquet dataset readers (pandas, pyarrow, Spark) skip it.
+    assert!(out.join("data/model=mix/checkpoint=1/_manifest.json").exists());
+    assert!(out.join("data/model=mix/checkpoint=2/_manifest.json").exists());
     assert!(!out.join("manifest.json").exists());
+    assert!(!out.join("data/model=mix/checkpoint=1/manifest.json").exists());
     let table = format!("lid={}", s(&out));
     let text = lidscope_ok(&["sql", "--table", &table, "--format", "csv",
         "SELECT model, checkpoint, count(*) AS n, avg(lid) AS m FROM lid GROUP BY model, checkpoint ORDER BY checkpoint"]);
@@ -67,6 +69,55 @@ fn partitioned_runs_form_one_table() {
     assert_eq!(runs[0]["k"].as_u64(), Some(16));
     assert_eq!(runs[1]["k"].as_u64(), Some(64));
     assert_eq!(runs[1]["checkpoint"].as_str(), Some("2"));
+}
+
+#[test]
+fn part_files_describe_their_run() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("sweep");
+    let m = mixture_run(&out, "16", Some("model=mix,checkpoint=1"));
+    let part = out.join("data/model=mix/checkpoint=1/part-00000.parquet");
+    let reader = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&part).unwrap()).unwrap();
+    let kv: std::collections::HashMap<String, String> = parquet::file::reader::FileReader::metadata(&reader)
+        .file_metadata()
+        .key_value_metadata()
+        .expect("key-value metadata")
+        .iter()
+        .filter_map(|e| e.key.strip_prefix("lidscope.").map(|k| (k.to_string(), e.value.clone().unwrap_or_default())))
+        .collect();
+    for key in ["k", "reference_rows", "dim", "seed", "pool", "reference_size"] {
+        assert_eq!(kv[key], m[key].to_string(), "lidscope.{key}");
+    }
+    for key in ["estimator", "reference_sha256", "version", "embedding_column", "reference_source"] {
+        assert_eq!(kv[key], m[key].as_str().unwrap(), "lidscope.{key}");
+    }
+    assert_eq!(kv["discard_fraction"].parse::<f64>().unwrap(), m["discard_fraction"].as_f64().unwrap());
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&kv["partition"]).unwrap(), m["partition"]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&kv["id_columns"]).unwrap(), m["id_columns"]);
+}
+
+#[test]
+fn result_directories_of_the_earlier_layout_are_still_read() {
+    // Before 0.2 a partitioned run's manifest was `manifest.json` beside its parts.
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("sweep");
+    let a = mixture_run(&out, "16", Some("model=mix,checkpoint=1"));
+    mixture_run(&out, "64", Some("model=mix,checkpoint=2"));
+    let old = out.join("data/model=mix/checkpoint=1");
+    std::fs::rename(old.join("_manifest.json"), old.join("manifest.json")).unwrap();
+    let table = format!("lid={}", s(&out));
+    let runs = json_rows(&lidscope_ok(&["sql", "--table", &table, "--format", "json", "SELECT checkpoint, rows FROM lid_runs ORDER BY checkpoint"]));
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0]["rows"].as_u64(), a["rows"].as_u64());
+    // It is a result: replacing it needs --overwrite, and then leaves one manifest of the new name.
+    let f = s(&fixture("mixture_small.parquet"));
+    let o = s(&out);
+    let args = ["-q", "run", "--corpus", &f, "--embedding-column", "embedding", "--id-columns", "row_id", "--k", "16",
+        "--reference-size", "5000", "--pool", "5000", "--out", &o, "--partition", "model=mix,checkpoint=1"];
+    let e = lidscope_err(&args);
+    assert!(e.contains("already holds a result") && e.contains("manifest.json"), "{e}");
+    lidscope_ok(&[&args[..], &["--overwrite"]].concat());
+    assert!(old.join("_manifest.json").exists() && !old.join("manifest.json").exists());
 }
 
 #[test]

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("lidscope: error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(if is_usage(&e) { 2 } else { 1 })
         }
     }
 }
@@ -61,6 +61,12 @@ fn init_logging(verbose: u8, quiet: bool) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
+}
+
+/// Parameters the engine refused before any work (a malformed `--partition`, ...): a usage error,
+/// like the ones clap reports.
+fn is_usage(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| matches!(c.downcast_ref::<lidscope_engine::EngineError>(), Some(lidscope_engine::EngineError::Usage(_))))
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

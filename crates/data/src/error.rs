@@ -182,6 +182,14 @@ pub enum DataError {
         /// The serde error.
         source: serde_json::Error,
     },
+    /// The output directory already holds a complete result.
+    #[error("{} already holds a result ({manifest}); pass --overwrite to replace it", .dir.display())]
+    OutputExists {
+        /// The directory of the result's manifest.
+        dir: PathBuf,
+        /// The manifest's file name.
+        manifest: String,
+    },
     /// A caller-supplied setting is unusable (e.g. a reference size of zero).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

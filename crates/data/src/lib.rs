@@ -25,10 +25,12 @@
 #![forbid(unsafe_code)]
 #![warn(rustdoc::broken_intra_doc_links)]
 
+mod commit;
 mod embedding;
 mod error;
 mod identity;
 mod inputs;
+mod layout;
 mod manifest;
 mod reader;
 mod reference;
@@ -37,12 +39,14 @@ mod sample;
 mod test_util;
 mod writer;
 
+pub use commit::{recover, Staging};
 pub use embedding::{decode_embeddings, embedding_field_dim};
 pub use error::{DataError, Result};
 pub use identity::{canonical_identity_type, positional_key, priority, IdentityEncoder};
 pub use inputs::resolve_inputs;
-pub use manifest::{read_manifest, write_manifest, Manifest};
-pub use reader::{inspect, CorpusBatch, CorpusInfo, CorpusReader, CorpusSpec};
+pub use layout::{find_manifests, is_result_dir, Layout, MANIFEST_FILE, PARTITION_MANIFEST_FILE};
+pub use manifest::{read_manifest, write_manifest, Manifest, PART_METADATA_PREFIX};
+pub use reader::{inspect, slice_corpus, CorpusBatch, CorpusInfo, CorpusReader, CorpusSlice, CorpusSpec};
 pub use reference::{read_reference, vectors_sha256, write_reference, Reference};
-pub use sample::{sample_reference, SampleConfig, SampleStats};
+pub use sample::{merge_pools, pool_candidates, sample_from_pool, sample_reference, PoolCandidate, SampleConfig, SampleStats};
 pub use writer::{write_atomic, AtomicParquetWriter};

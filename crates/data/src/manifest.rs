@@ -72,6 +72,39 @@ pub struct Manifest {
     pub files: Vec<String>,
 }
 
+/// Prefix of the Parquet key-value metadata keys that [`Manifest::part_metadata`] writes.
+pub const PART_METADATA_PREFIX: &str = "lidscope.";
+
+impl Manifest {
+    /// The run's parameters as Parquet key-value metadata for each of its part files, so that a
+    /// file copied out of its directory still says what it holds: `lidscope.version`,
+    /// `lidscope.k`, `lidscope.estimator`, `lidscope.discard_fraction`,
+    /// `lidscope.embedding_column`, `lidscope.id_columns` (JSON list), `lidscope.dim`,
+    /// `lidscope.reference_rows`, `lidscope.reference_sha256`, `lidscope.reference_source`,
+    /// `lidscope.partition` (JSON object), and for a sampled reference `lidscope.seed`,
+    /// `lidscope.pool`, `lidscope.reference_size`. Results (rows, mean) are known only at the end
+    /// and stay in the manifest.
+    pub fn part_metadata(&self) -> Vec<(String, String)> {
+        let mut kv = vec![
+            ("tool", self.tool.clone()),
+            ("version", self.version.clone()),
+            ("k", self.k.to_string()),
+            ("estimator", self.estimator.clone()),
+            ("discard_fraction", self.discard_fraction.to_string()),
+            ("embedding_column", self.embedding_column.clone()),
+            ("id_columns", serde_json::to_string(&self.id_columns).expect("strings serialise")),
+            ("dim", self.dim.to_string()),
+            ("reference_rows", self.reference_rows.to_string()),
+            ("reference_sha256", self.reference_sha256.clone()),
+            ("reference_source", self.reference_source.clone()),
+            ("partition", serde_json::to_string(&self.partition).expect("strings serialise")),
+        ];
+        let sampling = [("seed", self.seed.map(|v| v.to_string())), ("pool", self.pool.map(|v| v.to_string())), ("reference_size", self.reference_size.map(|v| v.to_string()))];
+        kv.extend(sampling.into_iter().filter_map(|(key, value)| value.map(|v| (key, v))));
+        kv.into_iter().map(|(k, v)| (format!("{PART_METADATA_PREFIX}{k}"), v)).collect()
+    }
+}
+
 /// Reads a manifest.
 ///
 /// # Errors

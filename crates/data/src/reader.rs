@@ -185,6 +185,53 @@ pub struct CorpusBatch {
     pub dim: usize,
 }
 
+/// A piece of one corpus file that can be read without the rest: whole row groups (or the whole
+/// file). Rows keep their numbering within the file, so identities and part files do not depend
+/// on how a corpus was cut.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CorpusSlice {
+    /// Index of the file in `spec.files`.
+    pub file_index: usize,
+    /// Row groups `start..end` of the file; `None` for the whole file.
+    pub row_groups: Option<std::ops::Range<usize>>,
+    /// The file row of the slice's first row.
+    pub first_row: u64,
+    /// Rows in the slice.
+    pub rows: u64,
+}
+
+fn whole_files(rows_per_file: &[u64]) -> Vec<CorpusSlice> {
+    rows_per_file.iter().enumerate().map(|(file_index, &rows)| CorpusSlice { file_index, row_groups: None, first_row: 0, rows }).collect()
+}
+
+/// Cuts a corpus into slices of about `target_rows` rows (whole row groups; a row group larger
+/// than the target is a slice of its own), in corpus order, for work spread over many machines.
+/// Reads footers only.
+///
+/// # Errors
+/// [`DataError::NotParquet`]/[`DataError::Io`] for an unreadable file.
+pub fn slice_corpus(spec: &CorpusSpec, target_rows: u64) -> Result<Vec<CorpusSlice>> {
+    let target = target_rows.max(1);
+    let mut out = Vec::new();
+    for (file_index, path) in spec.files.iter().enumerate() {
+        let builder = open_builder(path)?;
+        let groups: Vec<u64> = builder.metadata().row_groups().iter().map(|g| g.num_rows().max(0) as u64).collect();
+        let (mut start, mut first_row, mut rows, mut row) = (0, 0, 0, 0);
+        for (g, n) in groups.iter().enumerate() {
+            if rows > 0 && rows + n > target {
+                out.push(CorpusSlice { file_index, row_groups: Some(start..g), first_row, rows });
+                (start, first_row, rows) = (g, row, 0);
+            }
+            rows += n;
+            row += n;
+        }
+        if rows > 0 {
+            out.push(CorpusSlice { file_index, row_groups: Some(start..groups.len()), first_row, rows });
+        }
+    }
+    Ok(out)
+}
+
 /// Streams a corpus file after file; an iterator of [`CorpusBatch`]es that stops after the first
 /// error.
 pub struct CorpusReader {
@@ -194,8 +241,9 @@ pub struct CorpusReader {
     out_schema: SchemaRef,
     with_embeddings: bool,
     batch_rows: usize,
-    rows_per_file: Vec<u64>,
-    file_index: usize,
+    /// What to read, in order: whole files unless [`Self::with_slices`] chose pieces.
+    slices: Vec<CorpusSlice>,
+    slice_index: usize,
     current: Option<ParquetRecordBatchReader>,
     row_in_file: u64,
     dim: Option<usize>,
@@ -233,8 +281,8 @@ impl CorpusReader {
             out_schema: Arc::new(Schema::new(fields)),
             with_embeddings,
             batch_rows,
-            rows_per_file: info.rows_per_file.clone(),
-            file_index: 0,
+            slices: whole_files(&info.rows_per_file),
+            slice_index: 0,
             current: None,
             row_in_file: 0,
             dim: info.dim,
@@ -243,14 +291,48 @@ impl CorpusReader {
         })
     }
 
+    /// Reads only `slices` (in their order) instead of every file whole: a shard of the corpus.
+    /// Rows keep their file's numbering.
+    ///
+    /// # Errors
+    /// [`DataError::InvalidArgument`] for a slice of a file the corpus does not have.
+    pub fn with_slices(mut self, slices: Vec<CorpusSlice>) -> Result<Self> {
+        if let Some(s) = slices.iter().find(|s| s.file_index >= self.files.len()) {
+            return Err(DataError::InvalidArgument(format!("slice of file {} in a corpus of {} files", s.file_index, self.files.len())));
+        }
+        self.slices = slices;
+        self.slice_index = 0;
+        self.row_in_file = self.slices.first().map_or(0, |s| s.first_row);
+        Ok(self)
+    }
+
     /// The schema of [`CorpusBatch::columns`].
     pub fn schema(&self) -> &SchemaRef {
         &self.out_schema
     }
 
-    fn open(&self, index: usize) -> Result<ParquetRecordBatchReader> {
-        let path = &self.files[index];
-        let builder = open_builder(path)?;
+    /// Moves on to the next slice.
+    fn advance(&mut self) {
+        self.current = None;
+        self.slice_index += 1;
+        self.row_in_file = self.slices.get(self.slice_index).map_or(0, |s| s.first_row);
+    }
+
+    fn open(&self, slice: &CorpusSlice) -> Result<ParquetRecordBatchReader> {
+        let path = &self.files[slice.file_index];
+        let mut builder = open_builder(path)?;
+        if let Some(groups) = &slice.row_groups {
+            let available = builder.metadata().num_row_groups();
+            if groups.end > available {
+                return Err(DataError::InvalidArgument(format!(
+                    "{}: row groups {}..{} asked for, the file has {available} (was it rewritten since the run was planned?)",
+                    path.display(),
+                    groups.start,
+                    groups.end
+                )));
+            }
+            builder = builder.with_row_groups(groups.clone().collect());
+        }
         let mut names: Vec<&str> = self.columns.iter().map(String::as_str).collect();
         if self.with_embeddings {
             names.push(&self.embedding_column);
@@ -265,19 +347,16 @@ impl CorpusReader {
 
     fn next_batch(&mut self) -> Option<Result<CorpusBatch>> {
         loop {
-            if self.file_index >= self.files.len() {
-                return None;
-            }
-            let index = self.file_index;
-            let rows = self.rows_per_file[index];
+            let slice = self.slices.get(self.slice_index)?.clone();
+            let index = slice.file_index;
             if self.columns.is_empty() && !self.with_embeddings {
                 // Nothing to decode: row counts come from the footer.
-                if self.row_in_file >= rows {
-                    self.file_index += 1;
-                    self.row_in_file = 0;
+                let end = slice.first_row + slice.rows;
+                if self.row_in_file >= end {
+                    self.advance();
                     continue;
                 }
-                let n = (rows - self.row_in_file).min(self.batch_rows as u64) as usize;
+                let n = (end - self.row_in_file).min(self.batch_rows as u64) as usize;
                 let batch = RecordBatch::try_new_with_options(self.out_schema.clone(), vec![], &RecordBatchOptions::new().with_row_count(Some(n)))
                     .expect("an empty batch with a row count is valid");
                 let first_row = self.row_in_file;
@@ -285,18 +364,14 @@ impl CorpusReader {
                 return Some(Ok(CorpusBatch { file_index: index, first_row, columns: batch, embeddings: None, dim: self.dim.unwrap_or(0) }));
             }
             if self.current.is_none() {
-                match self.open(index) {
+                match self.open(&slice) {
                     Ok(r) => self.current = Some(r),
                     Err(e) => return Some(Err(e)),
                 }
             }
             let reader = self.current.as_mut().expect("opened above");
             match reader.next() {
-                None => {
-                    self.current = None;
-                    self.file_index += 1;
-                    self.row_in_file = 0;
-                }
+                None => self.advance(),
                 Some(Err(e)) => return Some(Err(DataError::arrow(&self.files[index], e))),
                 Some(Ok(batch)) => {
                     let first_row = self.row_in_file;

@@ -158,3 +158,43 @@ fn reads_and_samples_the_minilm_fixture() {
     let again = crate::sample_reference(&s, &info, &cfg).unwrap();
     assert_eq!(crate::vectors_sha256(&r.embeddings, 384), crate::vectors_sha256(&again.embeddings, 384));
 }
+
+#[test]
+fn slices_of_row_groups_read_as_the_whole_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+    corpus_file(&a, 0, 10, false); // row groups of 4, 4, 2 rows
+    corpus_file(&b, 1, 7, true); // 4, 3
+    let s = spec(vec![a, b], &["seq_id", "position"]);
+    let info = inspect(&s).unwrap();
+    let slices = slice_corpus(&s, 8).unwrap();
+    let shape: Vec<(usize, Option<std::ops::Range<usize>>, u64, u64)> =
+        slices.iter().map(|s| (s.file_index, s.row_groups.clone(), s.first_row, s.rows)).collect();
+    assert_eq!(shape, vec![(0, Some(0..2), 0, 8), (0, Some(2..3), 8, 2), (1, Some(0..2), 0, 7)]);
+    assert_eq!(slice_corpus(&s, 1).unwrap().len(), 5, "a row group bigger than the target is a slice of its own");
+
+    let rows = |reader: CorpusReader| -> Vec<(usize, u64, i64, Vec<f32>)> {
+        reader
+            .map(Result::unwrap)
+            .flat_map(|b| {
+                let pos = b.columns.column(1).as_primitive::<Int64Type>().values().to_vec();
+                let emb = b.embeddings.unwrap();
+                (0..pos.len()).map(move |r| (b.file_index, b.first_row + r as u64, pos[r], emb[r * 4..r * 4 + 4].to_vec())).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let whole = rows(CorpusReader::new(&s, &info, 3, true, None).unwrap());
+    let mut pieces = Vec::new();
+    for slice in &slices {
+        pieces.extend(rows(CorpusReader::new(&s, &info, 3, true, None).unwrap().with_slices(vec![slice.clone()]).unwrap()));
+    }
+    assert_eq!(pieces, whole);
+    // Row numbers are the file's, and the position column agrees.
+    assert!(whole.iter().all(|(_, row, pos, _)| *row as i64 == *pos));
+    // Row counts without decoding anything follow the slices too.
+    let counted: u64 = CorpusReader::new(&s, &info, 3, false, Some(vec![])).unwrap().with_slices(slices[1..].to_vec()).unwrap().map(|b| b.unwrap().columns.num_rows() as u64).sum();
+    assert_eq!(counted, 9);
+    let bad = CorpusSlice { file_index: 0, row_groups: Some(2..9), first_row: 8, rows: 2 };
+    let e = CorpusReader::new(&s, &info, 3, true, None).unwrap().with_slices(vec![bad]).unwrap().next().unwrap().unwrap_err();
+    assert!(e.to_string().contains("a.parquet") && e.to_string().contains("row groups 2..9"), "{e}");
+}

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::embedding::decode_embeddings;
 use crate::error::{DataError, Result};
 use crate::identity::{describe_positional, positional_key, priority, IdentityEncoder};
-use crate::reader::{open_builder, projection, CorpusInfo, CorpusReader, CorpusSpec};
+use crate::reader::{open_builder, projection, CorpusInfo, CorpusReader, CorpusSlice, CorpusSpec};
 use crate::reference::Reference;
 
 /// How to draw the reference sample (paper: pool 150,000, size 60,000).
@@ -52,22 +52,27 @@ pub struct SampleStats {
     pub rows: usize,
 }
 
-/// A pool candidate, ordered by (priority, key): the max-heap evicts the largest.
-#[derive(PartialEq, Eq)]
-struct Cand {
-    p: u64,
-    key: Box<[u8]>,
-    file: u32,
-    row: u64,
+/// A pool candidate: a row and the seeded priority of its identity key. Ordered by (priority,
+/// key), which is the pool's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolCandidate {
+    /// [`priority`] of the key under the sample's seed.
+    pub priority: u64,
+    /// The row's identity key.
+    pub key: Box<[u8]>,
+    /// Index of its file in the corpus.
+    pub file: u32,
+    /// Its row within that file.
+    pub row: u64,
 }
 
-impl Ord for Cand {
+impl Ord for PoolCandidate {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.p, &self.key).cmp(&(other.p, &other.key))
+        (self.priority, &self.key).cmp(&(other.priority, &other.key))
     }
 }
 
-impl PartialOrd for Cand {
+impl PartialOrd for PoolCandidate {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
@@ -83,6 +88,13 @@ impl PartialOrd for Cand {
 /// naming both rows; any read or decode error of the pool rows (null or non-finite embedding,
 /// dimension mismatch, unreadable file).
 pub fn sample_reference(spec: &CorpusSpec, info: &CorpusInfo, cfg: &SampleConfig) -> Result<Reference> {
+    check_config(cfg)?;
+    let pool = pool_candidates(spec, info, cfg, None)?;
+    let pool = merge_pools(spec, info, vec![pool], cfg)?;
+    sample_from_pool(spec, info, cfg, pool)
+}
+
+fn check_config(cfg: &SampleConfig) -> Result<()> {
     if cfg.size == 0 {
         return Err(DataError::InvalidArgument("the reference size must be at least 1".into()));
     }
@@ -92,12 +104,26 @@ pub fn sample_reference(spec: &CorpusSpec, info: &CorpusInfo, cfg: &SampleConfig
             cfg.pool, cfg.size
         )));
     }
-    let encoder = if spec.id_columns.is_empty() {
-        None
-    } else {
-        Some(IdentityEncoder::new(&info.schema, &spec.id_columns, &spec.files[0])?)
-    };
-    let pool = select_pool(spec, info, cfg, encoder.as_ref())?;
+    Ok(())
+}
+
+fn encoder(spec: &CorpusSpec, info: &CorpusInfo) -> Result<Option<IdentityEncoder>> {
+    match spec.id_columns.is_empty() {
+        true => Ok(None),
+        false => Ok(Some(IdentityEncoder::new(&info.schema, &spec.id_columns, &spec.files[0])?)),
+    }
+}
+
+/// Passes 2 to 4 of [`sample_reference`] on a pool already drawn ([`merge_pools`]): reads the
+/// pool rows' vectors only (a Parquet row selection per file), drops duplicate vectors and keeps
+/// the first `cfg.size`. The result is the same whichever way the pool was drawn, so a cluster
+/// that computes the pool's candidates shard by shard gets the local sample byte for byte.
+///
+/// # Errors
+/// As [`sample_reference`], for reading the pool rows.
+pub fn sample_from_pool(spec: &CorpusSpec, info: &CorpusInfo, cfg: &SampleConfig, pool: Vec<PoolCandidate>) -> Result<Reference> {
+    check_config(cfg)?;
+    let encoder = encoder(spec, info)?;
     let mut vectors = VectorSource { spec, info, dim: info.dim, dim_file: info.dim.map(|_| 0) };
 
     // Pass 2: a 128-bit hash of each pool row's vector. The vectors of the first `size + slack`
@@ -193,18 +219,21 @@ pub fn sample_reference(spec: &CorpusSpec, info: &CorpusInfo, cfg: &SampleConfig
     Ok(Reference { ids, keys, embeddings, dim, stats })
 }
 
-/// Pass 1: the `pool` candidates of smallest (priority, key), in ascending order.
-fn select_pool(spec: &CorpusSpec, info: &CorpusInfo, cfg: &SampleConfig, encoder: Option<&IdentityEncoder>) -> Result<Vec<Cand>> {
-    let describe = |key: &[u8]| encoder.map_or_else(|| describe_positional(key), |e| e.describe(key));
-    let duplicate = |a: &Cand, b: &Cand| DataError::DuplicateIdentity {
-        identity: describe(&a.key),
-        first_path: spec.files[a.file as usize].clone(),
-        first_row: a.row,
-        second_path: spec.files[b.file as usize].clone(),
-        second_row: b.row,
-    };
-    let mut heap: BinaryHeap<Cand> = BinaryHeap::with_capacity(cfg.pool.min(info.total_rows as usize) + 1);
-    let reader = CorpusReader::new(spec, info, 64 * 1024, false, Some(spec.id_columns.clone()))?;
+/// Pass 1 of [`sample_reference`]: the `cfg.pool` candidates of smallest (priority, key) among
+/// the rows of `slices` (the whole corpus when `None`), in ascending order. Reads the id columns
+/// only. The pool of a corpus is the [`merge_pools`] of the pools of any slices that cover it.
+///
+/// # Errors
+/// [`DataError::DuplicateIdentity`] naming both rows when two rows with the same identity reach
+/// the pool; read and decode errors of the id columns.
+pub fn pool_candidates(spec: &CorpusSpec, info: &CorpusInfo, cfg: &SampleConfig, slices: Option<Vec<CorpusSlice>>) -> Result<Vec<PoolCandidate>> {
+    let encoder = encoder(spec, info)?;
+    let encoder = encoder.as_ref();
+    let mut heap: BinaryHeap<PoolCandidate> = BinaryHeap::with_capacity(cfg.pool.min(info.total_rows as usize) + 1);
+    let mut reader = CorpusReader::new(spec, info, 64 * 1024, false, Some(spec.id_columns.clone()))?;
+    if let Some(slices) = slices {
+        reader = reader.with_slices(slices)?;
+    }
     for batch in reader {
         let batch = batch?;
         let file = u32::try_from(batch.file_index).map_err(|_| DataError::InvalidArgument("more than 2^32 input files".into()))?;
@@ -214,19 +243,19 @@ fn select_pool(spec: &CorpusSpec, info: &CorpusInfo, cfg: &SampleConfig, encoder
             None => (0..batch.columns.num_rows() as u64).map(|r| positional_key(file, batch.first_row + r)).collect(),
         };
         for (r, key) in keys.into_iter().enumerate() {
-            let p = priority(cfg.seed, &key);
-            let cand = Cand { p, key, file, row: batch.first_row + r as u64 };
+            let priority = priority(cfg.seed, &key);
+            let cand = PoolCandidate { priority, key, file, row: batch.first_row + r as u64 };
             if heap.len() == cfg.pool {
                 let top = heap.peek().expect("pool is not empty");
                 match cand.cmp(top) {
                     std::cmp::Ordering::Greater => continue,
-                    std::cmp::Ordering::Equal => return Err(duplicate(top, &cand)),
+                    std::cmp::Ordering::Equal => return Err(duplicate(spec, encoder, top, &cand)),
                     std::cmp::Ordering::Less => {
                         let evicted = heap.pop().expect("pool is not empty");
                         heap.push(cand);
                         // Two equal candidates are adjacent maxima: one leaving exposes the other.
                         if let Some(top) = heap.peek().filter(|t| **t == evicted) {
-                            return Err(duplicate(top, &evicted));
+                            return Err(duplicate(spec, encoder, top, &evicted));
                         }
                     }
                 }
@@ -235,16 +264,41 @@ fn select_pool(spec: &CorpusSpec, info: &CorpusInfo, cfg: &SampleConfig, encoder
             }
         }
     }
-    let pool = heap.into_sorted_vec();
-    if let Some(w) = pool.windows(2).find(|w| w[0].cmp(&w[1]).is_eq()) {
+    Ok(heap.into_sorted_vec())
+}
+
+/// The pool of the union of disjoint slices, from each slice's [`pool_candidates`]: the first
+/// `cfg.pool` in (priority, key) order.
+///
+/// # Errors
+/// [`DataError::DuplicateIdentity`] when two rows with the same identity reach the pool.
+pub fn merge_pools(spec: &CorpusSpec, info: &CorpusInfo, pools: Vec<Vec<PoolCandidate>>, cfg: &SampleConfig) -> Result<Vec<PoolCandidate>> {
+    let mut all: Vec<PoolCandidate> = pools.into_iter().flatten().collect();
+    all.sort();
+    // An equal pair straddling the cut is a repeated identity that reached the pool too.
+    let end = (cfg.pool + 1).min(all.len());
+    if let Some(w) = all[..end].windows(2).find(|w| w[0].cmp(&w[1]).is_eq()) {
         let (a, b) = if (w[0].file, w[0].row) <= (w[1].file, w[1].row) { (&w[0], &w[1]) } else { (&w[1], &w[0]) };
-        return Err(duplicate(a, b));
+        return Err(duplicate(spec, encoder(spec, info)?.as_ref(), a, b));
     }
-    Ok(pool)
+    all.truncate(cfg.pool);
+    Ok(all)
+}
+
+/// The error for two rows with one identity.
+fn duplicate(spec: &CorpusSpec, encoder: Option<&IdentityEncoder>, a: &PoolCandidate, b: &PoolCandidate) -> DataError {
+    let identity = encoder.map_or_else(|| describe_positional(&a.key), |e| e.describe(&a.key));
+    DataError::DuplicateIdentity {
+        identity,
+        first_path: spec.files[a.file as usize].clone(),
+        first_row: a.row,
+        second_path: spec.files[b.file as usize].clone(),
+        second_row: b.row,
+    }
 }
 
 /// Identity columns for a corpus without id columns: the file path and the row within it.
-fn positional_ids<'a>(spec: &CorpusSpec, cands: impl Iterator<Item = &'a Cand>) -> RecordBatch {
+fn positional_ids<'a>(spec: &CorpusSpec, cands: impl Iterator<Item = &'a PoolCandidate>) -> RecordBatch {
     let (files, rows): (Vec<String>, Vec<u64>) =
         cands.map(|c| (spec.files[c.file as usize].display().to_string(), c.row)).unzip();
     positional_batch(files, rows)
@@ -282,7 +336,7 @@ struct VectorSource<'a> {
 
 impl VectorSource<'_> {
     /// Calls `f(pool index, vector)` for every pool index in `which`, in file order.
-    fn read(&mut self, pool: &[Cand], mut which: Vec<usize>, mut f: impl FnMut(usize, &[f32])) -> Result<()> {
+    fn read(&mut self, pool: &[PoolCandidate], mut which: Vec<usize>, mut f: impl FnMut(usize, &[f32])) -> Result<()> {
         which.sort_by_key(|&i| (pool[i].file, pool[i].row));
         let column = &self.spec.embedding_column;
         for group in which.chunk_by(|&a, &b| pool[a].file == pool[b].file) {

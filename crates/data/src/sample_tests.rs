@@ -196,3 +196,46 @@ fn row_ranges_coalesce() {
     assert_eq!(ranges(&[0, 1, 2, 5, 7, 8]), vec![0..3, 5..6, 7..9]);
     assert!(ranges(&[]).is_empty());
 }
+
+#[test]
+fn a_pool_merged_from_slices_gives_the_same_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = rows(300, 40);
+    let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+    write_rows(&a, &all[..170]);
+    write_rows(&b, &all[170..]);
+    for id_columns in [ids(), vec![]] {
+        let s = spec(vec![a.clone(), b.clone()], id_columns);
+        let info = inspect(&s).unwrap();
+        let cfg = SampleConfig { pool: 90, size: 30, seed: 7 };
+        let whole = sample_reference(&s, &info, &cfg).unwrap();
+        // Row groups of 7 rows: slices of about 20 rows, each drawing its own candidates.
+        let slices = crate::slice_corpus(&s, 20).unwrap();
+        assert!(slices.len() > 10);
+        let pools: Vec<Vec<PoolCandidate>> = slices.iter().map(|sl| pool_candidates(&s, &info, &cfg, Some(vec![sl.clone()])).unwrap()).collect();
+        let pool = merge_pools(&s, &info, pools, &cfg).unwrap();
+        let merged = sample_from_pool(&s, &info, &cfg, pool).unwrap();
+        assert_eq!(merged.keys, whole.keys);
+        assert_eq!(merged.embeddings, whole.embeddings);
+        assert_eq!(merged.stats, whole.stats);
+        assert_eq!(merged.ids, whole.ids);
+    }
+}
+
+#[test]
+fn a_repeated_identity_met_only_when_merging_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = rows(50, 50);
+    let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+    write_rows(&a, &all);
+    write_rows(&b, &all[10..11]);
+    let s = spec(vec![a, b.clone()], ids());
+    let info = inspect(&s).unwrap();
+    let cfg = SampleConfig { pool: 50, size: 10, seed: 1 };
+    let pools = vec![
+        pool_candidates(&s, &info, &cfg, Some(crate::slice_corpus(&s, 1000).unwrap()[..1].to_vec())).unwrap(),
+        pool_candidates(&s, &info, &cfg, Some(crate::slice_corpus(&s, 1000).unwrap()[1..].to_vec())).unwrap(),
+    ];
+    let e = merge_pools(&s, &info, pools, &cfg).unwrap_err().to_string();
+    assert!(e.contains("b.parquet") && e.contains("seq_id"), "{e}");
+}

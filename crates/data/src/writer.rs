@@ -14,6 +14,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{DataError, Result};
@@ -57,6 +58,20 @@ impl AtomicParquetWriter {
     /// cannot be written as Parquet.
     pub fn new(path: &Path, schema: SchemaRef) -> Result<Self> {
         let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
+        Self::with_properties(path, schema, props)
+    }
+
+    /// As [`Self::new`], with `metadata` in the file's key-value metadata (e.g. the run's
+    /// parameters, [`crate::Manifest::part_metadata`]).
+    ///
+    /// # Errors
+    /// As [`Self::new`].
+    pub fn with_metadata(path: &Path, schema: SchemaRef, metadata: Vec<(String, String)>) -> Result<Self> {
+        let kv = metadata.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect();
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_key_value_metadata(Some(kv))
+            .build();
         Self::with_properties(path, schema, props)
     }
 

@@ -1,7 +1,14 @@
-//! The engine's error type: data and kernel errors with the context the engine knows.
+//! The engine's error type: data and kernel errors with the context the engine knows, and
+//! DataFusion's errors unwrapped back into lidscope's own where they started as ours.
+//!
+//! Callers branch on the kind: a [`EngineError::Usage`] is the caller's mistake (the CLI exits 2,
+//! a job API answers `INVALID_ARGUMENT`), [`EngineError::is_transient`] says whether trying again
+//! may help (a file system hiccup, not a bad vector).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use datafusion::error::DataFusionError;
 use lidscope_data::DataError;
 use lidscope_kernel::KernelError;
 
@@ -21,12 +28,23 @@ pub enum EngineError {
         #[source]
         source: KernelError,
     },
-    /// An invalid combination of parameters or inputs.
+    /// Parameters that cannot work, whatever the data (a malformed partition, a zero batch size).
+    #[error("{0}")]
+    Usage(String),
+    /// Inputs that cannot be measured together (a reference of another dimension, too few
+    /// reference rows for `k`, a corpus column that collides with an output column).
     #[error("{0}")]
     Invalid(String),
-    /// The output directory already holds a complete result.
-    #[error("{0} already holds a result (manifest.json); pass --overwrite to replace it")]
-    OutputExists(PathBuf),
+    /// DataFusion failed for a reason of its own (planning, SQL, resources); `context` says what
+    /// lidscope was doing.
+    #[error("{context}: {source}")]
+    Query {
+        /// What was being done.
+        context: String,
+        /// DataFusion's error.
+        #[source]
+        source: DataFusionError,
+    },
     /// A file-system operation on the output failed.
     #[error("{path}: {source}")]
     Io {
@@ -46,7 +64,90 @@ impl EngineError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         EngineError::Io { path: path.into(), source }
     }
+
+    /// A DataFusion error as lidscope's: ours unwrapped (with their messages intact), DataFusion's
+    /// own kept with `context`.
+    pub fn query(context: impl Into<String>, e: DataFusionError) -> Self {
+        match unwrap_ours(e) {
+            Ok(ours) => ours,
+            Err(e) => EngineError::Query { context: context.into(), source: e },
+        }
+    }
+
+    /// Whether the same call may succeed when tried again: I/O failures (a file system that
+    /// hiccups, a full disk freed), not bad input or bad parameters.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EngineError::Io { .. } | EngineError::Data(DataError::Io { .. }) => true,
+            EngineError::Query { source, .. } => {
+                matches!(source.find_root(), DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) | DataFusionError::ResourcesExhausted(_))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The engine error inside a DataFusion error, if it started as one (or as a data error);
+/// otherwise the DataFusion error itself.
+fn unwrap_ours(e: DataFusionError) -> std::result::Result<EngineError, DataFusionError> {
+    match e {
+        DataFusionError::External(inner) => match inner.downcast::<EngineError>() {
+            Ok(e) => Ok(*e),
+            Err(inner) => match inner.downcast::<DataError>() {
+                Ok(e) => Ok(EngineError::Data(*e)),
+                Err(inner) => Err(DataFusionError::External(inner)),
+            },
+        },
+        DataFusionError::Context(c, inner) => unwrap_ours(*inner).map_err(|e| DataFusionError::Context(c, Box::new(e))),
+        DataFusionError::Shared(inner) => match Arc::try_unwrap(inner) {
+            Ok(e) => unwrap_ours(e),
+            Err(shared) => Err(DataFusionError::Shared(shared)),
+        },
+        other => Err(other),
+    }
+}
+
+impl From<DataFusionError> for EngineError {
+    fn from(e: DataFusionError) -> Self {
+        EngineError::query("query", e)
+    }
+}
+
+impl From<EngineError> for DataFusionError {
+    fn from(e: EngineError) -> Self {
+        DataFusionError::External(Box::new(e))
+    }
 }
 
 /// Engine result alias.
 pub type Result<T> = std::result::Result<T, EngineError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_errors_come_back_out_of_datafusion_with_their_messages() {
+        let data = DataError::InvalidArgument("bad".into());
+        let wrapped = DataFusionError::Context("scan".into(), Box::new(DataFusionError::External(Box::new(data))));
+        let e = EngineError::from(wrapped);
+        assert!(matches!(e, EngineError::Data(DataError::InvalidArgument(_))), "{e:?}");
+        assert_eq!(e.to_string(), "invalid argument: bad");
+
+        let shared = DataFusionError::Shared(Arc::new(DataFusionError::External(Box::new(EngineError::Usage("k".into())))));
+        // A shared error cannot be taken apart while others hold it: it stays DataFusion's.
+        let other_holder = match &shared {
+            DataFusionError::Shared(a) => a.clone(),
+            _ => unreachable!(),
+        };
+        assert!(matches!(EngineError::from(shared), EngineError::Query { .. }));
+        drop(other_holder);
+
+        let plan = EngineError::query("--table t", DataFusionError::Plan("no such table".into()));
+        assert_eq!(plan.to_string(), "--table t: Error during planning: no such table");
+        assert!(!plan.is_transient());
+        let io = EngineError::query("q", DataFusionError::IoError(std::io::Error::other("disk")));
+        assert!(io.is_transient());
+        assert!(!EngineError::Usage("x".into()).is_transient());
+    }
+}

@@ -10,7 +10,6 @@
 #![forbid(unsafe_code)]
 #![warn(rustdoc::broken_intra_doc_links)]
 
-mod commit;
 mod error;
 mod progress;
 mod run;
@@ -20,4 +19,5 @@ pub mod udf;
 
 pub use error::{EngineError, Result};
 pub use progress::{NoProgress, Progress};
-pub use run::{run, ReferenceSource, RunConfig, RunSummary, OUTPUT_COLUMNS};
+pub use scan::{CorpusExec, CorpusScan, CorpusTable};
+pub use run::{run, CommittedPart, ReferenceSource, RunConfig, RunSummary, ShardedRun, ValidRun, OUTPUT_COLUMNS};

@@ -1,7 +1,7 @@
 //! SQL over lidscope's tables: result directories (hive-partitioned `data/`, plus their manifests
 //! as a `<name>_runs` table), corpora and reference files.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTableUrl};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use lidscope_data::{read_manifest, Manifest};
+use lidscope_data::{find_manifests, is_result_dir, read_manifest, Manifest};
 
 use crate::error::{EngineError, Result};
 
@@ -28,7 +28,7 @@ pub fn session() -> SessionContext {
 
 fn df(context: impl Into<String>) -> impl FnOnce(datafusion::error::DataFusionError) -> EngineError {
     let context = context.into();
-    move |e| EngineError::Invalid(format!("{context}: {e}"))
+    move |e| EngineError::query(context, e)
 }
 
 /// Registers `path` as table `name`.
@@ -41,8 +41,7 @@ fn df(context: impl Into<String>) -> impl FnOnce(datafusion::error::DataFusionEr
 /// A path that does not exist, a table that cannot be read, or a name already taken.
 pub async fn register(ctx: &SessionContext, name: &str, path: &str) -> Result<()> {
     let p = Path::new(path);
-    let is_result = p.is_dir() && (p.join("data").is_dir() || p.join("manifest.json").is_file());
-    if !is_result {
+    if !is_result_dir(p) {
         let has_glob = path.contains(['*', '?', '[']);
         if !has_glob && !p.exists() {
             return Err(EngineError::Invalid(format!("--table {name}={path}: no such file or directory")));
@@ -108,11 +107,9 @@ fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// Every `manifest.json` under `dir`, as one row per run.
+/// Every run manifest in result directory `dir`, as one row per run.
 fn runs_table(dir: &Path) -> Result<RecordBatch> {
-    let mut found = Vec::new();
-    collect_manifests(dir, &mut found)?;
-    found.sort();
+    let found = find_manifests(dir)?;
     let manifests: Vec<(String, Manifest)> = found
         .iter()
         .map(|f| {
@@ -153,20 +150,4 @@ fn runs_table(dir: &Path) -> Result<RecordBatch> {
         cols.push(c);
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| EngineError::Invalid(format!("{}: manifests: {e}", dir.display())))
-}
-
-fn collect_manifests(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for e in std::fs::read_dir(dir).map_err(|e| EngineError::io(dir, e))?.flatten() {
-        let path = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
-        if path.is_dir() {
-            collect_manifests(&path, out)?;
-        } else if name == "manifest.json" {
-            out.push(path);
-        }
-    }
-    Ok(())
 }

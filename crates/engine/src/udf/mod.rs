@@ -9,9 +9,19 @@ use datafusion::prelude::SessionContext;
 
 pub use lid::{lid_fields, LidUdf};
 pub(crate) use reference::LoadedReference;
-pub(crate) use reference_cache::{adopt, file_sha256};
+pub(crate) use reference_cache::{adopt, file_sha256, Adopted};
 
 /// Registers every lidscope function with `ctx`.
 pub fn register_all(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(LidUdf::default()));
+}
+
+/// Registers every lidscope function with a session state (a cluster's scheduler and workers
+/// build their sessions this way).
+///
+/// # Errors
+/// DataFusion's, if registration fails.
+pub fn register_state(state: &mut datafusion::execution::SessionState) -> datafusion::error::Result<()> {
+    datafusion::execution::FunctionRegistry::register_udf(state, std::sync::Arc::new(ScalarUDF::from(LidUdf::default())))?;
+    Ok(())
 }

@@ -1,0 +1,122 @@
+//! What a run is asked to do, and the checks that refuse a job before any heavy work.
+
+use std::path::PathBuf;
+
+use lidscope_data::{inspect, resolve_inputs, CorpusInfo, CorpusSpec};
+use lidscope_kernel::{LidConfig, SearchStrategy};
+
+use super::OUTPUT_COLUMNS;
+use crate::error::{EngineError, Result};
+use crate::scan::{FILE_COLUMN, RESERVED_PREFIX, ROW_COLUMN};
+
+/// Where the reference rows come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReferenceSource {
+    /// A Parquet file of identity columns and the embedding column.
+    File(PathBuf),
+    /// The paper's sample from the corpus itself.
+    Sample {
+        /// Rows to keep (paper: 60,000).
+        size: usize,
+        /// Seeded pool drawn by identity (paper: 150,000).
+        pool: usize,
+        /// Seed of the pool's order.
+        seed: u64,
+    },
+}
+
+/// A `lidscope run` job as asked for; [`RunConfig::validate`] checks it against its corpus.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Corpus files, directories or globs.
+    pub corpus: Vec<String>,
+    /// The embedding column.
+    pub embedding_column: String,
+    /// Identity columns (empty: identity is (file, row)).
+    pub id_columns: Vec<String>,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Neighbourhood size, estimator, discard fraction.
+    pub lid: LidConfig,
+    /// Reference rows.
+    pub reference: ReferenceSource,
+    /// Replace an existing complete result.
+    pub overwrite: bool,
+    /// Corpus rows per batch: memory is the reference plus a few batches.
+    pub batch_rows: usize,
+    /// Neighbour search path.
+    pub strategy: SearchStrategy,
+    /// Run keys (`model=m`, `checkpoint=3`, ...): results go to `<out>/data/k=v/...` so that many
+    /// runs form one table.
+    pub partition: Vec<(String, String)>,
+}
+
+/// A job whose parameters hold together and whose corpus was found and inspected (footers only).
+#[derive(Clone, Debug)]
+pub struct ValidRun {
+    /// The resolved corpus.
+    pub spec: CorpusSpec,
+    /// What its footers say.
+    pub info: CorpusInfo,
+}
+
+impl RunConfig {
+    /// Checks the parameters ([`EngineError::Usage`] when they cannot work whatever the data),
+    /// resolves and inspects the corpus, and refuses corpus columns that would collide with the
+    /// run's own. Reads Parquet footers only, so a bad file deep in a corpus fails at once.
+    ///
+    /// # Errors
+    /// [`EngineError::Usage`] for bad parameters; data errors naming the file and column.
+    pub fn validate(&self) -> Result<ValidRun> {
+        self.lid.validate().map_err(|e| EngineError::Usage(format!("parameters: {e}")))?;
+        for (k, v) in &self.partition {
+            let ok = |s: &str| !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\', '=']);
+            if !ok(k) || !ok(v) {
+                return Err(EngineError::Usage(format!("--partition {k}={v}: keys and values must be non-empty and hold no '/', '\\' or '='")));
+            }
+        }
+        if self.batch_rows == 0 {
+            return Err(EngineError::Usage("batch size must be at least 1 row".into()));
+        }
+        let spec = CorpusSpec { files: resolve_inputs(&self.corpus)?, embedding_column: self.embedding_column.clone(), id_columns: self.id_columns.clone() };
+        let info = inspect(&spec)?;
+        if let Some(c) = OUTPUT_COLUMNS.iter().find(|c| info.carried.iter().any(|x| x == *c)) {
+            return Err(EngineError::Invalid(format!(
+                "{}: column {c:?} would collide with the output column of the same name; rename it first",
+                spec.files[0].display()
+            )));
+        }
+        if let Some(c) = info.carried.iter().find(|c| c.starts_with(RESERVED_PREFIX)) {
+            return Err(EngineError::Invalid(format!(
+                "{}: column {c:?}: names starting with {RESERVED_PREFIX:?} are reserved for lidscope's plan; rename it first",
+                spec.files[0].display()
+            )));
+        }
+        Ok(ValidRun { spec, info })
+    }
+
+    /// The identity columns `lid()` gets (as the reference names them): the id columns; for a
+    /// sample from a corpus without them, the row's file and row number; none for a reference
+    /// file without them (it shares no identity with the corpus).
+    pub(crate) fn identity(&self) -> Vec<String> {
+        match (&self.reference, self.id_columns.is_empty()) {
+            (_, false) => self.id_columns.clone(),
+            (ReferenceSource::Sample { .. }, true) => vec!["file".into(), "row".into()],
+            (ReferenceSource::File(_), true) => Vec::new(),
+        }
+    }
+
+    /// The corpus column behind identity column `name` of the reference.
+    pub(crate) fn identity_source<'a>(&self, name: &'a str) -> &'a str {
+        match (self.id_columns.is_empty(), name) {
+            (true, "file") => FILE_COLUMN,
+            (true, "row") => ROW_COLUMN,
+            _ => name,
+        }
+    }
+
+    /// Whether the reference is drawn from the corpus.
+    pub(crate) fn sampled(&self) -> bool {
+        matches!(self.reference, ReferenceSource::Sample { .. })
+    }
+}

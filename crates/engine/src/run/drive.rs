@@ -1,0 +1,137 @@
+//! Driving the run's plan: every result batch is tallied and written to its part file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, UInt32Type, UInt64Type};
+use datafusion::execution::SendableRecordBatchStream;
+use futures::StreamExt;
+use lidscope_data::{AtomicParquetWriter, CorpusInfo, IdentityEncoder, Layout};
+
+use super::config::RunConfig;
+use super::finish::Accumulator;
+use super::plan::LID_STRUCT;
+use super::OUTPUT_COLUMNS;
+use crate::error::{EngineError, Result};
+use crate::progress::Progress;
+use crate::scan::{FILE_COLUMN, FILE_INDEX_COLUMN, ROW_COLUMN};
+use crate::udf::LoadedReference;
+
+/// Where result rows go: one Parquet part per corpus file, `part-<file index><suffix>.parquet`
+/// (a shard of a file adds its own suffix), each carrying the run's parameters in its key-value
+/// metadata.
+pub(crate) struct PartSink<'a> {
+    dir: PathBuf,
+    layout: &'a Layout,
+    suffix: String,
+    schema: SchemaRef,
+    metadata: Vec<(String, String)>,
+    open: Option<(u32, AtomicParquetWriter)>,
+    /// The parts written, relative to the output directory.
+    pub files: Vec<String>,
+    /// Seconds spent writing.
+    pub seconds: f64,
+}
+
+impl<'a> PartSink<'a> {
+    /// Writes parts into `dir` (the staging directory's `data/`), listed as `layout` places them.
+    pub fn new(dir: PathBuf, layout: &'a Layout, info: &CorpusInfo, metadata: Vec<(String, String)>, suffix: String) -> Self {
+        Self { dir, layout, suffix, schema: output_schema(info), metadata, open: None, files: Vec::new(), seconds: 0.0 }
+    }
+
+    fn write(&mut self, file_index: u32, batch: &RecordBatch) -> Result<()> {
+        let t = Instant::now();
+        if self.open.as_ref().is_none_or(|(f, _)| *f != file_index) {
+            self.close()?;
+            let name = format!("part-{file_index:05}{}.parquet", self.suffix);
+            self.files.push(self.layout.relative_data(&name));
+            self.open = Some((file_index, AtomicParquetWriter::with_metadata(&self.dir.join(name), self.schema.clone(), self.metadata.clone())?));
+        }
+        self.open.as_mut().expect("opened above").1.write(batch)?;
+        self.seconds += t.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Finishes the part being written.
+    pub fn close(&mut self) -> Result<()> {
+        if let Some((_, w)) = self.open.take() {
+            let t = Instant::now();
+            w.finish()?;
+            self.seconds += t.elapsed().as_secs_f64();
+        }
+        Ok(())
+    }
+}
+
+/// Consumes the run's plan: tallies each batch in `acc` (reference rows seen as queries give the
+/// global estimate its distances; none when `loaded` is `None`) and writes its carried columns
+/// with `lid`, `r1`, `r2`, `rk` to `sink`. Batches come in corpus order and never mix files.
+pub(crate) async fn drive(
+    mut batches: SendableRecordBatchStream,
+    cfg: &RunConfig,
+    info: &CorpusInfo,
+    tally: Option<(&LoadedReference, &mut Accumulator)>,
+    sink: &mut PartSink<'_>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let (loaded, mut acc) = match tally {
+        Some((l, a)) => (Some(l), Some(a)),
+        None => (None, None),
+    };
+    let identity = cfg.identity();
+    let mut encoder: Option<IdentityEncoder> = None;
+    while let Some(batch) = batches.next().await {
+        let batch = batch?;
+        let n = batch.num_rows();
+        if n == 0 {
+            continue;
+        }
+        let file_index = batch.column_by_name(FILE_INDEX_COLUMN).expect("selected").as_primitive::<UInt32Type>().value(0);
+        let path = &source_file(&batch);
+        let lids = batch.column_by_name(LID_STRUCT).expect("selected").as_struct().clone();
+        let column = |name: &str| lids.column_by_name(name).expect("lid() result field").clone();
+        if let (Some(loaded), Some(acc)) = (loaded, acc.as_deref_mut()) {
+            let exclude = match identity.is_empty() {
+                true => vec![None; n],
+                false => {
+                    let ids = identity_batch(cfg, &identity, &batch, path)?;
+                    let e = match &encoder {
+                        Some(e) => e,
+                        None => encoder.insert(IdentityEncoder::new(&ids.schema(), &identity, Path::new(path))?),
+                    };
+                    let row0 = batch.column_by_name(ROW_COLUMN).expect("selected").as_primitive::<UInt64Type>().value(0);
+                    e.encode(&ids, Path::new(path), row0)?.iter().map(|k| loaded.rows.get(&**k).copied()).collect()
+                }
+            };
+            acc.record(column("lid").as_primitive::<Float64Type>(), column("r1").as_primitive::<Float64Type>(), column("r2").as_primitive::<Float64Type>(), &exclude);
+        }
+
+        let mut columns: Vec<ArrayRef> = batch.columns()[..info.carried.len()].to_vec();
+        columns.extend(OUTPUT_COLUMNS.map(column));
+        let out = RecordBatch::try_new(sink.schema.clone(), columns).map_err(|e| EngineError::Invalid(format!("{path}: building the result batch: {e}")))?;
+        sink.write(file_index, &out)?;
+        progress.advance(n as u64);
+    }
+    sink.close()
+}
+
+/// The corpus file of a result batch, for messages.
+fn source_file(batch: &RecordBatch) -> String {
+    batch.column_by_name(FILE_COLUMN).expect("selected").as_string::<i32>().value(0).to_string()
+}
+
+/// The identity columns of a result batch, named as the reference names them.
+fn identity_batch(cfg: &RunConfig, identity: &[String], batch: &RecordBatch, path: &str) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = identity.iter().map(|c| batch.column_by_name(cfg.identity_source(c)).expect("selected").clone()).collect();
+    let fields: Vec<Field> = identity.iter().zip(&columns).map(|(c, a)| Field::new(c, a.data_type().clone(), true)).collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| EngineError::Invalid(format!("{path}: identity columns: {e}")))
+}
+
+/// Carried columns, then `lid`, `r1`, `r2`, `rk` (Float64).
+fn output_schema(info: &CorpusInfo) -> SchemaRef {
+    let mut fields: Vec<Field> = info.carried.iter().map(|c| info.schema.field_with_name(c).expect("carried column").clone()).collect();
+    fields.extend(OUTPUT_COLUMNS.iter().map(|c| Field::new(*c, DataType::Float64, false)));
+    Arc::new(Schema::new(fields))
+}

@@ -1,0 +1,100 @@
+//! The run's reference: drawn or read, checked against the corpus and `k`, written beside the
+//! results, and indexed (self-joined when it is a sample) under that file for `lid()`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use lidscope_data::{read_reference, sample_reference, write_reference, Reference, SampleConfig};
+
+use super::config::{ReferenceSource, RunConfig, ValidRun};
+use super::finish::Timings;
+use crate::error::{EngineError, Result};
+use crate::progress::Progress;
+use crate::udf::{adopt, file_sha256, Adopted, LoadedReference};
+
+/// The reference rows and what to call them in messages (`sample` or the file's path).
+pub(crate) struct Drawn {
+    pub reference: Reference,
+    pub source: String,
+}
+
+/// Reads the reference file or draws the paper's sample; warns when the corpus gave fewer rows
+/// than asked. Then checks the reference's dimension and size against the corpus and `k`.
+pub(crate) fn draw(cfg: &RunConfig, valid: &ValidRun, warn: &mut dyn FnMut(String)) -> Result<Drawn> {
+    let drawn = match &cfg.reference {
+        ReferenceSource::File(p) => Drawn { reference: read_reference(p, &cfg.embedding_column, &cfg.id_columns)?, source: p.display().to_string() },
+        ReferenceSource::Sample { size, pool, seed } => {
+            let r = sample_reference(&valid.spec, &valid.info, &SampleConfig { pool: *pool, size: *size, seed: *seed })?;
+            if r.len() < *size {
+                warn(format!(
+                    "asked for {size} reference rows; the corpus gave {} (pool of {} rows, {} duplicate vectors dropped)",
+                    r.len(),
+                    r.stats.pool_rows,
+                    r.stats.duplicates_dropped
+                ));
+            }
+            Drawn { reference: r, source: "sample".to_string() }
+        }
+    };
+    check(cfg, valid, &drawn)?;
+    Ok(drawn)
+}
+
+/// Checks the reference against the corpus and `k` before any heavy work.
+pub(crate) fn check(cfg: &RunConfig, valid: &ValidRun, drawn: &Drawn) -> Result<()> {
+    let (r, source) = (&drawn.reference, &drawn.source);
+    if let Some(d) = valid.info.dim {
+        if d != r.dim {
+            return Err(EngineError::Invalid(format!(
+                "column {:?}: the reference ({source}) has dimension {} but {} has dimension {d}",
+                cfg.embedding_column,
+                r.dim,
+                valid.spec.files[0].display()
+            )));
+        }
+    }
+    let needed = cfg.lid.k + 1;
+    if r.len() < needed {
+        return Err(EngineError::Invalid(format!(
+            "too few reference rows for k = {}: the reference ({source}) has {} rows, at least k + 1 = {needed} are needed",
+            cfg.lid.k,
+            r.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The reference indexed for the run, and registered in `lid()`'s cache under its file for as
+/// long as this lives.
+pub(crate) struct Indexed {
+    pub loaded: Arc<LoadedReference>,
+    _adopted: Adopted,
+}
+
+/// Writes the reference to `path` while it is indexed (and, for a sample, self-joined); the
+/// query then finds the index under that file, as any `lid()` call would.
+pub(crate) fn write_and_index(cfg: &RunConfig, drawn: &Drawn, path: &Path, progress: &dyn Progress, timings: &mut Timings) -> Result<Indexed> {
+    let identity = cfg.identity();
+    let (loaded, hash) = std::thread::scope(|scope| -> Result<(LoadedReference, String)> {
+        // The file's hash (the cache's key) is taken here too, off the kernel's path.
+        let writer = scope.spawn(|| -> Result<(f64, String)> {
+            let t = Instant::now();
+            write_reference(path, &drawn.reference, &cfg.embedding_column)?;
+            Ok((t.elapsed().as_secs_f64(), file_sha256(path)?))
+        });
+        let built = LoadedReference::new(&drawn.reference, &drawn.source, &identity, cfg.strategy).and_then(|r| match cfg.sampled() {
+            true => {
+                progress.phase("self-join", 0);
+                r.with_self_knn(cfg.lid.k).map_err(|e| EngineError::kernel(format!("reference {}", drawn.source), e))
+            }
+            false => Ok(r),
+        });
+        let (seconds, hash) = writer.join().expect("reference writer panicked")?;
+        timings.record("reference_write", seconds);
+        Ok((built?, hash))
+    })?;
+    let loaded = Arc::new(loaded);
+    let adopted = adopt(path, hash, loaded.clone())?;
+    Ok(Indexed { loaded, _adopted: adopted })
+}
