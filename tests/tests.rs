@@ -1,8 +1,9 @@
 //! lidscope's one integration-test binary: golden parity with the reference implementation
 //! (through the kernel API and through the CLI), the CLI's contracts, bad-input handling, process
-//! kills and concurrent runs, and SQL.
+//! kills and concurrent runs, SQL, and the cluster (real coordinator and worker processes).
 
 mod cli;
+mod cluster;
 mod errors;
 mod faults;
 mod golden;

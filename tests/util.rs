@@ -30,7 +30,7 @@ pub fn fixture_json(name: &str) -> serde_json::Value {
 
 /// Runs the built `lidscope` with `args`.
 pub fn lidscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lidscope")).args(args).env_remove("RUST_LOG").env_remove("LIDSCOPE_LOG").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_lidscope")).args(args).env_remove("RUST_LOG").env_remove("LIDSCOPE_LOG").env_remove("LIDSCOPE_TOKEN").output().unwrap()
 }
 
 /// Runs and asserts success; returns stdout.
@@ -114,6 +114,14 @@ pub fn embeddings(batches: &[RecordBatch], name: &str) -> (Vec<f32>, usize) {
 /// Writes one batch to a Parquet file.
 pub fn write_parquet(path: &Path, batch: &RecordBatch) {
     let mut w = ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), None).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
+/// Writes one batch to a Parquet file in row groups of at most `rows` rows.
+pub fn write_parquet_groups(path: &Path, batch: &RecordBatch, rows: usize) {
+    let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(rows)).build();
+    let mut w = ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), Some(props)).unwrap();
     w.write(batch).unwrap();
     w.close().unwrap();
 }

@@ -39,7 +39,28 @@ pub enum Command {
     /// several runs (partitions), each run's mean with its 10th-90th percentile band.
     #[command(after_long_help = PLOT_EXAMPLES)]
     Plot(PlotArgs),
+    /// Serve a cluster: the job API and a Ballista scheduler on one port, behind a bearer token.
+    #[command(after_long_help = COORDINATOR_EXAMPLES)]
+    Coordinator(CoordinatorArgs),
+    /// Join a cluster as a worker (a Ballista executor with lidscope's functions).
+    #[command(after_long_help = WORKER_EXAMPLES)]
+    Worker(WorkerArgs),
 }
+
+const COORDINATOR_EXAMPLES: &str = "Examples:
+  # A coordinator for workers on this host (every port on 127.0.0.1)
+  lidscope coordinator --bind 127.0.0.1:50050 --token-file token
+  # For workers on other hosts of a private network
+  lidscope coordinator --bind 10.0.0.5:50050 --token-file /etc/lidscope/token
+
+Workers, clients and this coordinator share a secret: --token-file F or $LIDSCOPE_TOKEN. Its port
+carries both the job API and the Ballista scheduler, and refuses calls without the token. The
+workers' Arrow Flight ports have no authentication: keep them on a private network.";
+
+const WORKER_EXAMPLES: &str = "Examples:
+  lidscope worker --coordinator http://127.0.0.1:50050 --token-file token
+  # On another host of the same private network
+  lidscope worker --coordinator http://10.0.0.5:50050 --token-file token --bind 10.0.0.6";
 
 const RUN_EXAMPLES: &str = "Examples:
   # The paper's setting: 60,000-token reference sampled from a 150,000-token pool, k = 128
@@ -48,7 +69,12 @@ const RUN_EXAMPLES: &str = "Examples:
 
   # Against a fixed reference file, maximum-likelihood TwoNN, machine-readable summary
   lidscope run --corpus 'ckpt-*/part-*.parquet' --embedding-column emb --id-columns seq_id,position \\
-               --reference ref.parquet --estimator twonn-mle --out results/mle --json";
+               --reference ref.parquet --estimator twonn-mle --out results/mle --json
+
+  # On a cluster (paths on storage every node sees at the same path); Ctrl-C cancels, and the
+  # same command resumes an interrupted run
+  lidscope run --cluster http://10.0.0.5:50050 --token-file token --corpus /shared/hidden/ \\
+               --embedding-column hidden_L6 --id-columns seq_id,position --out /shared/results/layer6";
 
 const SQL_EXAMPLES: &str = "Examples:
   # Mean LID and row count of a run, machine-readable
@@ -80,7 +106,9 @@ const BENCH_EXAMPLES: &str = "Examples:
   # A quicker look, and the k-d tree crossover table
   lidscope bench --rows 10000 --kdtree --json
   # This build against the previous release, same corpus, alternating runs
-  lidscope bench --against ./lidscope-previous --repeat 3";
+  lidscope bench --against ./lidscope-previous --repeat 3
+  # The cluster's overhead and recovery: 2 million 64-d tokens, a 4,000-row reference, k = 32
+  lidscope bench --cluster --rows 2000000 --dim 64 --k 32";
 
 /// Local estimator.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -163,6 +191,69 @@ pub struct RunArgs {
     /// Print the manifest as JSON on stdout instead of the summary line.
     #[arg(long)]
     pub json: bool,
+    /// Run on the cluster whose coordinator is at this URL (http://HOST:PORT).
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+    /// With --cluster: the file holding the cluster's token (default: $LIDSCOPE_TOKEN).
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    pub token_file: Option<PathBuf>,
+    /// With --cluster: corpus rows per shard (one task each; default: the coordinator's).
+    #[arg(long, value_name = "ROWS", requires = "cluster", value_parser = clap::value_parser!(u64).range(1..))]
+    pub shard_rows: Option<u64>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CoordinatorArgs {
+    /// HOST:PORT to listen on (port 0: a free port, printed at start).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub bind: String,
+    /// The file holding the cluster's token (default: $LIDSCOPE_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The host workers and clients reach this coordinator by (default: the --bind host).
+    #[arg(long, value_name = "HOST")]
+    pub advertise: Option<String>,
+    /// Seconds without a poll before a worker is taken for lost and its tasks run elsewhere
+    /// (busy workers poll every 5 s).
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(6..))]
+    pub worker_timeout: u64,
+    /// Shards of one run computed at the same time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    pub shards_in_flight: u64,
+    /// Tries per shard before a run fails.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub shard_attempts: u32,
+    /// Corpus rows per shard when a run does not say (whole row groups).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub shard_rows: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WorkerArgs {
+    /// The coordinator, http://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub coordinator: String,
+    /// The file holding the cluster's token (default: $LIDSCOPE_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Address for this worker's Arrow Flight port (results and shuffle data; no authentication).
+    #[arg(long, default_value = "127.0.0.1", value_name = "HOST")]
+    pub bind: String,
+    /// The host the coordinator reaches this worker by (default: --bind).
+    #[arg(long, value_name = "HOST")]
+    pub advertise: Option<String>,
+    /// The Arrow Flight port (0: a free port).
+    #[arg(long, default_value_t = 0)]
+    pub flight_port: u16,
+    /// Where task results wait to be fetched (default: a temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Tasks at a time (each lid() call already uses every core).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tasks: u64,
+    /// Worker threads for lid() (default: all cores).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub threads: Option<u64>,
 }
 
 /// Output format of `lidscope sql`.
@@ -257,6 +348,13 @@ pub struct BenchArgs {
     /// Print the figures as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Time a local run against a loopback cluster (a coordinator and two workers started here),
+    /// and the cluster's recovery from a worker killed mid-run.
+    #[arg(long, conflicts_with_all = ["against", "kdtree"])]
+    pub cluster: bool,
+    /// With --cluster: reference rows sampled from the corpus (default 4,000).
+    #[arg(long, requires = "cluster")]
+    pub reference_size: Option<usize>,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {

@@ -25,7 +25,9 @@ pub fn main(a: &BenchArgs) -> Result<()> {
     if a.kdtree {
         report["kdtree"] = kdtree_crossover(a.k.min(64));
     }
-    if let Some(other) = &a.against {
+    if a.cluster {
+        report["cluster"] = crate::bench_cluster::main(a)?;
+    } else if let Some(other) = &a.against {
         report["against"] = against(a, other)?;
     } else if !a.no_run {
         let run = end_to_end(a)?;

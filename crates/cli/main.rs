@@ -5,6 +5,8 @@
 
 mod args;
 mod bench;
+mod bench_cluster;
+mod cluster_cmd;
 mod demo;
 mod plot;
 mod progress;
@@ -28,6 +30,8 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::main(a),
         Command::Sql(a) => sql_cmd::main(a),
         Command::Plot(a) => plot::main(a),
+        Command::Coordinator(a) => cluster_cmd::coordinator_main(a),
+        Command::Worker(a) => cluster_cmd::worker_main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -71,4 +75,34 @@ fn is_usage(e: &anyhow::Error) -> bool {
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::args::Cli;
+
+    /// Every `lidscope` command line in deploy/ (one-line JSON arrays starting with "lidscope"),
+    /// parsed by the binary's own parser, so that the files cannot drift from the CLI.
+    #[test]
+    fn deploy_command_lines_parse() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+        let files = ["Dockerfile", "docker-compose.yml", "kubernetes/lidscope.yaml"];
+        let mut seen = 0;
+        for f in files {
+            let text = std::fs::read_to_string(root.join(f)).unwrap();
+            for line in text.lines() {
+                let Some(start) = line.find("[\"lidscope\"") else { continue };
+                let end = start + line[start..].find(']').expect("a one-line array") + 1;
+                let argv: Vec<String> = serde_json::from_str(&line[start..end]).unwrap_or_else(|e| panic!("{f}: {e}: {line}"));
+                if argv.iter().any(|a| a == "--help") {
+                    continue;
+                }
+                Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{f}: {argv:?} does not parse:\n{e}"));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 6, "only {seen} command lines found in deploy/");
+    }
 }

@@ -39,7 +39,10 @@ impl From<&RunArgs> for RunConfig {
 }
 
 pub fn main(a: &RunArgs, quiet: bool) -> Result<()> {
-    let summary = with_threads(a.threads, || execute(&RunConfig::from(a), quiet))?;
+    let summary = match &a.cluster {
+        Some(url) => crate::cluster_cmd::run(a, &RunConfig::from(a), url, quiet)?,
+        None => with_threads(a.threads, || execute(&RunConfig::from(a), quiet))?,
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary.manifest)?);
     } else if !quiet {

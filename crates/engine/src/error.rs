@@ -91,11 +91,14 @@ impl EngineError {
 /// otherwise the DataFusion error itself.
 fn unwrap_ours(e: DataFusionError) -> std::result::Result<EngineError, DataFusionError> {
     match e {
-        DataFusionError::External(inner) => match inner.downcast::<EngineError>() {
-            Ok(e) => Ok(*e),
-            Err(inner) => match inner.downcast::<DataError>() {
-                Ok(e) => Ok(EngineError::Data(*e)),
-                Err(inner) => Err(DataFusionError::External(inner)),
+        DataFusionError::External(inner) => match inner.downcast::<Carried>() {
+            Ok(c) => Ok(c.0),
+            Err(inner) => match inner.downcast::<EngineError>() {
+                Ok(e) => Ok(*e),
+                Err(inner) => match inner.downcast::<DataError>() {
+                    Ok(e) => Ok(EngineError::Data(*e)),
+                    Err(inner) => Err(DataFusionError::External(inner)),
+                },
             },
         },
         DataFusionError::Context(c, inner) => unwrap_ours(*inner).map_err(|e| DataFusionError::Context(c, Box::new(e))),
@@ -113,9 +116,46 @@ impl From<DataFusionError> for EngineError {
     }
 }
 
+/// An engine error travelling inside a DataFusion error.
+///
+/// Its `Debug` is its message between [`CARRIED_START`] and [`CARRIED_END`]: a Ballista worker
+/// reports a failed task with `{:?}` of the error, and the coordinator then finds lidscope's own
+/// sentence (file, column, row) between the marks instead of a dump of nested structs.
+pub struct Carried(pub EngineError);
+
+/// Opens a [`Carried`] error's message in its `Debug` form.
+pub const CARRIED_START: &str = "<<lidscope: ";
+/// Closes it.
+pub const CARRIED_END: &str = " :lidscope>>";
+
+impl std::fmt::Debug for Carried {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{CARRIED_START}{}{CARRIED_END}", self.0)
+    }
+}
+
+impl std::fmt::Display for Carried {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Carried {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.0)
+    }
+}
+
+/// lidscope's message in a failure report that holds a [`Carried`] error's `Debug` form.
+pub fn carried_message(report: &str) -> Option<&str> {
+    let start = report.find(CARRIED_START)? + CARRIED_START.len();
+    let end = report.rfind(CARRIED_END)?;
+    (end >= start).then(|| &report[start..end])
+}
+
 impl From<EngineError> for DataFusionError {
     fn from(e: EngineError) -> Self {
-        DataFusionError::External(Box::new(e))
+        DataFusionError::External(Box::new(Carried(e)))
     }
 }
 
@@ -142,6 +182,12 @@ mod tests {
         };
         assert!(matches!(EngineError::from(shared), EngineError::Query { .. }));
         drop(other_holder);
+
+        // Carried across a process boundary as Ballista reports it, with `{:?}`.
+        let e = DataFusionError::from(EngineError::Data(DataError::InvalidArgument("x \"y\" (z)".into())));
+        let report = format!("Task failed due to runtime execution error: {:?}", Some(e));
+        assert_eq!(carried_message(&report), Some("invalid argument: x \"y\" (z)"));
+        assert_eq!(carried_message("no marks"), None);
 
         let plan = EngineError::query("--table t", DataFusionError::Plan("no such table".into()));
         assert_eq!(plan.to_string(), "--table t: Error during planning: no such table");

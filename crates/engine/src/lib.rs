@@ -17,7 +17,7 @@ mod scan;
 pub mod sql;
 pub mod udf;
 
-pub use error::{EngineError, Result};
+pub use error::{carried_message, Carried, EngineError, Result};
 pub use progress::{NoProgress, Progress};
 pub use scan::{CorpusExec, CorpusScan, CorpusTable};
 pub use run::{run, CommittedPart, ReferenceSource, RunConfig, RunSummary, ShardedRun, ValidRun, OUTPUT_COLUMNS};

@@ -24,6 +24,7 @@ use lidscope_data::{decode_embeddings, IdentityEncoder};
 use lidscope_kernel::{Estimator, LidConfig, Rows};
 
 use super::reference::LoadedReference;
+use crate::error::EngineError;
 use super::reference_cache;
 
 /// The `lid` scalar function.
@@ -90,10 +91,10 @@ impl ScalarUDFImpl for LidUdf {
             },
         };
         let cfg = LidConfig { k, estimator, discard_fraction };
-        let loaded = reference_cache::load(Path::new(&reference)).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let loaded = reference_cache::load(Path::new(&reference)).map_err(DataFusionError::from)?;
         let emb = args.args[0].to_array(n)?;
         let (values, dim) = decode_embeddings(emb.as_ref(), Path::new("<query>"), "lid() argument 1 (embedding)", 0, Some(loaded.index.dim()))
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            .map_err(|e| DataFusionError::from(EngineError::Data(e)))?;
         let exclude = match args.args.get(5) {
             None => None,
             Some(v) => Some(self_rows(&v.to_array(n)?, &loaded, &reference)?),
@@ -101,7 +102,7 @@ impl ScalarUDFImpl for LidUdf {
         let rows = Rows::try_new(&values, n, dim).map_err(|e| DataFusionError::External(Box::new(e)))?;
         let lids = loaded
             .lid(rows, exclude.as_deref(), &cfg)
-            .map_err(|e| DataFusionError::Execution(format!("lid() against {reference}: {e}")))?;
+            .map_err(|e| DataFusionError::from(EngineError::kernel(format!("lid() against {reference}"), e)))?;
         let col = |f: fn(&lidscope_kernel::PointLid) -> f64| Arc::new(Float64Array::from_iter_values(lids.iter().map(f))) as ArrayRef;
         let out = StructArray::try_new(lid_fields(), vec![col(|p| p.lid), col(|p| p.r1), col(|p| p.r2), col(|p| p.rk)], None)?;
         Ok(ColumnarValue::Array(Arc::new(out)))

@@ -1,0 +1,123 @@
+//! `lidscope bench --cluster`: what the cluster costs on one machine, and how fast it recovers.
+//!
+//! One generated corpus is run three times as separate processes of this executable: locally,
+//! on a loopback cluster (a coordinator and two workers started here), and on the cluster again
+//! with one worker killed (SIGKILL) once a quarter of the shards are committed. The figures are
+//! ratios of wall times taken on the same machine in the same minutes.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use crate::args::BenchArgs;
+use crate::synth::{write_corpus, SynthSpec};
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts this executable with `args` and returns it with the first line it prints.
+fn start(args: &[&str]) -> Result<(Proc, String)> {
+    let mut child = Command::new(std::env::current_exe()?).args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    if line.is_empty() {
+        bail!("lidscope {} ended before it was ready", args.join(" "));
+    }
+    Ok((Proc(child), line.trim().to_string()))
+}
+
+pub fn main(a: &BenchArgs) -> Result<serde_json::Value> {
+    let tmp = tempfile::tempdir()?;
+    let corpus = tmp.path().join("corpus");
+    let files = (a.rows / 100_000).max(4);
+    let t = Instant::now();
+    write_corpus(&corpus, &SynthSpec { rows: a.rows, dim: a.dim, manifold_dim: a.manifold_dim, seed: a.seed, files })?;
+    eprintln!("generated {} x {} in {files} files in {:.1} s", a.rows, a.dim, t.elapsed().as_secs_f64());
+    let reference = a.reference_size.unwrap_or(4000);
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "bench-token")?;
+    let (c, tk) = (corpus.display().to_string(), token.display().to_string());
+    let (k, size, pool) = (a.k.to_string(), reference.to_string(), (reference * 5 / 2).to_string());
+    let run = |out: &str, cluster: Option<&str>| -> Vec<String> {
+        let mut v: Vec<String> = ["-q", "run", "--corpus", &c, "--embedding-column", "embedding", "--id-columns", "seq_id,position", "--json",
+            "--k", &k, "--reference-size", &size, "--pool", &pool, "--out", out]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if let Some(url) = cluster {
+            v.extend(["--cluster", url, "--token-file", &tk].map(String::from));
+        }
+        v
+    };
+    let timed = |args: Vec<String>| -> Result<(f64, lidscope_data::Manifest)> {
+        let t = Instant::now();
+        let out = Command::new(std::env::current_exe()?).args(&args).output()?;
+        if !out.status.success() {
+            bail!("lidscope {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok((t.elapsed().as_secs_f64(), serde_json::from_slice(&out.stdout)?))
+    };
+    let dir = |name: &str| tmp.path().join(name).display().to_string();
+
+    let (local, lm) = timed(run(&dir("local"), None))?;
+    eprintln!("local run: {local:.2} s (mean LID {:.6})", lm.mean_lid);
+
+    let (_coordinator, line) = start(&["coordinator", "--bind", "127.0.0.1:0", "--token-file", &tk, "--worker-timeout", "8"])?;
+    let url = line.rsplit(' ').next().context("the coordinator's address")?.to_string();
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        workers.push(start(&["worker", "--coordinator", &url, "--token-file", &tk])?.0);
+    }
+    let (cluster, cm) = timed(run(&dir("cluster"), Some(&url)))?;
+    let shards = cm.files.len();
+    eprintln!("cluster run (2 workers, {shards} shards): {cluster:.2} s, cluster / local = {:.2} (mean LID identical: {})", cluster / local, cm.mean_lid == lm.mean_lid);
+
+    // Again, with one worker killed once a quarter of the shards are in.
+    let out = dir("killed");
+    let mut client = Proc(Command::new(std::env::current_exe()?).args(run(&out, Some(&url))).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?);
+    let start_run = Instant::now();
+    while committed(Path::new(&out)) < shards.div_ceil(4) {
+        if client.0.try_wait()?.is_some() {
+            bail!("the run ended before a quarter of its shards were committed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut victim = workers.remove(0);
+    victim.0.kill()?;
+    let killed = Instant::now();
+    let status = client.0.wait()?;
+    let (after_kill, total) = (killed.elapsed().as_secs_f64(), start_run.elapsed().as_secs_f64());
+    if !status.success() {
+        bail!("the run with a killed worker failed");
+    }
+    eprintln!("run with a worker killed at {:.2} s: done {after_kill:.2} s after the kill, {total:.2} s in all ({:+.2} s against the undisturbed run)",
+        total - after_kill, total - cluster);
+    Ok(json!({
+        "rows": a.rows, "dim": a.dim, "k": a.k, "reference_rows": reference, "shards": shards,
+        "local_seconds": local, "cluster_seconds": cluster, "cluster_over_local": cluster / local,
+        "killed_run_seconds": total, "seconds_from_kill_to_commit": after_kill, "extra_seconds_from_kill": total - cluster,
+        "mean_lid_identical": cm.mean_lid == lm.mean_lid,
+    }))
+}
+
+/// Committed shards of the run in `out` so far.
+fn committed(out: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(out) else { return 0 };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".staging-run-"))
+        .filter_map(|e| std::fs::read_dir(e.path().join("shards")).ok())
+        .map(|r| r.flatten().filter(|s| s.path().extension().is_some_and(|x| x == "json")).count())
+        .sum()
+}

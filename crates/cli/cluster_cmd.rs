@@ -1,0 +1,90 @@
+//! `lidscope coordinator`, `lidscope worker` and `lidscope run --cluster`.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use lidscope_cluster::auth::Token;
+use lidscope_cluster::coordinator::{self, CoordinatorConfig};
+use lidscope_cluster::worker::{self, WorkerConfig};
+use lidscope_cluster::Liveness;
+use lidscope_engine::{RunConfig, RunSummary};
+
+use crate::args::{CoordinatorArgs, RunArgs, WorkerArgs};
+use crate::progress::Bar;
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+pub fn coordinator_main(a: &CoordinatorArgs) -> Result<()> {
+    let cfg = CoordinatorConfig {
+        bind: a.bind.clone(),
+        advertise: a.advertise.clone(),
+        token: Token::load(a.token_file.as_deref())?,
+        liveness: Liveness { executor_timeout_seconds: a.worker_timeout, check_interval_seconds: 1 },
+        shards_in_flight: a.shards_in_flight as usize,
+        shard_attempts: a.shard_attempts,
+        shard_rows: a.shard_rows,
+    };
+    runtime()?.block_on(coordinator::serve(
+        cfg,
+        |addr| {
+            // Scripts read the port from here when --bind asked for any free port.
+            println!("lidscope coordinator: listening on http://{addr}");
+            let _ = std::io::stdout().flush();
+        },
+        terminated(),
+    ))?;
+    Ok(())
+}
+
+pub fn worker_main(a: &WorkerArgs) -> Result<()> {
+    if let Some(n) = a.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n as usize).build_global().context("starting the worker pool")?;
+    }
+    let cfg = WorkerConfig {
+        coordinator: a.coordinator.clone(),
+        token: Token::load(a.token_file.as_deref())?,
+        bind_host: a.bind.clone(),
+        advertise: a.advertise.clone(),
+        flight_port: a.flight_port,
+        work_dir: a.work_dir.clone(),
+        tasks: a.tasks as usize,
+    };
+    runtime()?.block_on(worker::serve(
+        cfg,
+        |addr| {
+            println!("lidscope worker: serving results on {addr}");
+            let _ = std::io::stdout().flush();
+        },
+        terminated(),
+    ))?;
+    Ok(())
+}
+
+/// A run on the cluster at `url`, with a progress bar fed by the coordinator's events.
+pub fn run(a: &RunArgs, cfg: &RunConfig, url: &str, quiet: bool) -> Result<RunSummary> {
+    let token = Token::load(a.token_file.as_deref())?;
+    let spec = lidscope_cluster::client::to_spec(cfg, a.shard_rows.unwrap_or(0))?;
+    let bar = Bar::new(quiet);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    let result = rt.block_on(lidscope_cluster::client::run(url, &token, spec, &bar, async {
+        let _ = tokio::signal::ctrl_c().await;
+    }));
+    bar.clear();
+    Ok(result?)
+}

@@ -1,0 +1,99 @@
+//! `lidscope run --cluster`: submits a run to a coordinator and follows it to its commit.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lidscope_data::Manifest;
+use lidscope_engine::{Progress, ReferenceSource, RunConfig, RunSummary};
+use tonic::transport::Endpoint;
+
+use crate::api::coordinator_client::CoordinatorClient;
+use crate::api::run_event::Event;
+use crate::api::{self, run_spec::Reference, RunSpec};
+use crate::auth::{SendToken, Token};
+use crate::error::{ClusterError, Result};
+
+/// A run as the job API takes it: paths made absolute against this process's working directory
+/// (the coordinator has its own).
+///
+/// # Errors
+/// A path that cannot be made absolute.
+pub fn to_spec(cfg: &RunConfig, shard_rows: u64) -> Result<RunSpec> {
+    let abs = |p: &std::path::Path| std::path::absolute(p).map_err(|e| ClusterError::Config(format!("{}: {e}", p.display())));
+    let reference = match &cfg.reference {
+        ReferenceSource::File(p) => Reference::ReferenceFile(abs(p)?.display().to_string()),
+        ReferenceSource::Sample { size, pool, seed } => Reference::Sample(api::Sample { size: *size as u64, pool: *pool as u64, seed: *seed }),
+    };
+    Ok(RunSpec {
+        corpus: cfg.corpus.iter().map(|c| abs(std::path::Path::new(c)).map(|p| p.display().to_string())).collect::<Result<_>>()?,
+        embedding_column: cfg.embedding_column.clone(),
+        id_columns: cfg.id_columns.clone(),
+        out: abs(&cfg.out)?.display().to_string(),
+        k: cfg.lid.k as u32,
+        estimator: cfg.lid.estimator.name().to_string(),
+        discard_fraction: cfg.lid.discard_fraction,
+        reference: Some(reference),
+        overwrite: cfg.overwrite,
+        batch_rows: cfg.batch_rows as u64,
+        partition: cfg.partition.iter().map(|(k, v)| api::KeyValue { key: k.clone(), value: v.clone() }).collect(),
+        shard_rows,
+    })
+}
+
+/// Submits `spec` to the coordinator at `url` and follows it, reporting shards to `progress`.
+/// When `interrupt` resolves first (Ctrl-C), the run is cancelled: its committed shards stay for
+/// the same command to resume.
+///
+/// # Errors
+/// The coordinator's refusal (a bad token, bad input found before the run starts), the run's
+/// failure, or its cancellation.
+pub async fn run(url: &str, token: &Token, spec: RunSpec, progress: &dyn Progress, interrupt: impl Future<Output = ()>) -> Result<RunSummary> {
+    let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| ClusterError::Config(format!("--cluster {url}: {e}")))?;
+    let channel = endpoint
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|source| ClusterError::Connect { target: url.to_string(), source })?;
+    let mut client = CoordinatorClient::with_interceptor(channel, SendToken::new(token)).max_decoding_message_size(64 << 20);
+    let reply = client.submit_run(api::SubmitRunRequest { spec: Some(spec) }).await?.into_inner();
+    if reply.resumed {
+        progress.warn(&format!("resuming run {} (its committed shards are kept)", reply.run_id));
+    }
+    let mut events = client.watch_run(api::WatchRunRequest { run_id: reply.run_id.clone() }).await?.into_inner();
+    let mut interrupt = std::pin::pin!(interrupt);
+    let mut cancelling = false;
+    loop {
+        let event = tokio::select! {
+            e = events.next() => e,
+            () = &mut interrupt, if !cancelling => {
+                cancelling = true;
+                progress.warn("cancelling: shards in flight finish, committed shards are kept for a resume");
+                client.cancel_run(api::CancelRunRequest { run_id: reply.run_id.clone() }).await?;
+                continue;
+            }
+        };
+        let Some(event) = event else {
+            return Err(ClusterError::Ballista(format!("the coordinator stopped reporting run {} before it ended", reply.run_id)));
+        };
+        match event?.event {
+            Some(Event::Phase(p)) if p.name != "lid" => progress.phase(&p.name, 0),
+            Some(Event::Planned(p)) => {
+                progress.phase("lid", p.rows);
+                progress.advance(p.rows_done);
+            }
+            Some(Event::ShardDone(d)) => progress.advance(d.rows),
+            Some(Event::ShardRetry(r)) => progress.warn(&format!("shard {} failed (attempt {}), trying again: {}", r.shard, r.attempt, r.error)),
+            Some(Event::Committed(c)) => {
+                let manifest: Manifest = serde_json::from_str(&c.manifest_json).map_err(|e| ClusterError::Ballista(format!("the manifest: {e}")))?;
+                for w in &c.warnings {
+                    progress.warn(w);
+                }
+                return Ok(RunSummary { manifest, warnings: c.warnings });
+            }
+            Some(Event::Failed(f)) => return Err(ClusterError::Status(tonic::Status::failed_precondition(f.error))),
+            Some(Event::Cancelled(_)) => return Err(ClusterError::Config(format!("run {} cancelled; the same command resumes it", reply.run_id))),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! The cluster with real processes on 127.0.0.1: a coordinator and workers started here, runs
+//! compared with local runs of the same corpus, workers and the coordinator killed with SIGKILL,
+//! tokens refused, bad input reported as a local run reports it.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, Int64Array, StringArray};
+use std::sync::Arc;
+
+use crate::util::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_lidscope");
+const TOKEN: &str = "test-token-4f1c";
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `lidscope args` and waits (60 s at most) for the first line of its stdout.
+fn start(args: &[&str], log: &Path) -> (Proc, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("LIDSCOPE_LOG", "warn")
+        .env_remove("LIDSCOPE_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("lidscope {args:?} said nothing in 60 s:\n{}", read(log)));
+    assert!(!line.is_empty(), "lidscope {args:?} ended:\n{}", read(log));
+    (Proc(child), line.trim().to_string())
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// A coordinator and its workers.
+struct Cluster {
+    dir: tempfile::TempDir,
+    token: PathBuf,
+    url: String,
+    coordinator: Option<Proc>,
+    workers: Vec<Proc>,
+}
+
+impl Cluster {
+    fn new(workers: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+        let mut c = Cluster { dir, token, url: String::new(), coordinator: None, workers: Vec::new() };
+        c.start_coordinator("127.0.0.1:0");
+        for _ in 0..workers {
+            c.add_worker();
+        }
+        c
+    }
+
+    fn start_coordinator(&mut self, bind: &str) {
+        let log = self.dir.path().join(format!("coordinator-{}.log", Instant::now().elapsed().as_nanos()));
+        let (p, line) = start(&["coordinator", "--bind", bind, "--token-file", &s(&self.token), "--worker-timeout", "8", "--shards-in-flight", "4"], &log);
+        self.url = line.rsplit(' ').next().unwrap().to_string();
+        assert!(self.url.starts_with("http://127.0.0.1:"), "{line}");
+        self.coordinator = Some(p);
+    }
+
+    /// Starts a worker; returns its work directory.
+    fn add_worker(&mut self) -> PathBuf {
+        let n = self.workers.len();
+        let work = self.dir.path().join(format!("worker-{n}"));
+        let log = self.dir.path().join(format!("worker-{n}.log"));
+        let (p, line) = start(&["worker", "--coordinator", &self.url, "--token-file", &s(&self.token), "--work-dir", &s(&work)], &log);
+        assert!(line.contains("serving results"), "{line}");
+        self.workers.push(p);
+        work
+    }
+
+    fn kill_coordinator(&mut self) {
+        let mut p = self.coordinator.take().unwrap();
+        p.0.kill().unwrap(); // SIGKILL
+        p.0.wait().unwrap();
+    }
+
+    fn port(&self) -> &str {
+        self.url.rsplit(':').next().unwrap()
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                out += &format!("--- {}\n{}", e.file_name().to_string_lossy(), read(&e.path()));
+            }
+        }
+        out
+    }
+}
+
+/// A corpus of `files` files of `rows` rows (row groups of `group` rows): seq_id, position, a
+/// token string, and `emb`.
+fn corpus(dir: &Path, files: usize, rows: usize, dim: usize, group: usize) -> PathBuf {
+    let c = dir.join("corpus");
+    std::fs::create_dir_all(&c).unwrap();
+    for f in 0..files {
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values((0..rows).map(|r| (f * rows + r) as i64 / 50)));
+        let pos: ArrayRef = Arc::new(Int64Array::from_iter_values((0..rows).map(|r| (f * rows + r) as i64 % 50)));
+        let tok: ArrayRef = Arc::new(StringArray::from_iter_values((0..rows).map(|r| format!("t{}", r % 97))));
+        let b = batch(vec![("seq_id", ids), ("position", pos), ("token", tok), ("emb", fsl(vectors(rows, dim, 100 + f as u64), dim))]);
+        write_parquet_groups(&c.join(format!("part-{f:03}.parquet")), &b, group);
+    }
+    c
+}
+
+/// (seq_id, position) -> lid of every row of a result table; asserts each identity once.
+fn lids(out: &Path) -> HashMap<(i64, i64), f64> {
+    let mut files = Vec::new();
+    let mut stack = vec![out.join("data")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if p.is_dir() {
+                stack.push(p);
+            } else if name.ends_with(".parquet") && !name.starts_with(['.', '_']) {
+                files.push(p);
+            }
+        }
+    }
+    let mut m = HashMap::new();
+    for f in files {
+        let b = read_batches(&f);
+        let (seq, pos, lid) = (i64_column(&b, "seq_id"), i64_column(&b, "position"), f64_column(&b, "lid"));
+        for i in 0..seq.len() {
+            assert!(m.insert((seq[i], pos[i]), lid[i]).is_none(), "row {:?} twice in {}", (seq[i], pos[i]), out.display());
+        }
+    }
+    m
+}
+
+fn i64_column(batches: &[arrow::array::RecordBatch], name: &str) -> Vec<i64> {
+    use arrow::array::AsArray;
+    batches.iter().flat_map(|b| b.column_by_name(name).unwrap().as_primitive::<arrow::datatypes::Int64Type>().values().to_vec()).collect()
+}
+
+/// Same rows, each LID within 1e-9.
+fn assert_same_rows(cluster: &Path, local: &Path) {
+    let (a, b) = (lids(cluster), lids(local));
+    assert_eq!(a.len(), b.len(), "row counts");
+    for (k, v) in &b {
+        let w = a.get(k).unwrap_or_else(|| panic!("row {k:?} missing from the cluster's result"));
+        assert!((v - w).abs() <= 1e-9 || (v.is_nan() && w.is_nan()), "row {k:?}: {w} on the cluster, {v} locally");
+    }
+}
+
+/// The manifest figures a cluster run must share with a local run.
+fn assert_same_manifest(c: &serde_json::Value, l: &serde_json::Value) {
+    for key in ["rows", "k", "estimator", "reference_rows", "reference_sha256", "dim", "sample", "partition", "id_columns", "embedding_column"] {
+        assert_eq!(c[key], l[key], "manifest field {key}");
+    }
+    for key in ["mean_lid", "global_twonn"] {
+        let (x, y) = (c[key].as_f64().unwrap(), l[key].as_f64().unwrap());
+        assert!((x - y).abs() <= 1e-12 * y.abs(), "manifest {key}: {x} on the cluster, {y} locally");
+    }
+}
+
+fn run_args<'a>(corpus: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["-q", "run", "--corpus", corpus, "--embedding-column", "emb", "--id-columns", "seq_id,position", "--out", out, "--json"];
+    v.extend_from_slice(extra);
+    v
+}
+
+fn json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// Committed shard records in a run's staging directory.
+fn committed_shards(out: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(out) else { return Vec::new() };
+    let mut v = Vec::new();
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".staging-run-") {
+            if let Ok(shards) = std::fs::read_dir(e.path().join("shards")) {
+                v.extend(shards.flatten().map(|s| s.path()).filter(|p| p.extension().is_some_and(|x| x == "json")));
+            }
+        }
+    }
+    v
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_cluster_run_equals_the_local_run_and_refuses_bad_tokens_and_input() {
+    let mut cluster = Cluster::new(2);
+    let d = cluster.dir.path().to_path_buf();
+    let c = corpus(&d, 3, 4000, 48, 1000);
+    let (cs, token) = (s(&c), s(&cluster.token));
+    let url = cluster.url.clone();
+    let common = ["--k", "16", "--reference-size", "2000", "--pool", "5000", "--partition", "model=m,ckpt=1"];
+
+    let local = d.join("local");
+    let lm = json(&lidscope_ok(&run_args(&cs, &s(&local), &common)));
+    let remote = d.join("cluster");
+    let remote_s = s(&remote);
+    let mut args = run_args(&cs, &remote_s, &common);
+    args.extend(["--cluster", &url, "--token-file", &token, "--shard-rows", "2000"]);
+    let out = lidscope(&args);
+    assert!(out.status.success(), "cluster run failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), cluster.logs());
+    let cm = json(&String::from_utf8(out.stdout).unwrap());
+    assert_same_manifest(&cm, &lm);
+    assert_same_rows(&remote, &local);
+    // The local run's layout: parts beside the partition's manifest, the reference outside data/.
+    let part = remote.join("data/model=m/ckpt=1");
+    assert!(part.join("_manifest.json").exists() && remote.join("references/model=m/ckpt=1/reference.parquet").exists());
+    assert_eq!(cm["files"].as_array().unwrap().len(), 6, "one part per shard: {}", cm["files"]);
+    let left: Vec<_> = std::fs::read_dir(&remote).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(left.iter().all(|n| !n.starts_with('.')), "staging left behind: {left:?}");
+    // And `lidscope sql` reads it like any result.
+    let n = lidscope_ok(&["sql", "--table", &format!("lid={}", s(&remote)), "--format", "csv", "SELECT count(*) AS n FROM lid"]);
+    assert_eq!(n, "n\n12000\n");
+
+    // A file reference (the local run's), given as a file: the same figures again.
+    let reference = s(&local.join("references/model=m/ckpt=1/reference.parquet"));
+    let by_file = d.join("by-file");
+    let by_file_s = s(&by_file);
+    let mut args = run_args(&cs, &by_file_s, &["--k", "16", "--reference", &reference]);
+    args.extend(["--cluster", &url, "--token-file", &token]);
+    let fm = json(&lidscope_ok(&args));
+    assert_eq!(fm["reference_sha256"], lm["reference_sha256"]);
+    assert_eq!(fm["rows"], lm["rows"]);
+
+    // Without the token, or with another one: refused, nothing written.
+    let denied = d.join("denied");
+    let wrong = d.join("wrong-token");
+    std::fs::write(&wrong, "not-the-token").unwrap();
+    let (wrong_s, denied_s) = (s(&wrong), s(&denied));
+    for extra in [vec!["--token-file", wrong_s.as_str()], vec![]] {
+        let mut args = run_args(&cs, &denied_s, &common);
+        args.extend(["--cluster", &url]);
+        args.extend(extra.iter().copied());
+        let out = lidscope(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted without the right token");
+        assert!(err.contains("token"), "{err}");
+        assert!(!denied.exists(), "a refused run left {}", denied.display());
+    }
+    // A worker with the wrong token does not join.
+    let out = Command::new(BIN).args(["worker", "--coordinator", &url, "--token-file", &s(&wrong)]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("wrong token"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Bad input: the local run's messages, naming the file; nothing committed.
+    let bad = d.join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    let nan_file = bad.join("nan.parquet");
+    let mut v = vectors(3000, 8, 5);
+    v[2500 * 8 + 3] = f32::NAN;
+    let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..3000));
+    write_parquet_groups(&nan_file, &batch(vec![("seq_id", ids.clone()), ("position", ids), ("emb", fsl(v, 8))]), 500);
+    let garbage = bad.join("garbage.parquet");
+    std::fs::write(&garbage, b"this is not parquet").unwrap();
+    let cases: [(&str, String, &[&str]); 3] = [
+        ("nope", cs.clone(), &["nope", "part-000.parquet"]),
+        ("emb", s(&garbage), &["garbage.parquet", "Parquet"]),
+        ("emb", s(&nan_file), &["nan.parquet", "row 2500", "NaN"]),
+    ];
+    for (column, corpus, words) in cases {
+        let o = d.join(format!("bad-{column}-{}", words[0]));
+        let (o, t) = (s(&o), token.clone());
+        let args = ["-q", "run", "--corpus", &corpus, "--embedding-column", column, "--id-columns", "seq_id,position", "--k", "5",
+            "--reference-size", "100", "--pool", "200", "--out", &o, "--cluster", &url, "--token-file", &t, "--shard-rows", "500"];
+        let out = lidscope(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        for w in words {
+            assert!(err.contains(w), "{args:?}: {w:?} not in: {err}");
+        }
+        let manifests = lidscope_data::find_manifests(Path::new(&o)).unwrap_or_default();
+        assert!(manifests.is_empty(), "a failed run committed {manifests:?}");
+    }
+    drop(cluster.workers.drain(..));
+}
+
+#[test]
+fn a_worker_killed_mid_run_and_a_worker_joining() {
+    let mut cluster = Cluster::new(2);
+    let d = cluster.dir.path().to_path_buf();
+    let c = corpus(&d, 8, 12_000, 96, 3000);
+    let (cs, token, url) = (s(&c), s(&cluster.token), cluster.url.clone());
+    let common = ["--k", "48", "--reference-size", "8000", "--pool", "20000"];
+    let remote = d.join("cluster");
+    let remote_s = s(&remote);
+    let mut args = run_args(&cs, &remote_s, &common);
+    args.extend(["--cluster", &url, "--token-file", &token, "--shard-rows", "3000"]);
+    let client = Command::new(BIN).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+
+    // Once a shard is committed, one worker dies (SIGKILL) and another joins.
+    wait_for("a first committed shard", Duration::from_secs(120), || !committed_shards(&remote).is_empty());
+    let mut victim = cluster.workers.remove(0);
+    victim.0.kill().unwrap();
+    let killed_at = Instant::now();
+    let before = committed_shards(&remote).len();
+    assert!(before < 32, "the run was over before the kill; make the corpus bigger");
+    let joined = cluster.add_worker();
+
+    let out = client.wait_with_output().unwrap();
+    let recovered = killed_at.elapsed();
+    assert!(out.status.success(), "run failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), cluster.logs());
+    let cm = json(&String::from_utf8(out.stdout).unwrap());
+    eprintln!("run finished {recovered:?} after the kill ({before} of 32 shards committed before it)");
+    let joined_work: Vec<_> = std::fs::read_dir(&joined).map(|r| r.flatten().collect()).unwrap_or_default();
+    assert!(!joined_work.is_empty(), "the worker that joined got no task");
+
+    let local = d.join("local");
+    let lm = json(&lidscope_ok(&run_args(&cs, &s(&local), &common)));
+    assert_same_manifest(&cm, &lm);
+    assert_same_rows(&remote, &local);
+}
+
+#[test]
+fn a_coordinator_killed_mid_run_resumes_without_redoing_committed_shards() {
+    let mut cluster = Cluster::new(2);
+    let d = cluster.dir.path().to_path_buf();
+    let c = corpus(&d, 8, 12_000, 96, 3000);
+    let (cs, token) = (s(&c), s(&cluster.token));
+    let common = ["--k", "48", "--reference-size", "8000", "--pool", "20000", "--partition", "model=m"];
+    let remote = d.join("cluster");
+    let url = cluster.url.clone();
+    let remote_s = s(&remote);
+    let mut args = run_args(&cs, &remote_s, &common);
+    args.extend(["--cluster", &url, "--token-file", &token, "--shard-rows", "3000"]);
+    let client = Command::new(BIN).args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for("two committed shards", Duration::from_secs(120), || committed_shards(&remote).len() >= 2);
+    cluster.kill_coordinator();
+    let out = client.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the client cannot succeed without its coordinator");
+
+    // What was committed before the kill: each part's inode, modification time and bytes.
+    let staging: PathBuf = committed_shards(&remote)[0].parent().unwrap().parent().unwrap().to_path_buf();
+    let mut kept = Vec::new();
+    for shard in committed_shards(&remote) {
+        let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&shard).unwrap()).unwrap();
+        for p in rec["parts"].as_array().unwrap() {
+            let f = staging.join("data").join(p.as_str().unwrap());
+            let m = std::fs::metadata(&f).unwrap();
+            kept.push((p.as_str().unwrap().to_string(), m.ino(), m.mtime_nsec(), std::fs::read(&f).unwrap()));
+        }
+    }
+    assert!(kept.len() >= 2 && kept.len() < 32, "{} parts committed before the kill", kept.len());
+
+    // The same coordinator address again: workers find it by themselves; the same command resumes.
+    let port = cluster.port().to_string();
+    cluster.start_coordinator(&format!("127.0.0.1:{port}"));
+    let out = lidscope(&args);
+    assert!(out.status.success(), "resumed run failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), cluster.logs());
+    assert!(String::from_utf8_lossy(&out.stderr).is_empty() || !String::from_utf8_lossy(&out.stderr).contains("error"));
+    let cm = json(&String::from_utf8(out.stdout).unwrap());
+    let data = remote.join("data/model=m");
+    for (name, ino, mtime, bytes) in &kept {
+        let f = data.join(name);
+        let m = std::fs::metadata(&f).unwrap_or_else(|_| panic!("{name} committed before the kill is gone"));
+        assert_eq!((m.ino(), m.mtime_nsec()), (*ino, *mtime), "{name} was rewritten, not moved");
+        assert_eq!(&std::fs::read(&f).unwrap(), bytes);
+    }
+    let local = d.join("local");
+    let lm = json(&lidscope_ok(&run_args(&cs, &s(&local), &common)));
+    assert_same_manifest(&cm, &lm);
+    assert_same_rows(&remote, &local);
+}
