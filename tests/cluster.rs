@@ -392,3 +392,35 @@ fn a_coordinator_killed_mid_run_resumes_without_redoing_committed_shards() {
     assert_same_manifest(&cm, &lm);
     assert_same_rows(&remote, &local);
 }
+
+#[test]
+fn ctrl_c_cancels_a_cluster_run_and_the_same_command_resumes_it() {
+    let cluster = Cluster::new(2);
+    let d = cluster.dir.path().to_path_buf();
+    let c = corpus(&d, 8, 12_000, 96, 3000);
+    let (cs, token, url) = (s(&c), s(&cluster.token), cluster.url.clone());
+    let common = ["--k", "48", "--reference-size", "8000", "--pool", "20000"];
+    let remote = d.join("cluster");
+    let remote_s = s(&remote);
+    let mut args = run_args(&cs, &remote_s, &common);
+    args.extend(["--cluster", &url, "--token-file", &token, "--shard-rows", "3000"]);
+    let client = Command::new(BIN).args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for("a first committed shard", Duration::from_secs(120), || !committed_shards(&remote).is_empty());
+    // Ctrl-C, as a terminal sends it.
+    assert!(Command::new("kill").args(["-INT", &client.id().to_string()]).status().unwrap().success());
+    let out = client.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cancelled"), "{err}");
+    assert!(lidscope_data::find_manifests(&remote).unwrap().is_empty(), "a cancelled run committed a manifest");
+    let kept = committed_shards(&remote).len();
+    assert!(kept >= 1 && kept < 32, "{kept} shards committed");
+
+    let out = lidscope(&args);
+    assert!(out.status.success(), "resumed run failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), cluster.logs());
+    let cm = json(&String::from_utf8(out.stdout).unwrap());
+    let local = d.join("local");
+    let lm = json(&lidscope_ok(&run_args(&cs, &s(&local), &common)));
+    assert_same_manifest(&cm, &lm);
+    assert_same_rows(&remote, &local);
+}

@@ -108,19 +108,7 @@ impl Staging {
     /// [`DataError::OutputExists`] for a complete result without `overwrite`, [`DataError::Io`]
     /// when the directory cannot be prepared.
     pub fn begin(layout: Layout, overwrite: bool) -> Result<Self> {
-        let out = layout.out().to_path_buf();
-        if out.exists() && !out.is_dir() {
-            return Err(DataError::io(&out, std::io::Error::new(std::io::ErrorKind::NotADirectory, "exists and is not a directory")));
-        }
-        fs::create_dir_all(&out).map_err(|e| DataError::io(&out, e))?;
-        recover(&out)?;
-        if let Some(existing) = layout.committed_manifest() {
-            if !overwrite {
-                let dir = existing.parent().unwrap_or(&out).to_path_buf();
-                let manifest = existing.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                return Err(DataError::OutputExists { dir, manifest });
-            }
-        }
+        let out = prepare(&layout, overwrite)?;
         let dir = out.join(format!("{STAGING_PREFIX}{}", attempt_id()));
         fs::create_dir_all(dir.join("data")).map_err(|e| DataError::io(&dir, e))?;
         active().lock().expect("staging registry poisoned").insert(dir.clone());
@@ -139,16 +127,7 @@ impl Staging {
     /// # Errors
     /// As [`Self::begin`]; [`DataError::InvalidArgument`] when a live process still owns the run.
     pub fn resumable(layout: Layout, overwrite: bool, key: &str) -> Result<(Self, bool)> {
-        let out = layout.out().to_path_buf();
-        fs::create_dir_all(&out).map_err(|e| DataError::io(&out, e))?;
-        recover(&out)?;
-        if let Some(existing) = layout.committed_manifest() {
-            if !overwrite {
-                let dir = existing.parent().unwrap_or(&out).to_path_buf();
-                let manifest = existing.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                return Err(DataError::OutputExists { dir, manifest });
-            }
-        }
+        let out = prepare(&layout, overwrite)?;
         let prefix = format!("{STAGING_PREFIX}run-{}-", layout_id(&layout));
         let name = format!("{prefix}{key}");
         for e in fs::read_dir(&out).map_err(|e| DataError::io(&out, e))?.flatten() {
@@ -225,6 +204,25 @@ impl Drop for Staging {
         if let Ok(mut a) = active().lock() {
             a.remove(&self.dir);
         }
+    }
+}
+
+/// Makes the output directory, finishes or clears what interrupted runs left in it, and refuses
+/// a complete result there unless `overwrite`. Returns the output directory.
+fn prepare(layout: &Layout, overwrite: bool) -> Result<PathBuf> {
+    let out = layout.out().to_path_buf();
+    if out.exists() && !out.is_dir() {
+        return Err(DataError::io(&out, std::io::Error::new(std::io::ErrorKind::NotADirectory, "exists and is not a directory")));
+    }
+    fs::create_dir_all(&out).map_err(|e| DataError::io(&out, e))?;
+    recover(&out)?;
+    match layout.committed_manifest() {
+        Some(existing) if !overwrite => {
+            let dir = existing.parent().unwrap_or(&out).to_path_buf();
+            let manifest = existing.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            Err(DataError::OutputExists { dir, manifest })
+        }
+        _ => Ok(out),
     }
 }
 
