@@ -424,3 +424,48 @@ fn ctrl_c_cancels_a_cluster_run_and_the_same_command_resumes_it() {
     assert_same_manifest(&cm, &lm);
     assert_same_rows(&remote, &local);
 }
+
+#[test]
+fn a_sweep_on_the_cluster_equals_the_local_sweep() {
+    let cluster = Cluster::new(2);
+    let d = cluster.dir.path().to_path_buf();
+    for (i, (model, step)) in [("a", 100), ("a", 200), ("b", 100), ("b", 200)].into_iter().enumerate() {
+        crate::sweep::checkpoint(&crate::sweep::corpus_path(&d, model, step), 1500, 3 + i, i as u64 + 5);
+    }
+    let spec = |results: &str| {
+        let p = d.join(format!("{results}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "results = \"{results}\"\nembedding_column = \"hidden\"\nid_columns = [\"seq_id\", \"position\"]\nk = 16\nreference_size = 500\npool = 1000\n\
+                 [[corpus]]\npattern = \"emb/{{model}}/step-{{step}}/{{dataset}}/layer-{{layer}}.parquet\"\n"
+            ),
+        )
+        .unwrap();
+        s(&p)
+    };
+    let local = spec("local");
+    lidscope_ok(&["-q", "sweep", &local]);
+    let remote = spec("remote");
+    let out = lidscope(&["-q", "sweep", &remote, "--cluster", &cluster.url, "--token-file", &s(&cluster.token), "--runs-in-flight", "3"]);
+    assert!(out.status.success(), "cluster sweep failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), cluster.logs());
+    for (model, step) in [("a", 100), ("a", 200), ("b", 100), ("b", 200)] {
+        let part = format!("model={model}/step={step}/dataset=wiki/layer=6");
+        let m = |r: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(d.join(format!("{r}/data/{part}/_manifest.json"))).unwrap()).unwrap() };
+        let (c, l) = (m("remote"), m("local"));
+        assert_same_manifest(&c, &l);
+        assert!(c["reference_source"].as_str().unwrap().starts_with("identities:"), "{}", c["reference_source"]);
+        let rows = |r: &str| -> HashMap<(i64, i64), f64> {
+            let b = read_batches(&d.join(format!("{r}/data/{part}")));
+            let (seq, pos, lid) = (f64_column(&b, "seq_id"), f64_column(&b, "position"), f64_column(&b, "lid"));
+            (0..seq.len()).map(|i| ((seq[i] as i64, pos[i] as i64), lid[i])).collect()
+        };
+        let (a, b) = (rows("remote"), rows("local"));
+        assert_eq!((a.len(), b.len()), (1500, 1500), "every row once");
+        for (k, v) in &b {
+            assert!((a[k] - v).abs() <= 1e-9, "{part} row {k:?}: {} on the cluster, {v} locally", a[k]);
+        }
+    }
+    let again = lidscope_ok(&["sweep", &remote, "--cluster", &cluster.url, "--token-file", &s(&cluster.token)]);
+    assert!(again.contains("nothing to run: all 4 runs are up to date"), "{again}");
+}

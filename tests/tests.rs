@@ -7,5 +7,7 @@ mod cluster;
 mod errors;
 mod faults;
 mod golden;
+mod report;
 mod sql;
+mod sweep;
 mod util;

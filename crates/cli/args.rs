@@ -39,6 +39,13 @@ pub enum Command {
     /// several runs (partitions), each run's mean with its 10th-90th percentile band.
     #[command(after_long_help = PLOT_EXAMPLES)]
     Plot(PlotArgs),
+    /// Write a report on a result directory: summary.csv, summary.parquet, SVG figures (mean LID
+    /// against step, distributions per run) and an index.html that shows them, readable offline.
+    #[command(after_long_help = REPORT_EXAMPLES)]
+    Report(ReportArgs),
+    /// Run every corpus a sweep spec (TOML) names, incrementally; --watch keeps it up to date.
+    #[command(after_long_help = SWEEP_EXAMPLES)]
+    Sweep(SweepArgs),
     /// Serve a cluster: the job API and a Ballista scheduler on one port, behind a bearer token.
     #[command(after_long_help = COORDINATOR_EXAMPLES)]
     Coordinator(CoordinatorArgs),
@@ -99,6 +106,41 @@ const PLOT_EXAMPLES: &str = "Examples:
   lidscope plot results/layer6 --out layer6.svg
   # A sweep written with --partition: one outline and one mean per run
   lidscope plot sweep --out sweep.svg --bins 80";
+
+const REPORT_EXAMPLES: &str = "Examples:
+  lidscope report results/layer6 --out report/
+  # A sweep written with --partition model=...,step=...: mean LID against step, one line per model
+  lidscope report sweep --out sweep-report
+  # Another key on the x axis (its values must be numbers), finer histograms
+  lidscope report sweep --out sweep-report --x layer --bins 100
+
+The x axis of the trend chart is the partition key step, else checkpoint, else epoch, else the
+first key whose values are all numbers; one line per combination of the other keys. Open
+sweep-report/index.html in a browser: it needs no network.";
+
+const SWEEP_EXAMPLES: &str = "Examples:
+  # What would run, and why (new, changed, done)
+  lidscope sweep sweep.toml --dry-run
+  # Run what is missing; run again at once and nothing is run
+  lidscope sweep sweep.toml
+  # Keep the results up to date as checkpoints appear; Ctrl-C stops after the runs in flight
+  lidscope sweep sweep.toml --watch --interval 120
+  # On a cluster, four runs in flight
+  lidscope sweep sweep.toml --cluster http://10.0.0.5:50050 --token-file token --runs-in-flight 4
+
+A spec (paths relative to it):
+  results = \"results/\"
+  embedding_column = \"hidden\"
+  id_columns = [\"seq_id\", \"position\"]
+  k = 128
+  reference_size = 60000
+
+  [[corpus]]
+  pattern = \"emb/{model}/step-{step}/{dataset}/layer-{layer}.parquet\"
+
+Every match is one run, partitioned by its captures; the results directory is one table for
+lidscope sql and lidscope report. Runs that share a dataset are measured on the same tokens.
+The README's \"Sweeps\" section describes every key.";
 
 const BENCH_EXAMPLES: &str = "Examples:
   # The issue's benchmark: 60,000 x 768, k = 128, corpus as its own reference
@@ -303,6 +345,26 @@ pub struct PlotArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// A result directory (as `lidscope run` writes it, partitioned or not).
+    #[arg(value_name = "RESULTS")]
+    pub results: PathBuf,
+    /// The directory to write summary.csv, summary.parquet, the SVG figures and index.html into
+    /// (created if missing; the report's own files in it are replaced).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The partition key on the trend chart's x axis (its values must be numbers).
+    ///
+    /// Default: step, else checkpoint, else epoch, else the first partition key whose values are
+    /// all numbers.
+    #[arg(long, value_name = "KEY")]
+    pub x: Option<String>,
+    /// Histogram bins over the range of all runs' LIDs.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub bins: u32,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
     /// Where to write the generated corpus and the results (an earlier demo there is replaced).
     #[arg(long, default_value = "lidscope-demo", value_name = "DIR")]
@@ -371,4 +433,35 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
     } else {
         Err(format!("{v} is outside [0, 1)"))
     }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SweepArgs {
+    /// The sweep spec (TOML).
+    #[arg(value_name = "SPEC.toml")]
+    pub spec: PathBuf,
+    /// List the runs and what each needs (new, changed, done, waiting), run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep running: look for new or changed corpora every --interval seconds.
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch: seconds between looks.
+    #[arg(long, default_value_t = 60, requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+    pub interval: u64,
+    /// Run on the cluster whose coordinator is at this URL (http://HOST:PORT).
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+    /// With --cluster: the file holding the cluster's token (default: $LIDSCOPE_TOKEN).
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    pub token_file: Option<PathBuf>,
+    /// With --cluster: runs submitted at the same time.
+    #[arg(long, default_value_t = 4, requires = "cluster", value_parser = clap::value_parser!(u64).range(1..))]
+    pub runs_in_flight: u64,
+    /// One JSON object per line on stdout (runs, rounds, the summary) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Worker threads of local runs (default: all cores).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub threads: Option<u64>,
 }

@@ -10,8 +10,10 @@ mod cluster_cmd;
 mod demo;
 mod plot;
 mod progress;
+mod report_cmd;
 mod run_cmd;
 mod sql_cmd;
+mod sweep_cmd;
 mod synth;
 
 use std::process::ExitCode;
@@ -30,6 +32,8 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::main(a),
         Command::Sql(a) => sql_cmd::main(a),
         Command::Plot(a) => plot::main(a),
+        Command::Report(a) => report_cmd::main(a, cli.quiet),
+        Command::Sweep(a) => sweep_cmd::main(a, cli.quiet),
         Command::Coordinator(a) => cluster_cmd::coordinator_main(a),
         Command::Worker(a) => cluster_cmd::worker_main(a),
     };

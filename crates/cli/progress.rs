@@ -19,6 +19,14 @@ impl Bar {
         Self { bar }
     }
 
+    /// A bar drawn among others (runs in flight at the same time), labelled `prefix`.
+    pub fn in_multi(multi: &indicatif::MultiProgress, prefix: &str) -> Self {
+        let bar = multi.add(ProgressBar::no_length());
+        bar.set_prefix(prefix.to_string());
+        bar.set_style(ProgressStyle::with_template("{prefix} {spinner} {msg} {elapsed}").expect("valid template"));
+        Self { bar }
+    }
+
     /// Removes the bar from the screen.
     pub fn clear(&self) {
         self.bar.finish_and_clear();
@@ -32,12 +40,12 @@ impl Progress for Bar {
         if total > 0 {
             self.bar.set_length(total);
             self.bar.set_style(
-                ProgressStyle::with_template("{msg:>10} [{bar:40}] {human_pos}/{human_len} rows, {elapsed} elapsed, eta {eta}")
+                ProgressStyle::with_template("{prefix}{msg:>10} [{bar:40}] {human_pos}/{human_len} rows, {elapsed} elapsed, eta {eta}")
                     .expect("valid template")
                     .progress_chars("=> "),
             );
         } else {
-            self.bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));
+            self.bar.set_style(ProgressStyle::with_template("{prefix}{spinner} {msg} {elapsed}").expect("valid template"));
             self.bar.enable_steady_tick(std::time::Duration::from_millis(120));
         }
         self.bar.set_message(name.to_string());

@@ -24,6 +24,7 @@ pub fn to_spec(cfg: &RunConfig, shard_rows: u64) -> Result<RunSpec> {
     let reference = match &cfg.reference {
         ReferenceSource::File(p) => Reference::ReferenceFile(abs(p)?.display().to_string()),
         ReferenceSource::Sample { size, pool, seed } => Reference::Sample(api::Sample { size: *size as u64, pool: *pool as u64, seed: *seed }),
+        ReferenceSource::Identities(p) => Reference::IdentitiesFile(abs(p)?.display().to_string()),
     };
     Ok(RunSpec {
         corpus: cfg.corpus.iter().map(|c| abs(std::path::Path::new(c)).map(|p| p.display().to_string())).collect::<Result<_>>()?,

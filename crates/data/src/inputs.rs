@@ -130,3 +130,42 @@ mod tests {
         assert!(matches!(e, DataError::NoMatch { .. }), "{e}");
     }
 }
+
+/// A file as it was when a run read it: what tells a later sweep whether its input changed.
+///
+/// Size and modification time, not a content hash: hashing every corpus file on every sweep
+/// would read the whole corpus to learn that nothing changed. A file rewritten in place with the
+/// same size within the file system's timestamp resolution goes unnoticed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InputStamp {
+    /// The file as the run resolved it.
+    pub path: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Its modification time, nanoseconds since the Unix epoch (0 when the system has none).
+    pub modified_ns: u64,
+}
+
+impl InputStamp {
+    /// `path` as it is now.
+    ///
+    /// # Errors
+    /// [`DataError::Io`] when the file cannot be examined.
+    pub fn of(path: &Path) -> Result<Self> {
+        let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+        let modified_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        Ok(InputStamp { path: path.display().to_string(), bytes: meta.len(), modified_ns })
+    }
+
+    /// Each of `files` as it is now.
+    ///
+    /// # Errors
+    /// As [`InputStamp::of`].
+    pub fn all(files: &[PathBuf]) -> Result<Vec<Self>> {
+        files.iter().map(|f| Self::of(f)).collect()
+    }
+}

@@ -70,6 +70,10 @@ pub struct Manifest {
     /// Result part files, relative to the output directory.
     #[serde(default)]
     pub files: Vec<String>,
+    /// Every corpus file as the run found it (size, modification time): a sweep compares them
+    /// with the files as they are now to decide whether the run must be done again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<crate::inputs::InputStamp>,
 }
 
 /// Prefix of the Parquet key-value metadata keys that [`Manifest::part_metadata`] writes.

@@ -408,3 +408,56 @@ fn ranges(rows: &[u64]) -> Vec<Range<usize>> {
 #[cfg(test)]
 #[path = "sample_tests.rs"]
 mod tests;
+
+/// The rows of a corpus whose identities are `keys` (as [`crate::read_reference`] gives them for
+/// a reference file with the same id columns), in the order of `keys`, exact duplicate vectors
+/// dropped as in the sample: the reference that measures another checkpoint of the same tokens
+/// on the same token identities as the sample `keys` came from. `source` names the file the keys
+/// came from in errors.
+///
+/// # Errors
+/// [`DataError::InvalidArgument`] when the corpus has no id columns, or when some of `keys` are
+/// not in the corpus (the count and the first missing identity are named);
+/// [`DataError::DuplicateIdentity`] when two corpus rows hold one of `keys`; read and decode
+/// errors of those rows.
+pub fn sample_identities(spec: &CorpusSpec, info: &CorpusInfo, keys: &[Box<[u8]>], source: &std::path::Path) -> Result<Reference> {
+    let Some(encoder) = encoder(spec, info)? else {
+        return Err(DataError::InvalidArgument(format!(
+            "{}: a reference by identities needs the corpus's id columns (--id-columns)",
+            source.display()
+        )));
+    };
+    if keys.is_empty() {
+        return Err(DataError::InvalidArgument(format!("{}: no identities", source.display())));
+    }
+    let wanted: HashMap<&[u8], usize> = keys.iter().enumerate().map(|(i, k)| (&k[..], i)).collect();
+    let mut found: Vec<Option<PoolCandidate>> = vec![None; keys.len()];
+    let reader = CorpusReader::new(spec, info, 64 * 1024, false, Some(spec.id_columns.clone()))?;
+    for batch in reader {
+        let batch = batch?;
+        let file = u32::try_from(batch.file_index).map_err(|_| DataError::InvalidArgument("more than 2^32 input files".into()))?;
+        let path = &spec.files[batch.file_index];
+        for (r, key) in encoder.encode(&batch.columns, path, batch.first_row)?.into_iter().enumerate() {
+            let Some(&i) = wanted.get(&key[..]) else { continue };
+            let cand = PoolCandidate { priority: i as u64, key, file, row: batch.first_row + r as u64 };
+            if let Some(first) = &found[i] {
+                return Err(duplicate(spec, Some(&encoder), first, &cand));
+            }
+            found[i] = Some(cand);
+        }
+    }
+    let missing: Vec<usize> = (0..keys.len()).filter(|i| found[*i].is_none()).collect();
+    if let Some(&first) = missing.first() {
+        return Err(DataError::InvalidArgument(format!(
+            "{} of the {} identities in {} are not in the corpus (the first: {}); a reference by identities \
+             needs every one of them",
+            missing.len(),
+            keys.len(),
+            source.display(),
+            encoder.describe(&keys[first])
+        )));
+    }
+    let pool: Vec<PoolCandidate> = found.into_iter().flatten().collect();
+    let n = pool.len();
+    sample_from_pool(spec, info, &SampleConfig { pool: n, size: n, seed: 0 }, pool)
+}

@@ -20,4 +20,4 @@ pub mod udf;
 pub use error::{carried_message, Carried, EngineError, Result};
 pub use progress::{NoProgress, Progress};
 pub use scan::{CorpusExec, CorpusScan, CorpusTable};
-pub use run::{run, CommittedPart, ReferenceSource, RunConfig, RunSummary, ShardedRun, ValidRun, OUTPUT_COLUMNS};
+pub use run::{identities_source, reference_by_identities, run, CommittedPart, ReferenceSource, RunConfig, RunSummary, ShardedRun, ValidRun, OUTPUT_COLUMNS};

@@ -300,6 +300,12 @@ async fn reference(
             let sample = SampleConfig { pool: *pool, size: *size, seed: *seed };
             (draw_sample(shared, handle, valid, plan, sample).await?, "sample".to_string())
         }
+        // Read here: one pass over the id columns, then the listed rows' vectors only.
+        ReferenceSource::Identities(p) => {
+            let (cfg, valid, p) = (cfg.clone(), valid.clone(), p.clone());
+            let source = lidscope_engine::identities_source(&p);
+            (blocking(move || Ok(lidscope_engine::reference_by_identities(&cfg, &valid, &p)?)).await?, source)
+        }
     };
     let (p, r, e) = (path.clone(), reference, embedding);
     let reference = blocking(move || {
@@ -316,7 +322,7 @@ fn reference_ids(cfg: &RunConfig) -> Vec<String> {
     match (cfg.id_columns.is_empty(), &cfg.reference) {
         (false, _) => cfg.id_columns.clone(),
         (true, ReferenceSource::Sample { .. }) => vec!["file".into(), "row".into()],
-        (true, ReferenceSource::File(_)) => Vec::new(),
+        (true, ReferenceSource::File(_) | ReferenceSource::Identities(_)) => Vec::new(),
     }
 }
 

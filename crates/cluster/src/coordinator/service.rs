@@ -46,6 +46,7 @@ pub(crate) fn to_config(spec: &RunSpec, default_shard_rows: u64) -> Result<(RunC
     let reference = match &spec.reference {
         Some(Reference::ReferenceFile(p)) => ReferenceSource::File(PathBuf::from(p)),
         Some(Reference::Sample(s)) => ReferenceSource::Sample { size: s.size as usize, pool: s.pool as usize, seed: s.seed },
+        Some(Reference::IdentitiesFile(p)) => ReferenceSource::Identities(PathBuf::from(p)),
         None => return Err(Status::invalid_argument("no reference: give a reference file or a sample")),
     };
     let out = PathBuf::from(&spec.out);
@@ -81,6 +82,7 @@ fn run_key(cfg: &RunConfig, valid: &ValidRun) -> Result<String, ClusterError> {
     let reference = match &cfg.reference {
         ReferenceSource::File(p) => serde_json::json!({ "file": stamp(p)? }),
         ReferenceSource::Sample { size, pool, seed } => serde_json::json!({ "size": size, "pool": pool, "seed": seed }),
+        ReferenceSource::Identities(p) => serde_json::json!({ "identities": stamp(p)? }),
     };
     let key = serde_json::json!({
         "files": files,

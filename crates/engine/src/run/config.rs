@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use lidscope_data::{inspect, resolve_inputs, CorpusInfo, CorpusSpec};
+use lidscope_data::{inspect, resolve_inputs, CorpusInfo, CorpusSpec, InputStamp};
 use lidscope_kernel::{LidConfig, SearchStrategy};
 
 use super::OUTPUT_COLUMNS;
@@ -23,6 +23,10 @@ pub enum ReferenceSource {
         /// Seed of the pool's order.
         seed: u64,
     },
+    /// The corpus rows whose identities (id columns) a Parquet file lists, in its order,
+    /// duplicate vectors dropped: the reference of a sweep's checkpoints, so that all of them are
+    /// measured on the same tokens ([`lidscope_data::sample_identities`]).
+    Identities(PathBuf),
 }
 
 /// A `lidscope run` job as asked for; [`RunConfig::validate`] checks it against its corpus.
@@ -58,6 +62,8 @@ pub struct ValidRun {
     pub spec: CorpusSpec,
     /// What its footers say.
     pub info: CorpusInfo,
+    /// Its files as they were when checked, for the manifest.
+    pub inputs: Vec<InputStamp>,
 }
 
 impl RunConfig {
@@ -92,7 +98,8 @@ impl RunConfig {
                 spec.files[0].display()
             )));
         }
-        Ok(ValidRun { spec, info })
+        let inputs = InputStamp::all(&spec.files)?;
+        Ok(ValidRun { spec, info, inputs })
     }
 
     /// The identity columns `lid()` gets (as the reference names them): the id columns; for a
@@ -102,7 +109,7 @@ impl RunConfig {
         match (&self.reference, self.id_columns.is_empty()) {
             (_, false) => self.id_columns.clone(),
             (ReferenceSource::Sample { .. }, true) => vec!["file".into(), "row".into()],
-            (ReferenceSource::File(_), true) => Vec::new(),
+            (ReferenceSource::File(_) | ReferenceSource::Identities(_), true) => Vec::new(),
         }
     }
 
@@ -115,8 +122,8 @@ impl RunConfig {
         }
     }
 
-    /// Whether the reference is drawn from the corpus.
+    /// Whether the reference rows are rows of the corpus (a token is then not its own neighbour).
     pub(crate) fn sampled(&self) -> bool {
-        matches!(self.reference, ReferenceSource::Sample { .. })
+        matches!(self.reference, ReferenceSource::Sample { .. } | ReferenceSource::Identities(_))
     }
 }

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use arrow::array::Float64Array;
-use lidscope_data::{vectors_sha256, CorpusSpec, Manifest};
+use lidscope_data::{vectors_sha256, Manifest};
 use lidscope_kernel::{twonn_from_distances, Estimator, KnnIndex, Rows};
 
-use super::config::{ReferenceSource, RunConfig};
+use super::config::{ReferenceSource, RunConfig, ValidRun};
 use super::reference::Drawn;
 use crate::error::{EngineError, Result};
 
@@ -110,10 +110,11 @@ impl Accumulator {
 
 /// What the run's manifest records before anything is measured: its parameters, its inputs and
 /// its reference. The part files carry them too.
-pub(crate) fn parameters(cfg: &RunConfig, spec: &CorpusSpec, drawn: &Drawn) -> Manifest {
+pub(crate) fn parameters(cfg: &RunConfig, valid: &ValidRun, drawn: &Drawn) -> Manifest {
+    let spec = &valid.spec;
     let (seed, pool, size) = match cfg.reference {
         ReferenceSource::Sample { size, pool, seed } => (Some(seed), Some(pool), Some(size)),
-        ReferenceSource::File(_) => (None, None, None),
+        ReferenceSource::File(_) | ReferenceSource::Identities(_) => (None, None, None),
     };
     let reference = &drawn.reference;
     Manifest {
@@ -134,6 +135,7 @@ pub(crate) fn parameters(cfg: &RunConfig, spec: &CorpusSpec, drawn: &Drawn) -> M
         pool,
         reference_size: size,
         partition: cfg.partition.iter().cloned().collect(),
+        inputs: valid.inputs.clone(),
         ..Manifest::default()
     }
 }

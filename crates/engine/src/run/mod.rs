@@ -20,6 +20,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use lidscope_data::{Layout, Manifest, Staging};
 
 pub use config::{ReferenceSource, RunConfig, ValidRun};
+pub use reference::{by_identities as reference_by_identities, identities_source};
 pub use sharded::{CommittedPart, ShardedRun};
 
 use crate::error::{EngineError, Result};
@@ -65,7 +66,7 @@ pub fn run(cfg: &RunConfig, progress: &dyn Progress) -> Result<RunSummary> {
     let t = Instant::now();
     let drawn = reference::draw(cfg, &valid, &mut warn)?;
     timings.record("reference", t.elapsed().as_secs_f64());
-    let params = finish::parameters(cfg, &valid.spec, &drawn);
+    let params = finish::parameters(cfg, &valid, &drawn);
     let reference_path = staging.reference_path();
     let indexed = reference::write_and_index(cfg, &drawn, &reference_path, progress, &mut timings)?;
 

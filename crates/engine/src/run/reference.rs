@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use lidscope_data::{read_reference, sample_reference, write_reference, Reference, SampleConfig};
+use lidscope_data::{read_reference, sample_identities, sample_reference, write_reference, Reference, SampleConfig};
 
 use super::config::{ReferenceSource, RunConfig, ValidRun};
 use super::finish::Timings;
@@ -36,9 +36,24 @@ pub(crate) fn draw(cfg: &RunConfig, valid: &ValidRun, warn: &mut dyn FnMut(Strin
             }
             Drawn { reference: r, source: "sample".to_string() }
         }
+        ReferenceSource::Identities(p) => Drawn { reference: by_identities(cfg, valid, p)?, source: identities_source(p) },
     };
     check(cfg, valid, &drawn)?;
     Ok(drawn)
+}
+
+/// The corpus rows whose identities file `p` lists ([`ReferenceSource::Identities`]).
+pub fn by_identities(cfg: &RunConfig, valid: &ValidRun, p: &Path) -> Result<Reference> {
+    if cfg.id_columns.is_empty() {
+        return Err(EngineError::Usage(format!("{}: a reference by identities needs --id-columns", p.display())));
+    }
+    let listed = read_reference(p, &cfg.embedding_column, &cfg.id_columns)?;
+    Ok(sample_identities(&valid.spec, &valid.info, &listed.keys, p)?)
+}
+
+/// What the manifest calls a reference by identities: `identities:<file>`.
+pub fn identities_source(p: &Path) -> String {
+    format!("identities:{}", p.display())
 }
 
 /// Checks the reference against the corpus and `k` before any heavy work.

@@ -74,7 +74,7 @@ impl ShardedRun {
                 ));
             }
         }
-        let params = finish::parameters(&cfg, &valid.spec, &drawn);
+        let params = finish::parameters(&cfg, &valid, &drawn);
         let loaded = LoadedReference::new(&drawn.reference, &drawn.source, &cfg.identity(), cfg.strategy)?;
         Ok((Self { cfg, valid, drawn, params, loaded }, warnings))
     }

@@ -1,0 +1,19 @@
+//! `lidscope report`: a result directory as a summary table, figures and an offline HTML page
+//! (all of it in `lidscope-report`; this is the command line around it).
+
+use anyhow::Result;
+
+use crate::args::ReportArgs;
+
+pub fn main(a: &ReportArgs, quiet: bool) -> Result<()> {
+    let results = lidscope_report::load(&a.results, a.bins as usize)?;
+    let report = lidscope_report::write_report(&results, &a.out, a.x.as_deref())?;
+    if !quiet {
+        let x = match &report.x {
+            Ok(key) => format!("mean LID against {key}"),
+            Err(why) => format!("no trend chart: {why}"),
+        };
+        eprintln!("lidscope report: {} run(s), {x} -> {}", results.runs.len(), report.index.display());
+    }
+    Ok(())
+}

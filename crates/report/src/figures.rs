@@ -1,0 +1,310 @@
+//! The figures, as SVG text (plotters' SVG backend: no fonts or image codecs to build, and text
+//! stays text, searchable and sharp at any zoom).
+//!
+//! - [`plot_svg`]: `lidscope plot`'s picture, the LID distribution of every run and, for several
+//!   runs, each run's mean with its 10th-90th percentile band;
+//! - the report's: mean LID against a numeric partition key (one line per combination of the
+//!   other keys, with a p10-p90 band), the distributions grouped the same way, the per-run means.
+
+use plotters::coord::Shift;
+use plotters::drawing::DrawingAreaErrorKind;
+use plotters::prelude::*;
+
+use crate::error::{ReportError, Result};
+use crate::load::{natural, Results, Run};
+
+/// Colours of successive runs or lines (more than eight reuse them).
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+/// Partition keys that are the x axis when present, in order of preference.
+pub const X_KEYS: [&str; 3] = ["step", "checkpoint", "epoch"];
+
+/// Tick labels and axis names: plotters' defaults are small on a page scaled to fit a screen.
+const LABELS: (&str, u32) = ("sans-serif", 14);
+const AXIS_DESC: (&str, u32) = ("sans-serif", 16);
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+type Drawn = std::result::Result<(), DrawingAreaErrorKind<std::io::Error>>;
+
+/// The numeric partition key of the trend chart, with each run's value of it.
+#[derive(Debug, Clone)]
+pub(crate) struct Axis {
+    pub key: String,
+    index: usize,
+    x: Vec<f64>,
+}
+
+/// Runs that differ only in the x key: one line of the trend chart.
+pub(crate) struct Line {
+    pub label: String,
+    /// Indices into `Results::runs`, by x value.
+    runs: Vec<usize>,
+}
+
+/// The x axis: `requested` if given, else the first of [`X_KEYS`] present, else the first key,
+/// whose values all parse as numbers. `Ok(Err(why))` when there is none.
+///
+/// # Errors
+/// [`ReportError::Axis`] when `requested` is not a partition key or has a value that is not a number.
+pub(crate) fn choose_axis(results: &Results, requested: Option<&str>) -> Result<std::result::Result<Axis, String>> {
+    let numeric = |index: usize| -> Option<Vec<f64>> {
+        results.runs.iter().map(|r| r.values[index].trim().parse::<f64>().ok().filter(|x| x.is_finite())).collect()
+    };
+    if let Some(key) = requested {
+        let Some(index) = results.keys.iter().position(|k| k == key) else {
+            let keys = if results.keys.is_empty() { "none: the result is not partitioned".to_string() } else { results.keys.join(", ") };
+            return Err(ReportError::Axis { key: key.into(), reason: format!("no such partition key in {} (keys: {keys})", results.dir.display()) });
+        };
+        let Some(x) = numeric(index) else {
+            let bad = results.runs.iter().map(|r| &r.values[index]).find(|v| v.trim().parse::<f64>().map_or(true, |x| !x.is_finite()));
+            return Err(ReportError::Axis { key: key.into(), reason: format!("value {:?} is not a number", bad.map_or("", |v| v.as_str())) });
+        };
+        return Ok(Ok(Axis { key: key.into(), index, x }));
+    }
+    if results.keys.is_empty() {
+        return Ok(Err("the result is not partitioned, so there is no step to plot against".into()));
+    }
+    let preferred = X_KEYS.iter().filter_map(|k| results.keys.iter().position(|key| key == k));
+    for index in preferred.chain(0..results.keys.len()) {
+        if let Some(x) = numeric(index) {
+            return Ok(Ok(Axis { key: results.keys[index].clone(), index, x }));
+        }
+    }
+    Ok(Err(format!("no partition key has numbers for all runs ({}), so there is no numeric axis to plot against", results.keys.join(", "))))
+}
+
+/// The runs grouped by their values of every key but the axis, each group by x value.
+pub(crate) fn lines(results: &Results, axis: &Axis) -> Vec<Line> {
+    let others = |r: &Run| -> Vec<String> { r.values.iter().enumerate().filter(|(i, _)| *i != axis.index).map(|(_, v)| v.clone()).collect() };
+    let mut groups: Vec<(Vec<String>, Vec<usize>)> = Vec::new();
+    for (i, r) in results.runs.iter().enumerate() {
+        let key = others(r);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, runs)) => runs.push(i),
+            None => groups.push((key, vec![i])),
+        }
+    }
+    groups.sort_by(|(a, _), (b, _)| natural(a, b));
+    let names: Vec<String> = results.keys.iter().enumerate().filter(|(i, _)| *i != axis.index).map(|(_, k)| k.clone()).collect();
+    groups
+        .into_iter()
+        .map(|(values, mut runs)| {
+            runs.sort_by(|a, b| axis.x[*a].total_cmp(&axis.x[*b]));
+            let label = if names.is_empty() { "all runs".to_string() } else { crate::load::label(&names, &values) };
+            Line { label, runs }
+        })
+        .collect()
+}
+
+/// `lidscope plot`'s picture: the distribution of every run in one panel and, for several runs,
+/// each run's mean with its 10th-90th percentile band in a second.
+///
+/// # Errors
+/// [`ReportError::Draw`] (plotters failed on data it was given: a bug).
+pub fn plot_svg(results: &Results) -> Result<String> {
+    let runs: Vec<&Run> = results.runs.iter().filter(|r| r.n_finite > 0).collect();
+    let panels = if runs.len() > 1 { 2 } else { 1 };
+    svg("the plot", (900, 420 * panels as u32), |root| {
+        let areas = root.split_evenly((panels, 1));
+        let colours: Vec<RGBColor> = (0..runs.len()).map(|i| PALETTE[i % PALETTE.len()]).collect();
+        let labels: Vec<String> = runs.iter().map(|r| r.label.clone()).collect();
+        histograms(&areas[0], results, &runs, &colours, &labels, "Pointwise LID: distribution per run")?;
+        if panels > 1 {
+            means(&areas[1], &runs)?;
+        }
+        Ok(())
+    })
+}
+
+/// Mean LID against the axis key, one line per [`Line`], each with its p10-p90 band; the legend
+/// to the right of the plot, so that it never hides a line.
+pub(crate) fn trend_svg(results: &Results, axis: &Axis, lines: &[Line]) -> Result<String> {
+    let legend_chars = lines.iter().map(|l| l.label.chars().count()).max().unwrap_or(0);
+    let legend_width = (legend_chars as u32 * 8 + 60).clamp(140, 340);
+    svg("the trend chart", (1000, 480), |root| {
+        let (plot, legend) = root.split_horizontally(1000 - legend_width);
+        let finite = |r: &&Run| r.n_finite > 0 && r.mean_lid().is_finite();
+        let runs: Vec<&Run> = results.runs.iter().filter(finite).collect();
+        let lo = runs.iter().map(|r| r.p10.min(r.mean_lid())).fold(f64::INFINITY, f64::min);
+        let hi = runs.iter().map(|r| r.p90.max(r.mean_lid())).fold(f64::NEG_INFINITY, f64::max);
+        let pad = ((hi - lo) * 0.08).max(1e-6);
+        let (x0, x1) = axis.x.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
+        let xpad = if x1 > x0 { (x1 - x0) * 0.04 } else { x0.abs().max(1.0) * 0.5 };
+        let mut chart = ChartBuilder::on(&plot)
+            .caption(format!("Mean LID against {} (band: 10th to 90th percentile)", axis.key), ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0 - xpad..x1 + xpad, lo - pad..hi + pad)?;
+        chart
+            .configure_mesh()
+            .x_desc(axis.key.as_str())
+            .y_desc("mean LID")
+            .x_labels(10)
+            .x_label_formatter(&|x| number(*x))
+            .label_style(LABELS)
+            .axis_desc_style(AXIS_DESC)
+            .light_line_style(TRANSPARENT)
+            .draw()?;
+        for (i, line) in lines.iter().enumerate() {
+            let colour = PALETTE[i % PALETTE.len()];
+            let pts: Vec<(f64, &Run)> = line.runs.iter().map(|r| (axis.x[*r], &results.runs[*r])).filter(|(_, r)| finite(r)).collect();
+            let band: Vec<(f64, f64)> = pts.iter().map(|(x, r)| (*x, r.p90)).chain(pts.iter().rev().map(|(x, r)| (*x, r.p10))).collect();
+            chart.draw_series(std::iter::once(Polygon::new(band, colour.mix(0.15).filled())))?;
+            chart.draw_series(LineSeries::new(pts.iter().map(|(x, r)| (*x, r.mean_lid())), colour.stroke_width(2)))?;
+            chart.draw_series(pts.iter().map(|(x, r)| Circle::new((*x, r.mean_lid()), 4, colour.filled())))?;
+            if pts.len() == 1 {
+                // A band of one point has no width: show its spread as an error bar instead.
+                let (x, r) = pts[0];
+                chart.draw_series(std::iter::once(ErrorBar::new_vertical(x, r.p10, r.mean_lid(), r.p90, colour.filled(), 10)))?;
+            }
+        }
+        let legend = legend.margin(50, 10, 4, 4);
+        for (i, line) in lines.iter().enumerate() {
+            let colour = PALETTE[i % PALETTE.len()];
+            let y = 10 + i as i32 * 22;
+            legend.draw(&Rectangle::new([(0, y - 7), (26, y + 7)], colour.mix(0.15).filled()))?;
+            legend.draw(&PathElement::new(vec![(0, y), (26, y)], colour.stroke_width(2)))?;
+            legend.draw(&Circle::new((13, y), 4, colour.filled()))?;
+            legend.draw(&Text::new(line.label.clone(), (34, y - 8), ("sans-serif", 15)))?;
+        }
+        Ok(())
+    })
+}
+
+/// The distributions: one panel per [`Line`] (its runs shaded from light, the smallest x, to full
+/// colour, the largest, in the line's colour of the trend chart), or every run in one panel when
+/// there is no axis.
+pub(crate) fn distributions_svg(results: &Results, grouped: Option<(&Axis, &[Line])>) -> Result<String> {
+    match grouped {
+        None => {
+            let runs: Vec<&Run> = results.runs.iter().filter(|r| r.n_finite > 0).collect();
+            let colours: Vec<RGBColor> = (0..runs.len()).map(|i| PALETTE[i % PALETTE.len()]).collect();
+            let labels: Vec<String> = runs.iter().map(|r| r.label.clone()).collect();
+            svg("the distributions", (1000, 440), |root| histograms(root, results, &runs, &colours, &labels, "LID distribution per run"))
+        }
+        Some((axis, lines)) => {
+            let height = 380 * lines.len() as u32;
+            svg("the distributions", (1000, height), |root| {
+                for (i, (area, line)) in root.split_evenly((lines.len(), 1)).iter().zip(lines).enumerate() {
+                    let runs: Vec<&Run> = line.runs.iter().map(|r| &results.runs[*r]).filter(|r| r.n_finite > 0).collect();
+                    if runs.is_empty() {
+                        continue;
+                    }
+                    let base = PALETTE[i % PALETTE.len()];
+                    let colours: Vec<RGBColor> = (0..runs.len())
+                        .map(|j| if runs.len() == 1 { base } else { lighten(base, 0.7 * (1.0 - j as f64 / (runs.len() - 1) as f64)) })
+                        .collect();
+                    let labels: Vec<String> = runs.iter().map(|r| format!("{}={}", axis.key, r.values[axis.index])).collect();
+                    histograms(area, results, &runs, &colours, &labels, &format!("LID distribution per run: {}", line.label))?;
+                }
+                Ok(())
+            })
+        }
+    }
+}
+
+/// Each run's mean with its 10th-90th percentile bar, in run order: the comparison that needs no
+/// numeric key.
+pub(crate) fn means_svg(results: &Results) -> Result<String> {
+    let runs: Vec<&Run> = results.runs.iter().filter(|r| r.n_finite > 0).collect();
+    svg("the per-run means", (1000, 440), |root| means(root, &runs))
+}
+
+/// Draws into an SVG document of `size` pixels on white and returns its text.
+fn svg(figure: &str, size: (u32, u32), draw: impl FnOnce(&Area<'_>) -> Drawn) -> Result<String> {
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
+        let drawn = root.fill(&WHITE).and_then(|_| draw(&root)).and_then(|_| root.present());
+        drawn.map_err(|e| ReportError::Draw { figure: figure.into(), message: e.to_string() })?;
+    }
+    Ok(text)
+}
+
+/// `c` mixed with white: `amount` 0 is `c`, 1 is white.
+fn lighten(c: RGBColor, amount: f64) -> RGBColor {
+    let f = |v: u8| (v as f64 + (255.0 - v as f64) * amount).round() as u8;
+    RGBColor(f(c.0), f(c.1), f(c.2))
+}
+
+/// An axis value as a person writes it: `5000`, not `5000.0`.
+fn number(x: f64) -> String {
+    if x.fract().abs() < 1e-9 && x.abs() < 1e15 {
+        format!("{}", x.round() as i64)
+    } else {
+        let s = format!("{x:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// The LID distribution of each of `runs` as a density outline over the shared bins, with a
+/// faint line at its mean.
+fn histograms(area: &Area<'_>, results: &Results, runs: &[&Run], colours: &[RGBColor], labels: &[String], title: &str) -> Drawn {
+    let b = results.bins;
+    let density: Vec<Vec<f64>> = runs.iter().map(|r| r.counts.iter().map(|c| *c as f64 / (r.n_finite.max(1) as f64 * b.width)).collect()).collect();
+    let top = density.iter().flatten().copied().fold(0.0, f64::max) * 1.1;
+    let clipped: u64 = runs.iter().map(|r| r.clipped()).sum();
+    let caption = match clipped {
+        0 => title.to_string(),
+        n => format!("{title} ({n} values above {:.2} not shown)", b.hi),
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(b.lo..b.lo + b.width * (b.count as f64 + 1.0), 0.0..top.max(f64::EPSILON))?;
+    chart.configure_mesh().x_desc("LID").y_desc("density").label_style(LABELS).axis_desc_style(AXIS_DESC).light_line_style(TRANSPARENT).draw()?;
+    for ((run, d), (colour, label)) in runs.iter().zip(&density).zip(colours.iter().zip(labels)) {
+        let colour = *colour;
+        let steps = d.iter().enumerate().flat_map(|(i, y)| [(b.lo + i as f64 * b.width, *y), (b.lo + (i + 1) as f64 * b.width, *y)]);
+        chart
+            .draw_series(LineSeries::new(steps, colour.stroke_width(2)))?
+            .label(format!("{label} (n = {}, mean {:.3})", run.n_finite, run.mean))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+        chart.draw_series(std::iter::once(PathElement::new(vec![(run.mean, 0.0), (run.mean, top)], colour.mix(0.5))))?;
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::UpperRight).draw()?;
+    Ok(())
+}
+
+/// Each run's mean LID with its 10th-90th percentile bar, in run order.
+fn means(area: &Area<'_>, runs: &[&Run]) -> Drawn {
+    let lo = runs.iter().map(|r| r.p10).fold(f64::INFINITY, f64::min);
+    let hi = runs.iter().map(|r| r.p90).fold(f64::NEG_INFINITY, f64::max);
+    let pad = ((hi - lo) * 0.1).max(1e-6);
+    let n = runs.len();
+    let mut chart = ChartBuilder::on(area)
+        .caption("Mean LID per run (bars: 10th to 90th percentile)", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(60)
+        .y_label_area_size(60)
+        .build_cartesian_2d(-0.5..n as f64 - 0.5, lo - pad..hi + pad)?;
+    let label = |x: &f64| {
+        let i = x.round();
+        if (x - i).abs() < 1e-9 && i >= 0.0 && (i as usize) < n { runs[i as usize].label.clone() } else { String::new() }
+    };
+    chart
+        .configure_mesh()
+        .x_labels(n.min(12))
+        .x_label_formatter(&label)
+        .y_desc("LID")
+        .label_style(LABELS)
+        .axis_desc_style(AXIS_DESC)
+        .light_line_style(TRANSPARENT)
+        .disable_x_mesh()
+        .draw()?;
+    chart.draw_series(runs.iter().enumerate().map(|(i, r)| ErrorBar::new_vertical(i as f64, r.p10, r.mean, r.p90, PALETTE[i % PALETTE.len()].filled(), 12)))?;
+    chart.draw_series(LineSeries::new(runs.iter().enumerate().map(|(i, r)| (i as f64, r.mean)), BLACK.mix(0.4)))?;
+    Ok(())
+}

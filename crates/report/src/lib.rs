@@ -1,0 +1,148 @@
+//! A lidscope result directory as a report a person reads: a per-run summary table (CSV and
+//! Parquet), SVG figures, and an `index.html` showing both that opens offline.
+//!
+//! The data comes through the engine's SQL views (`lid_summary`, `lid_runs`), the same numbers
+//! `lidscope sql` shows; this crate only arranges them. It serves `lidscope report` and
+//! `lidscope plot`, and any program that wants the figures without the command line:
+//!
+//! ```no_run
+//! let results = lidscope_report::load(std::path::Path::new("results"), 60)?;
+//! let report = lidscope_report::write_report(&results, std::path::Path::new("report"), None)?;
+//! println!("{}", report.index.display());
+//! # Ok::<(), lidscope_report::ReportError>(())
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![warn(rustdoc::broken_intra_doc_links)]
+
+mod error;
+mod figures;
+mod html;
+mod load;
+mod summary;
+
+use std::path::{Path, PathBuf};
+
+pub use error::{ReportError, Result};
+pub use figures::{plot_svg, X_KEYS};
+pub use load::{load, load_async, Bins, Results, Run, RunManifest};
+pub use summary::{summary_table, write_summary, SUMMARY_COLUMNS};
+
+use error::write_error;
+
+/// The figure files a report may write; those not drawn this time are removed, so that a
+/// directory never shows a figure of an earlier report beside this one's table.
+const FIGURE_FILES: [&str; 3] = ["trend.svg", "distributions.svg", "means.svg"];
+
+/// What [`write_report`] wrote.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The page.
+    pub index: PathBuf,
+    /// Every file written, the page last.
+    pub files: Vec<PathBuf>,
+    /// The partition key of the trend chart's x axis, or why there is no trend chart.
+    pub x: std::result::Result<String, String>,
+}
+
+/// Writes the report on `results` into directory `out` (created if missing): `summary.csv`,
+/// `summary.parquet`, the figures as SVG files and `index.html` showing them inline with the
+/// summary table.
+///
+/// The trend chart plots mean LID against partition key `x`, or, without one, the first of
+/// [`X_KEYS`] present, else the first key whose values are all numbers; one line per
+/// combination of the other keys. Numbers are placed by value (step 100 and step 5000 are far
+/// apart). Without a numeric key the chart is left out and the page says why.
+///
+/// # Errors
+/// [`ReportError::Axis`] when `x` is not a numeric partition key (before anything is written),
+/// [`ReportError::Write`] naming the file that could not be written.
+pub fn write_report(results: &Results, out: &Path, x: Option<&str>) -> Result<Report> {
+    let axis = figures::choose_axis(results, x)?;
+    // Files under data/ are read as results: a summary.parquet there would become a "run".
+    if let (Some(o), Ok(d)) = (resolve(out), results.dir.join("data").canonicalize()) {
+        if o.starts_with(&d) {
+            return Err(write_error(out, format!("inside {}, where its files would be read as results; choose another directory", d.display())));
+        }
+    }
+    std::fs::create_dir_all(out).map_err(|e| write_error(out, e))?;
+    let table = summary_table(results);
+    let mut files: Vec<PathBuf> = write_summary(&table, out)?.into();
+
+    let mut page_figures = Vec::new();
+    let trend_title = |key: &str| format!("Mean LID against {key}");
+    let lines = axis.as_ref().ok().map(|a| figures::lines(results, a));
+    match (&axis, &lines) {
+        (Ok(a), Some(lines)) => page_figures.push(Ok(html::Figure {
+            title: trend_title(&a.key),
+            caption: format!(
+                "One point per run at its {key} value, one line per {what}; the band spans the 10th to 90th percentile of the run's pointwise LIDs.",
+                key = a.key,
+                what = if results.keys.len() > 1 { "combination of the other partition keys" } else { "series" },
+            ),
+            svg: figures::trend_svg(results, a, lines)?,
+            file: "trend.svg".into(),
+        })),
+        (Err(why), _) => page_figures.push(Err((trend_title(x.unwrap_or("step")), why.clone()))),
+        _ => unreachable!("lines exist exactly when the axis does"),
+    }
+    let grouped = axis.as_ref().ok().zip(lines.as_deref());
+    page_figures.push(Ok(html::Figure {
+        title: "LID distributions per run".into(),
+        caption: match grouped {
+            Some((a, _)) => format!("Density of each run's pointwise LIDs over bins shared by all runs, one panel per line of the trend chart, lighter for smaller {}; thin lines mark the means.", a.key),
+            None => "Density of each run's pointwise LIDs over bins shared by all runs; thin lines mark the means.".into(),
+        },
+        svg: figures::distributions_svg(results, grouped)?,
+        file: "distributions.svg".into(),
+    }));
+    // Without a trend chart, the per-run means are the comparison between runs; with one, they
+    // would repeat it.
+    if axis.is_err() && results.runs.iter().filter(|r| r.n_finite > 0).count() > 1 {
+        page_figures.push(Ok(html::Figure {
+            title: "Mean LID per run".into(),
+            caption: "Each run's mean LID (over its data) with a bar from its 10th to 90th percentile, in run order.".into(),
+            svg: figures::means_svg(results)?,
+            file: "means.svg".into(),
+        }));
+    }
+
+    let written: Vec<&str> = page_figures.iter().filter_map(|f| f.as_ref().ok()).map(|f| f.file.as_str()).collect();
+    for f in page_figures.iter().filter_map(|f| f.as_ref().ok()) {
+        let path = out.join(&f.file);
+        std::fs::write(&path, &f.svg).map_err(|e| write_error(&path, e))?;
+        files.push(path);
+    }
+    for stale in FIGURE_FILES.iter().filter(|f| !written.contains(f)) {
+        let path = out.join(stale);
+        if path.exists() {
+            std::fs::remove_file(&path).map_err(|e| write_error(&path, e))?;
+        }
+    }
+    let index = out.join("index.html");
+    let page = html::page(&html::Page {
+        results: &results.dir.display().to_string(),
+        runs: results.runs.len(),
+        keys: &results.keys,
+        figures: page_figures,
+        table: &table,
+    });
+    std::fs::write(&index, page).map_err(|e| write_error(&index, e))?;
+    files.push(index.clone());
+    Ok(Report { index, files, x: axis.map(|a| a.key) })
+}
+
+/// `path` with symbolic links and `..` resolved, whether or not it exists yet: its deepest
+/// existing ancestor, canonicalized, joined with the rest.
+fn resolve(path: &Path) -> Option<PathBuf> {
+    let path = std::path::absolute(path).ok()?;
+    let mut existing = path.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = existing.canonicalize() {
+            return Some(rest.iter().rev().fold(c, |p, part| p.join(part)));
+        }
+        rest.push(existing.file_name()?.to_os_string());
+        existing = existing.parent()?;
+    }
+}

@@ -1,0 +1,73 @@
+//! The summary table: one row per run, for spreadsheets (CSV) and for dataframes (Parquet).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+
+use crate::error::{write_error, Result};
+use crate::load::Results;
+
+/// The statistics columns, after the partition keys.
+pub const SUMMARY_COLUMNS: [&str; 9] = ["rows", "mean_lid", "std", "median", "p10", "p90", "global_twonn", "k", "reference_rows"];
+
+/// One row per run: a Utf8 column per partition key (named after it), then [`SUMMARY_COLUMNS`].
+///
+/// `rows` counts the rows in the run's data; `mean_lid` is its manifest's value (the mean of
+/// the finite LIDs, as `lidscope run` reported it), or the mean over its data for a run without
+/// manifest. `std`, `median`, `p10` and `p90` are over finite LIDs, as in the `lid_summary` view.
+/// `global_twonn`, `k` and `reference_rows` come from the manifest (null without one). A
+/// partition key may reuse a statistic's name (`--partition k=16`): the key keeps it, so that the
+/// table joins with the result table, and the statistic becomes `run_<name>`, as in `lid_runs`.
+pub fn summary_table(results: &Results) -> RecordBatch {
+    let runs = &results.runs;
+    let mut fields = Vec::new();
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    for (i, key) in results.keys.iter().enumerate() {
+        fields.push(Field::new(key, DataType::Utf8, false));
+        cols.push(Arc::new(StringArray::from_iter_values(runs.iter().map(|r| r.values[i].as_str()))));
+    }
+    let float = |f: &dyn Fn(&crate::Run) -> Option<f64>| Arc::new(Float64Array::from(runs.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
+    let uint = |f: &dyn Fn(&crate::Run) -> Option<u64>| Arc::new(UInt64Array::from(runs.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
+    let stats: [ArrayRef; 9] = [
+        uint(&|r| Some(r.n)),
+        float(&|r| Some(r.mean_lid())),
+        float(&|r| Some(r.std)),
+        float(&|r| Some(r.median)),
+        float(&|r| Some(r.p10)),
+        float(&|r| Some(r.p90)),
+        float(&|r| r.manifest.map(|m| m.global_twonn)),
+        uint(&|r| r.manifest.map(|m| m.k)),
+        uint(&|r| r.manifest.map(|m| m.reference_rows)),
+    ];
+    for (i, (name, col)) in SUMMARY_COLUMNS.iter().zip(stats).enumerate() {
+        let name = if results.keys.iter().any(|k| k == name) { format!("run_{name}") } else { name.to_string() };
+        // The manifest's columns are nullable whether or not this table has a run without one,
+        // so that summaries of different result directories share a schema.
+        fields.push(Field::new(name, col.data_type().clone(), i >= 6));
+        cols.push(col);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).expect("columns of one length and their own types")
+}
+
+/// Writes `table` as `summary.csv` (a header line, then one line per run) and `summary.parquet`
+/// into `dir`; returns the two paths.
+///
+/// # Errors
+/// [`crate::ReportError::Write`] naming the file.
+pub fn write_summary(table: &RecordBatch, dir: &Path) -> Result<[PathBuf; 2]> {
+    let csv = dir.join("summary.csv");
+    let file = std::fs::File::create(&csv).map_err(|e| write_error(&csv, e))?;
+    let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(std::io::BufWriter::new(file));
+    w.write(table).map_err(|e| write_error(&csv, e))?;
+    let mut inner = w.into_inner();
+    std::io::Write::flush(&mut inner).map_err(|e| write_error(&csv, e))?;
+
+    let parquet = dir.join("summary.parquet");
+    let file = std::fs::File::create(&parquet).map_err(|e| write_error(&parquet, e))?;
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, table.schema(), None).map_err(|e| write_error(&parquet, e))?;
+    w.write(table).map_err(|e| write_error(&parquet, e))?;
+    w.close().map_err(|e| write_error(&parquet, e))?;
+    Ok([csv, parquet])
+}

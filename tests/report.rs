@@ -1,0 +1,203 @@
+//! `lidscope report`: the summary table against the runs' manifests, the figures and the page,
+//! numeric steps placed by value, and clear errors for what is not a result directory.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, Int64Array};
+use arrow::datatypes::{DataType, UInt64Type};
+
+use crate::util::*;
+
+const ROWS: usize = 600;
+const DIM: usize = 16;
+
+/// `ROWS` vectors filling a `manifold`-dimensional cube inside `DIM` dimensions (the rest zero):
+/// their LID is near `manifold`, so runs on different manifolds differ clearly.
+fn write_corpus(file: &Path, manifold: usize, seed: u64) {
+    let cube = vectors(ROWS, manifold, seed);
+    let values: Vec<f32> = cube.chunks(manifold).flat_map(|p| p.iter().copied().chain(std::iter::repeat_n(0.0, DIM - manifold))).collect();
+    let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..ROWS as i64));
+    write_parquet(file, &batch(vec![("seq_id", ids), ("emb", fsl(values, DIM))]));
+}
+
+/// One run of `corpus` into result directory `out` as partition `partition` (if any); its
+/// manifest as `--json` prints it.
+fn run(corpus: &Path, out: &Path, partition: Option<&str>) -> serde_json::Value {
+    let (c, o, n) = (s(corpus), s(out), ROWS.to_string());
+    let mut args = vec!["-q", "run", "--corpus", &c, "--embedding-column", "emb", "--id-columns", "seq_id", "--k", "10",
+        "--reference-size", &n, "--pool", &n, "--out", &o, "--json"];
+    if let Some(p) = partition {
+        args.extend(["--partition", p]);
+    }
+    serde_json::from_str(&lidscope_ok(&args)).unwrap()
+}
+
+/// CSV text as rows of fields (the summary has no quoted fields: keys and numbers only).
+fn csv(text: &str) -> Vec<Vec<String>> {
+    text.lines().map(|l| l.split(',').map(str::to_string).collect()).collect()
+}
+
+/// The `cx` of every `<circle>` of colour `fill` in an SVG document.
+fn circles(svg: &str, fill: &str) -> Vec<f64> {
+    let attr = |tag: &str, name: &str| {
+        let at = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+        Some(tag[at..at + tag[at..].find('"')?].to_string())
+    };
+    svg.split("<circle").skip(1).map(|t| &t[..t.find("/>").unwrap()]).filter(|t| attr(t, "fill").is_some_and(|f| f.eq_ignore_ascii_case(fill))).map(|t| attr(t, "cx").unwrap().parse().unwrap()).collect()
+}
+
+/// Checks that a page loads nothing from the network and that every local file it names exists.
+fn assert_offline(page: &Path) {
+    let html = std::fs::read_to_string(page).unwrap();
+    for needle in ["http://", "https://", "<script", "src=\"//", "href=\"//"] {
+        assert!(!html.contains(needle), "{} contains {needle}", page.display());
+    }
+    for attr in ["src=\"", "href=\""] {
+        for part in html.split(attr).skip(1) {
+            let target = &part[..part.find('"').unwrap()];
+            assert!(page.parent().unwrap().join(target).exists(), "{} names {target}, which does not exist", page.display());
+        }
+    }
+}
+
+#[test]
+fn report_summarises_every_run_of_a_sweep() {
+    let d = tempfile::tempdir().unwrap();
+    let sweep = d.path().join("sweep");
+    // Two models, three steps far apart; model a's manifold shrinks with training, b's grows.
+    let plan = [("a", "100", 3), ("a", "1000", 5), ("a", "5000", 7), ("b", "100", 8), ("b", "1000", 10), ("b", "5000", 12)];
+    let mut manifests = Vec::new();
+    for (i, (model, step, manifold)) in plan.iter().enumerate() {
+        let corpus = d.path().join(format!("{model}-{step}.parquet"));
+        write_corpus(&corpus, *manifold, i as u64 + 1);
+        manifests.push(run(&corpus, &sweep, Some(&format!("model={model},step={step}"))));
+    }
+    let out = d.path().join("report");
+    lidscope_ok(&["report", &s(&sweep), "--out", &s(&out)]);
+
+    // summary.csv: a header naming the partition keys and the statistics, one row per run.
+    let rows = csv(&std::fs::read_to_string(out.join("summary.csv")).unwrap());
+    assert_eq!(rows[0], ["model", "step", "rows", "mean_lid", "std", "median", "p10", "p90", "global_twonn", "k", "reference_rows"]);
+    assert_eq!(rows.len(), 1 + plan.len(), "{rows:?}");
+    let col = |name: &str| rows[0].iter().position(|c| c == name).unwrap();
+    for ((model, step, _), m) in plan.iter().zip(&manifests) {
+        let row = rows[1..].iter().find(|r| r[0] == *model && r[1] == *step).unwrap_or_else(|| panic!("no row for {model}, {step}"));
+        assert_rel(&format!("{model} {step} mean_lid"), row[col("mean_lid")].parse().unwrap(), m["mean_lid"].as_f64().unwrap(), 1e-9);
+        assert_rel(&format!("{model} {step} global_twonn"), row[col("global_twonn")].parse().unwrap(), m["global_twonn"].as_f64().unwrap(), 1e-9);
+        assert_eq!(row[col("rows")], m["rows"].to_string());
+        assert_eq!(row[col("k")], "10");
+        assert_eq!(row[col("reference_rows")], m["reference_rows"].to_string());
+        let (p10, median, p90): (f64, f64, f64) = (row[col("p10")].parse().unwrap(), row[col("median")].parse().unwrap(), row[col("p90")].parse().unwrap());
+        assert!(p10 < median && median < p90, "{row:?}");
+    }
+    // The data behave as built: within a model, a larger manifold gives a larger mean LID.
+    let means: Vec<f64> = manifests.iter().map(|m| m["mean_lid"].as_f64().unwrap()).collect();
+    assert!(means[0] < means[1] && means[1] < means[2] && means[3] < means[4] && means[4] < means[5], "{means:?}");
+
+    // summary.parquet: the same rows.
+    let table = read_batches(&out.join("summary.parquet"));
+    let (models, steps, lids) = (string_column(&table, "model"), string_column(&table, "step"), f64_column(&table, "mean_lid"));
+    let counts: Vec<u64> = table.iter().flat_map(|b| b.column_by_name("rows").unwrap().as_primitive::<UInt64Type>().values().to_vec()).collect();
+    assert_eq!(models.len(), plan.len());
+    for (i, row) in rows[1..].iter().enumerate() {
+        assert_eq!((&models[i], &steps[i]), (&row[0], &row[1]));
+        assert_eq!(lids[i], row[col("mean_lid")].parse::<f64>().unwrap());
+        assert_eq!(counts[i].to_string(), row[col("rows")]);
+    }
+    assert_eq!(table[0].schema().field_with_name("step").unwrap().data_type(), &DataType::Utf8);
+
+    // The page: the figures inline, the summary table, nothing from the network.
+    let page = out.join("index.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("Mean LID against step") && html.contains("LID distributions per run"), "{html}");
+    assert!(html.matches("<svg").count() >= 2);
+    assert!(html.contains("<th>model</th><th>step</th>") && html.contains("<th>mean_lid</th>"));
+    for m in &manifests {
+        assert!(html.contains(&format!("{:.4}", m["mean_lid"].as_f64().unwrap())), "the table shows each run's mean LID");
+    }
+    assert_offline(&page);
+
+    // Steps on a numeric axis: 100, 1000 and 5000 placed by value (a category axis would put
+    // 1000 halfway). Each model's points are circles of its colour; the legend's is the last.
+    let trend = std::fs::read_to_string(out.join("trend.svg")).unwrap();
+    assert!(html.contains(&trend[trend.find("<rect").unwrap()..trend.find("</text>").unwrap()]), "trend.svg is the page's figure");
+    for colour in ["#1F77B4", "#FF7F0E"] {
+        let mut x = circles(&trend, colour);
+        x.sort_by(f64::total_cmp);
+        assert_eq!(x.len(), 4, "three runs and the legend in {colour}: {x:?}");
+        let ratio = (x[1] - x[0]) / (x[2] - x[0]);
+        assert!((ratio - 900.0 / 4900.0).abs() < 0.01, "step 1000 at {ratio} of the way from 100 to 5000");
+    }
+
+    // A numeric key can be chosen; a key that is not numeric or not there is refused by name.
+    let out2 = d.path().join("report2");
+    let e = lidscope_err(&["report", &s(&sweep), "--out", &s(&out2), "--x", "model"]);
+    assert!(e.contains("--x model") && e.contains("not a number"), "{e}");
+    let e = lidscope_err(&["report", &s(&sweep), "--out", &s(&out2), "--x", "layer"]);
+    assert!(e.contains("--x layer") && e.contains("model, step"), "{e}");
+    assert!(!out2.join("index.html").exists());
+    assert!(lidscope_ok(&["report", "--help"]).contains("Examples:"));
+}
+
+#[test]
+fn report_without_a_numeric_key_still_shows_the_runs() {
+    let d = tempfile::tempdir().unwrap();
+    let sweep = d.path().join("sweep");
+    for (model, manifold) in [("small", 2), ("large", 6)] {
+        let corpus = d.path().join(format!("{model}.parquet"));
+        write_corpus(&corpus, manifold, manifold as u64);
+        run(&corpus, &sweep, Some(&format!("model={model}")));
+    }
+    let out = d.path().join("report");
+    // A trend chart left by an earlier report must not stay beside this one.
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("trend.svg"), "<svg/>").unwrap();
+    lidscope_ok(&["report", &s(&sweep), "--out", &s(&out)]);
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(html.contains("Not drawn") && html.contains("numeric axis"), "the page says why there is no trend chart");
+    assert!(!out.join("trend.svg").exists());
+    assert!(out.join("distributions.svg").exists() && out.join("means.svg").exists());
+    assert_eq!(html.matches("<svg").count(), 2, "distributions and per-run means");
+    assert!(html.contains("model=small") && html.contains("model=large"));
+    assert_offline(&out.join("index.html"));
+    let rows = csv(&std::fs::read_to_string(out.join("summary.csv")).unwrap());
+    assert_eq!(rows.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(), ["model", "large", "small"]);
+
+    // An unpartitioned run: one row, no key columns, the distribution alone.
+    let corpus = d.path().join("small.parquet");
+    let single = d.path().join("single");
+    let m = run(&corpus, &single, None);
+    let out = d.path().join("report-single");
+    lidscope_ok(&["-q", "report", &s(&single), "--out", &s(&out)]);
+    let rows = csv(&std::fs::read_to_string(out.join("summary.csv")).unwrap());
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0][0], "rows");
+    assert_rel("mean_lid", rows[1][1].parse().unwrap(), m["mean_lid"].as_f64().unwrap(), 1e-9);
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(html.contains("not partitioned") && html.matches("<svg").count() == 1, "{html}");
+}
+
+#[test]
+fn report_refuses_what_is_not_a_result_directory() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("report");
+    let missing = d.path().join("missing");
+    let plain = d.path().join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    let empty = d.path().join("empty");
+    std::fs::create_dir_all(empty.join("data")).unwrap();
+    let file = d.path().join("corpus.parquet");
+    write_corpus(&file, 2, 1);
+    for (input, reason) in [(&missing, "no such directory"), (&plain, "not a lidscope result directory"), (&empty, "no result files"), (&file, "not a directory")] {
+        let e = lidscope_err(&["report", &s(input), "--out", &s(&out)]);
+        assert!(e.contains(&s(input)) && e.contains(reason), "{}: {e}", input.display());
+        assert!(e.starts_with("lidscope: error:"), "{e}");
+        assert!(!out.exists(), "nothing written for {}", input.display());
+    }
+    // The report must not land where its Parquet file would be read as a run.
+    let sweep = d.path().join("sweep");
+    run(&file, &sweep, Some("step=1"));
+    let e = lidscope_err(&["report", &s(&sweep), "--out", &s(&sweep.join("data/report"))]);
+    assert!(e.contains("would be read as results"), "{e}");
+}
