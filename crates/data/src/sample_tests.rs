@@ -239,3 +239,50 @@ fn a_repeated_identity_met_only_when_merging_is_named() {
     let e = merge_pools(&s, &info, pools, &cfg).unwrap_err().to_string();
     assert!(e.contains("b.parquet") && e.contains("seq_id"), "{e}");
 }
+
+#[test]
+fn another_checkpoint_is_measured_on_the_sampled_identities() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("step-100.parquet");
+    write_rows(&first, &rows(300, 300));
+    let sp = spec(vec![first], ids());
+    let info = inspect(&sp).unwrap();
+    let sample = sample_reference(&sp, &info, &SampleConfig { pool: 200, size: 120, seed: 9 }).unwrap();
+
+    // The anchor itself: its own sample, byte for byte.
+    let again = sample_identities(&sp, &info, &sample.keys, Path::new("s.parquet")).unwrap();
+    assert_eq!(again.keys, sample.keys);
+    assert_eq!(again.embeddings, sample.embeddings);
+
+    // A later checkpoint: the same identities in another row order, other vectors, two of the
+    // sampled rows now repeating an earlier sampled vector (dropped, as in the sample).
+    let mut later: Vec<Row> = rows(300, 300).into_iter().rev().map(|mut r| {
+        r.v = vector(1000 + (r.seq * 10 + r.pos) as usize, 5);
+        r
+    }).collect();
+    let key_of = |r: &Row| {
+        let b = batch(vec![("seq_id", i64s([r.seq])), ("position", i64s([r.pos]))]);
+        IdentityEncoder::new(&b.schema(), &ids(), Path::new("x")).unwrap().encode(&b, Path::new("x"), 0).unwrap().remove(0)
+    };
+    let position = |k: &[u8]| later.iter().position(|r| &*key_of(r) == k).unwrap();
+    let (a, b, c) = (position(&sample.keys[0]), position(&sample.keys[5]), position(&sample.keys[7]));
+    let v = later[a].v.clone();
+    later[b].v = v.clone();
+    later[c].v = v;
+    let second = dir.path().join("step-200.parquet");
+    write_rows(&second, &later);
+    let sp2 = spec(vec![second], ids());
+    let info2 = inspect(&sp2).unwrap();
+    let r = sample_identities(&sp2, &info2, &sample.keys, Path::new("s.parquet")).unwrap();
+    let want: Vec<Box<[u8]>> = sample.keys.iter().enumerate().filter(|(i, _)| *i != 5 && *i != 7).map(|(_, k)| k.clone()).collect();
+    assert_eq!(r.keys, want, "the sample's identities, in its order, repeated vectors dropped");
+    assert_eq!(r.stats.duplicates_dropped, 2);
+    assert_eq!(&r.embeddings[..5], &later[a].v[..]);
+
+    // A checkpoint without some of the tokens cannot be compared: named, not guessed.
+    let third = dir.path().join("step-300.parquet");
+    write_rows(&third, &rows(150, 150));
+    let sp3 = spec(vec![third], ids());
+    let e = sample_identities(&sp3, &inspect(&sp3).unwrap(), &sample.keys, Path::new("s.parquet")).unwrap_err().to_string();
+    assert!(e.contains("identities in s.parquet are not in the corpus") && e.contains("seq_id"), "{e}");
+}

@@ -65,7 +65,7 @@ pub(crate) fn choose_axis(results: &Results, requested: Option<&str>) -> Result<
             return Err(ReportError::Axis { key: key.into(), reason: format!("no such partition key in {} (keys: {keys})", results.dir.display()) });
         };
         let Some(x) = numeric(index) else {
-            let bad = results.runs.iter().map(|r| &r.values[index]).find(|v| v.trim().parse::<f64>().map_or(true, |x| !x.is_finite()));
+            let bad = results.runs.iter().map(|r| &r.values[index]).find(|v| !v.trim().parse::<f64>().is_ok_and(f64::is_finite));
             return Err(ReportError::Axis { key: key.into(), reason: format!("value {:?} is not a number", bad.map_or("", |v| v.as_str())) });
         };
         return Ok(Ok(Axis { key: key.into(), index, x }));
@@ -119,7 +119,7 @@ pub fn plot_svg(results: &Results) -> Result<String> {
         let labels: Vec<String> = runs.iter().map(|r| r.label.clone()).collect();
         histograms(&areas[0], results, &runs, &colours, &labels, "Pointwise LID: distribution per run")?;
         if panels > 1 {
-            means(&areas[1], &runs)?;
+            means(&areas[1], &runs, true)?;
         }
         Ok(())
     })
@@ -202,7 +202,7 @@ pub(crate) fn distributions_svg(results: &Results, grouped: Option<(&Axis, &[Lin
                     }
                     let base = PALETTE[i % PALETTE.len()];
                     let colours: Vec<RGBColor> = (0..runs.len())
-                        .map(|j| if runs.len() == 1 { base } else { lighten(base, 0.7 * (1.0 - j as f64 / (runs.len() - 1) as f64)) })
+                        .map(|j| if runs.len() == 1 { base } else { lighten(base, 0.6 * (1.0 - j as f64 / (runs.len() - 1) as f64)) })
                         .collect();
                     let labels: Vec<String> = runs.iter().map(|r| format!("{}={}", axis.key, r.values[axis.index])).collect();
                     histograms(area, results, &runs, &colours, &labels, &format!("LID distribution per run: {}", line.label))?;
@@ -217,7 +217,7 @@ pub(crate) fn distributions_svg(results: &Results, grouped: Option<(&Axis, &[Lin
 /// numeric key.
 pub(crate) fn means_svg(results: &Results) -> Result<String> {
     let runs: Vec<&Run> = results.runs.iter().filter(|r| r.n_finite > 0).collect();
-    svg("the per-run means", (1000, 440), |root| means(root, &runs))
+    svg("the per-run means", (1000, 440), |root| means(root, &runs, false))
 }
 
 /// Draws into an SVG document of `size` pixels on white and returns its text.
@@ -274,12 +274,19 @@ fn histograms(area: &Area<'_>, results: &Results, runs: &[&Run], colours: &[RGBC
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
         chart.draw_series(std::iter::once(PathElement::new(vec![(run.mean, 0.0), (run.mean, top)], colour.mix(0.5))))?;
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::UpperRight).draw()?;
+    chart
+        .configure_series_labels()
+        .label_font(LABELS)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
     Ok(())
 }
 
-/// Each run's mean LID with its 10th-90th percentile bar, in run order.
-fn means(area: &Area<'_>, runs: &[&Run]) -> Drawn {
+/// Each run's mean LID with its 10th-90th percentile bar, in run order; `connect` joins the
+/// means, which reads as a trend only when the runs are one series (as `lidscope plot` assumes).
+fn means(area: &Area<'_>, runs: &[&Run], connect: bool) -> Drawn {
     let lo = runs.iter().map(|r| r.p10).fold(f64::INFINITY, f64::min);
     let hi = runs.iter().map(|r| r.p90).fold(f64::NEG_INFINITY, f64::max);
     let pad = ((hi - lo) * 0.1).max(1e-6);
@@ -305,6 +312,8 @@ fn means(area: &Area<'_>, runs: &[&Run]) -> Drawn {
         .disable_x_mesh()
         .draw()?;
     chart.draw_series(runs.iter().enumerate().map(|(i, r)| ErrorBar::new_vertical(i as f64, r.p10, r.mean, r.p90, PALETTE[i % PALETTE.len()].filled(), 12)))?;
-    chart.draw_series(LineSeries::new(runs.iter().enumerate().map(|(i, r)| (i as f64, r.mean)), BLACK.mix(0.4)))?;
+    if connect {
+        chart.draw_series(LineSeries::new(runs.iter().enumerate().map(|(i, r)| (i as f64, r.mean)), BLACK.mix(0.4)))?;
+    }
     Ok(())
 }

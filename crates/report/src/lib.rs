@@ -56,7 +56,8 @@ pub struct Report {
 ///
 /// # Errors
 /// [`ReportError::Axis`] when `x` is not a numeric partition key (before anything is written),
-/// [`ReportError::Write`] naming the file that could not be written.
+/// [`ReportError::Write`] naming the file that could not be written (or an `out` inside the
+/// result's `data/`), [`ReportError::Draw`] if plotters fails.
 pub fn write_report(results: &Results, out: &Path, x: Option<&str>) -> Result<Report> {
     let axis = figures::choose_axis(results, x)?;
     // Files under data/ are read as results: a summary.parquet there would become a "run".
@@ -121,7 +122,7 @@ pub fn write_report(results: &Results, out: &Path, x: Option<&str>) -> Result<Re
     }
     let index = out.join("index.html");
     let page = html::page(&html::Page {
-        results: &results.dir.display().to_string(),
+        results: &results.dir.canonicalize().unwrap_or_else(|_| results.dir.clone()).display().to_string(),
         runs: results.runs.len(),
         keys: &results.keys,
         figures: page_figures,

@@ -359,6 +359,9 @@ fn resolve(
     let reference = match (&p.reference, &p.share_sample_by) {
         (Some(file), None) => ReferenceChoice::File(base.join(file)),
         (Some(_), Some(s)) => return Err(at(s.span().start, "share_sample_by has no meaning with a reference file".into())),
+        (None, Some(s)) if id_columns.is_empty() => {
+            return Err(at(s.span().start, "share_sample_by needs id_columns: identities that name the same token in every checkpoint".into()))
+        }
         (None, share) => {
             let share_by = match share {
                 Some(s) => Some(s.get_ref().clone()),
@@ -400,9 +403,11 @@ mod tests {
 
     #[test]
     fn errors_name_the_line() {
-        let text = "results = \"r\"\nembedding_column = \"e\"\n[[corpus]]\npattern = \"x/{m}.parquet\"\nshare_sample_by = [\"dataset\"]\n";
+        let text = "results = \"r\"\nembedding_column = \"e\"\nid_columns = [\"s\"]\n[[corpus]]\npattern = \"x/{m}.parquet\"\nshare_sample_by = [\"dataset\"]\n";
         let e = Spec::parse(Path::new("s.toml"), text).unwrap_err().to_string();
-        assert!(e.starts_with("s.toml:4: share_sample_by names \"dataset\""), "{e}");
+        assert!(e.starts_with("s.toml:5: share_sample_by names \"dataset\""), "{e}");
+        let e = Spec::parse(Path::new("s.toml"), &text.replace("id_columns = [\"s\"]\n", "")).unwrap_err().to_string();
+        assert!(e.starts_with("s.toml:5: share_sample_by needs id_columns"), "{e}");
         let e = Spec::parse(Path::new("s.toml"), "results = \"r\"\nembedding_column = \"e\"\n[[corpus]]\npatern = \"x\"\n").unwrap_err().to_string();
         assert!(e.starts_with("s.toml:4: unknown field `patern`"), "{e}");
         let two = "results = \"r\"\nembedding_column = \"e\"\n[[corpus]]\npattern = \"x/{m}.parquet\"\n[[corpus]]\npattern = \"y/{n}.parquet\"\n";
