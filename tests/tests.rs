@@ -4,6 +4,7 @@
 
 mod cli;
 mod cluster;
+mod embed;
 mod errors;
 mod faults;
 mod golden;

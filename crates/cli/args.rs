@@ -52,6 +52,60 @@ pub enum Command {
     /// Join a cluster as a worker (a Ballista executor with lidscope's functions).
     #[command(after_long_help = WORKER_EXAMPLES)]
     Worker(WorkerArgs),
+    /// Turn texts and a Hugging Face checkpoint into a corpus of per-token hidden states.
+    #[command(after_long_help = EMBED_EXAMPLES)]
+    Embed(EmbedArgs),
+}
+
+const EMBED_EXAMPLES: &str = "Examples:
+  # The last layer of all-MiniLM-L6-v2 for every text of texts.parquet, then its LID
+  lidscope embed --model models/all-MiniLM-L6-v2 --texts texts.parquet --text-column text \\
+                 --out hidden/minilm
+  lidscope run --corpus hidden/minilm --embedding-column hidden_L6 --id-columns seq_id,position \\
+               --out results/minilm
+
+  # Every layer of a checkpoint, texts named by their own id column, 256 tokens at most
+  lidscope embed --model ckpt-1000/ --texts 'texts/*.parquet' --text-column text --id-columns doc_id \\
+                 --layers all --max-length 256 --out hidden/ckpt-1000
+
+Architectures: BERT (incl. MiniLM), RoBERTa, GPT-2, Llama, Qwen2 (config.json, model.safetensors or
+shards with model.safetensors.index.json, tokenizer.json). Output: one row per token with the id
+columns (default seq_id, the text's row over the inputs), position, token_id, token, special, the
+inputs' other columns, and hidden_L<i> for each layer (0 = the embedding output).";
+
+/// `lidscope embed`.
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    /// Checkpoint directory in the Hugging Face layout.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Parquet files, directories or globs with one text per row.
+    #[arg(long, required = true, num_args = 1.., value_name = "PATH")]
+    pub texts: Vec<String>,
+    /// The column holding the texts.
+    #[arg(long, value_name = "COL")]
+    pub text_column: String,
+    /// Output corpus directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Columns naming a text (default: seq_id, the row's index over the inputs in order).
+    #[arg(long, value_delimiter = ',', value_name = "C1,C2,...")]
+    pub id_columns: Vec<String>,
+    /// Layers in Hugging Face's numbering (0 = embeddings, -1 = last), or `all`.
+    #[arg(long, default_value = "-1", value_name = "L1,L2,...|all", allow_hyphen_values = true)]
+    pub layers: String,
+    /// Truncate each text to this many tokens, special tokens included.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub max_length: usize,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..), value_name = "B")]
+    pub batch_size: u32,
+    /// Replace an existing --out.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 const COORDINATOR_EXAMPLES: &str = "Examples:

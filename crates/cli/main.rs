@@ -8,6 +8,7 @@ mod bench;
 mod bench_cluster;
 mod cluster_cmd;
 mod demo;
+mod embed_cmd;
 mod plot;
 mod progress;
 mod report_cmd;
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
         Command::Sweep(a) => sweep_cmd::main(a, cli.quiet),
         Command::Coordinator(a) => cluster_cmd::coordinator_main(a),
         Command::Worker(a) => cluster_cmd::worker_main(a),
+        Command::Embed(a) => embed_cmd::main(a, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

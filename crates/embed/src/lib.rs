@@ -1,0 +1,210 @@
+//! lidscope's checkpoint-to-corpus step: texts and a Hugging Face checkpoint in, per-token hidden
+//! states out, as a Parquet corpus that `lidscope run` reads as is.
+//!
+//! * [`Embedder`]: a checkpoint directory (`config.json`, `model.safetensors` or shards with
+//!   `model.safetensors.index.json`, `tokenizer.json`) loaded once; [`Embedder::embed`] tokenizes
+//!   texts (special tokens added, truncation to `max_length` the way the tokenizer truncates) and
+//!   returns the requested `hidden_states` entries of every token.
+//! * [`embed_corpus`]: the streaming pipeline behind `lidscope embed` (Parquet texts in, a corpus
+//!   directory of Parquet parts out, written atomically).
+//!
+//! Architectures: BERT (incl. MiniLM), RoBERTa, GPT-2, Llama and Qwen2, written on candle's tensor
+//! operations (float32, CPU). This crate does not depend on the kernel or on DataFusion.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod config;
+mod model;
+mod pipeline;
+mod weights;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+pub use config::{Arch, ModelConfig, SUPPORTED};
+pub use model::Model;
+pub use pipeline::{embed_corpus, EmbedOptions, EmbedSummary};
+pub use weights::Weights;
+
+use sha2::{Digest, Sha256};
+use tokenizers::Tokenizer;
+
+/// Errors of loading a checkpoint, reading texts or computing hidden states; each message names the
+/// file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    /// `config.json` is missing, malformed or describes something unsupported.
+    #[error("{0}")]
+    Config(String),
+    /// The weights cannot be read or do not match the configuration.
+    #[error("{0}")]
+    Checkpoint(String),
+    /// `tokenizer.json` cannot be read or applied.
+    #[error("{0}")]
+    Tokenizer(String),
+    /// Bad input texts or arguments.
+    #[error("{0}")]
+    Input(String),
+    /// Reading or writing Parquet.
+    #[error("{0}")]
+    Io(String),
+    /// A tensor operation failed (a bug, or out of memory).
+    #[error("computing hidden states: {0}")]
+    Compute(String),
+}
+
+/// One text's tokens and hidden states.
+#[derive(Clone, Debug)]
+pub struct EmbeddedText {
+    /// Token ids, special tokens included.
+    pub ids: Vec<u32>,
+    /// Tokens as the tokenizer spells them.
+    pub tokens: Vec<String>,
+    /// Whether each token is one of the tokenizer's special tokens.
+    pub special: Vec<bool>,
+    /// Per requested layer, `ids.len() x dim` row-major float32.
+    pub hidden: Vec<Vec<f32>>,
+}
+
+/// A loaded checkpoint: configuration, tokenizer and model.
+pub struct Embedder {
+    /// The parsed configuration.
+    pub config: ModelConfig,
+    /// sha256 of `config.json`'s bytes.
+    pub config_sha256: String,
+    /// The checkpoint directory.
+    pub dir: PathBuf,
+    tokenizer: Tokenizer,
+    special_ids: BTreeSet<u32>,
+    model: Model,
+}
+
+impl Embedder {
+    /// Loads the checkpoint in `dir`.
+    ///
+    /// # Errors
+    /// [`EmbedError`] naming the file at fault (missing `config.json`, unsupported `model_type`,
+    /// missing shard or tensor, unreadable `tokenizer.json`).
+    pub fn load(dir: &Path) -> Result<Self, EmbedError> {
+        if !dir.is_dir() {
+            return Err(EmbedError::Checkpoint(format!("{}: not a checkpoint directory", dir.display())));
+        }
+        let cfg_path = dir.join("config.json");
+        let bytes = std::fs::read(&cfg_path).map_err(|e| EmbedError::Config(format!("{}: cannot read: {e}", cfg_path.display())))?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| EmbedError::Config(format!("{}: not JSON: {e}", cfg_path.display())))?;
+        let config = ModelConfig::parse(&v, &cfg_path.display().to_string())?;
+        let config_sha256 = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let tok_path = dir.join("tokenizer.json");
+        if !tok_path.exists() {
+            return Err(EmbedError::Tokenizer(format!("{}: missing (only tokenizer.json is supported)", tok_path.display())));
+        }
+        let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| EmbedError::Tokenizer(format!("{}: cannot load: {e}", tok_path.display())))?;
+        // Padding and truncation stored in tokenizer.json must not leak into the output.
+        tokenizer.with_padding(None);
+        tokenizer.with_truncation(None).map_err(|e| EmbedError::Tokenizer(format!("{}: {e}", tok_path.display())))?;
+        let special_ids = tokenizer.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, _)| id).collect();
+        let weights = Weights::load(dir, config.arch)?;
+        let model = Model::load(&config, &weights)?;
+        Ok(Self { config, config_sha256, dir: dir.to_path_buf(), tokenizer, special_ids, model })
+    }
+
+    /// Number of `hidden_states` entries: layers + 1.
+    pub fn num_hidden_states(&self) -> usize {
+        self.model.num_hidden_states
+    }
+
+    /// Width of the hidden states.
+    pub fn dim(&self) -> usize {
+        self.model.hidden_size
+    }
+
+    /// The tokenizer's special token ids.
+    pub fn special_ids(&self) -> &BTreeSet<u32> {
+        &self.special_ids
+    }
+
+    /// Longest sequence the model's position table allows (`usize::MAX` for rotary models).
+    pub fn max_positions(&self) -> usize {
+        match self.config.arch {
+            Arch::Bert | Arch::Gpt2 => self.config.max_positions,
+            Arch::Roberta => self.config.max_positions.saturating_sub(self.config.pad_token_id.unwrap_or(1) as usize + 1),
+            Arch::Llama | Arch::Qwen2 => usize::MAX,
+        }
+    }
+
+    /// Resolves layer requests in Hugging Face's numbering (negative from the end) to indices.
+    ///
+    /// # Errors
+    /// [`EmbedError::Input`] for an index out of range.
+    pub fn resolve_layers(&self, layers: &[i64]) -> Result<Vec<usize>, EmbedError> {
+        let n = self.num_hidden_states() as i64;
+        let mut out = Vec::new();
+        for &l in layers {
+            let r = if l < 0 { n + l } else { l };
+            if r < 0 || r >= n {
+                return Err(EmbedError::Input(format!(
+                    "layer {l} is out of range: {} has hidden states 0..={} (or -1..=-{n})",
+                    self.dir.display(),
+                    n - 1
+                )));
+            }
+            if !out.contains(&(r as usize)) {
+                out.push(r as usize);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tokenizes `texts`: special tokens added, truncated to `max_length` tokens (special tokens
+    /// included) the way the tokenizer truncates.
+    ///
+    /// # Errors
+    /// [`EmbedError::Tokenizer`].
+    pub fn tokenize(&self, texts: &[&str], max_length: usize) -> Result<Vec<(Vec<u32>, Vec<String>)>, EmbedError> {
+        let mut tok = self.tokenizer.clone();
+        tok.with_truncation(Some(tokenizers::TruncationParams { max_length, ..Default::default() }))
+            .map_err(|e| EmbedError::Tokenizer(format!("truncating to {max_length}: {e}")))?;
+        let encs = tok.encode_batch(texts.to_vec(), true).map_err(|e| EmbedError::Tokenizer(format!("{}: {e}", self.dir.join("tokenizer.json").display())))?;
+        Ok(encs.into_iter().map(|e| (e.get_ids().to_vec(), e.get_tokens().to_vec())).collect())
+    }
+
+    /// Hidden states of already tokenized sequences, run together as one right-padded batch.
+    ///
+    /// # Errors
+    /// [`EmbedError::Compute`].
+    pub fn forward(&self, seqs: &[&[u32]], layers: &[usize]) -> Result<Vec<Vec<Vec<f32>>>, EmbedError> {
+        let (t, flat) = self.model.run(seqs, layers)?;
+        let d = self.dim();
+        Ok(seqs
+            .iter()
+            .enumerate()
+            .map(|(b, s)| flat.iter().map(|h| h[b * t * d..(b * t + s.len()) * d].to_vec()).collect())
+            .collect())
+    }
+
+    /// Tokenizes and embeds `texts`, `batch_size` texts per forward pass (sorted by length to
+    /// limit padding); results in the order of `texts`.
+    ///
+    /// # Errors
+    /// [`EmbedError`].
+    pub fn embed(&self, texts: &[&str], layers: &[usize], max_length: usize, batch_size: usize) -> Result<Vec<EmbeddedText>, EmbedError> {
+        let toks = self.tokenize(texts, max_length)?;
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| toks[i].0.len());
+        let mut hidden: Vec<Option<Vec<Vec<f32>>>> = vec![None; texts.len()];
+        for chunk in order.chunks(batch_size.max(1)) {
+            let seqs: Vec<&[u32]> = chunk.iter().map(|&i| toks[i].0.as_slice()).collect();
+            for (&i, h) in chunk.iter().zip(self.forward(&seqs, layers)?) {
+                hidden[i] = Some(h);
+            }
+        }
+        Ok(toks
+            .into_iter()
+            .zip(hidden)
+            .map(|((ids, tokens), h)| {
+                let special = ids.iter().map(|i| self.special_ids.contains(i)).collect();
+                EmbeddedText { ids, tokens, special, hidden: h.unwrap_or_default() }
+            })
+            .collect())
+    }
+}
