@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{Int64Array, StringArray};
+use arrow::array::{ArrayRef, Int64Array, StringArray};
 use lidscope_embed::Embedder;
 
 use crate::util::*;
@@ -132,4 +132,151 @@ fn llama_matches_transformers() {
 fn qwen2_matches_transformers() {
     let m = Embedder::load(&model_dir("tiny-qwen2")).unwrap();
     check_golden(&m, "embed_qwen2.golden.parquet", 512, 8);
+}
+
+/// Largest |a - b| between two embeddings of the same texts.
+fn max_diff(a: &[lidscope_embed::EmbeddedText], b: &[lidscope_embed::EmbeddedText]) -> f32 {
+    let mut worst = 0f32;
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.ids, y.ids);
+        for (hx, hy) in x.hidden.iter().zip(&y.hidden) {
+            assert_eq!(hx.len(), hy.len());
+            for (p, q) in hx.iter().zip(hy) {
+                worst = worst.max((p - q).abs());
+            }
+        }
+    }
+    worst
+}
+
+/// Padding and attention masks do not change a token's vector: one text per forward pass against
+/// 16 texts of different lengths per pass (encoder and decoders, every layer).
+#[test]
+fn batching_does_not_change_vectors() {
+    let all = texts();
+    let t: Vec<&str> = all.values().take(24).map(|s| s.as_str()).collect();
+    let tiny: Vec<Embedder> = ["tiny-gpt2", "tiny-llama", "tiny-qwen2", "tiny-roberta"].iter().map(|n| Embedder::load(&model_dir(n)).unwrap()).collect();
+    let models: Vec<&Embedder> = std::iter::once(minilm()).chain(tiny.iter()).collect();
+    for m in models {
+        let layers: Vec<usize> = (0..m.num_hidden_states()).collect();
+        let one = m.embed(&t, &layers, 512, 1).unwrap();
+        let many = m.embed(&t, &layers, 512, 16).unwrap();
+        let d = max_diff(&one, &many);
+        eprintln!("{}: batch 1 vs 16: max |diff| {d:.2e}", m.dir.display());
+        assert!(d <= 1e-5, "{}: batch 1 vs 16 differ by {d}", m.dir.display());
+    }
+}
+
+/// Writes the golden texts (or the first `n`) with an extra column to carry.
+fn write_texts(path: &Path, n: usize) -> usize {
+    let all = texts();
+    let rows: Vec<(i64, &String)> = all.iter().take(n).map(|(k, v)| (*k, v)).collect();
+    let b = batch(vec![
+        ("doc", Arc::new(Int64Array::from(rows.iter().map(|r| r.0 * 10).collect::<Vec<_>>())) as ArrayRef),
+        ("text", Arc::new(StringArray::from(rows.iter().map(|r| r.1.as_str()).collect::<Vec<_>>())) as ArrayRef),
+        ("topic", Arc::new(StringArray::from(rows.iter().map(|r| format!("t{}", r.0 % 3)).collect::<Vec<_>>())) as ArrayRef),
+    ]);
+    write_parquet(path, &b);
+    rows.len()
+}
+
+/// The CLI end to end on a decoder: columns, carried columns, layer numbering, values, and
+/// `lidscope run` on the output.
+#[test]
+fn embed_cli_writes_a_corpus_that_run_reads() {
+    let d = tempfile::tempdir().unwrap();
+    let tx = d.path().join("texts.parquet");
+    write_texts(&tx, 12);
+    let out = d.path().join("corpus");
+    let model = model_dir("tiny-gpt2");
+    let stdout = lidscope_ok(&["embed", "--model", &s(&model), "--texts", &s(&tx), "--text-column", "text", "--out", &s(&out), "--layers", "0,-1", "--batch-size", "5"]);
+    assert!(stdout.contains("12 texts"), "{stdout}");
+    let b = read_batches(&out);
+    let names: Vec<String> = b[0].schema().fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(names, ["seq_id", "position", "token_id", "token", "special", "doc", "topic", "hidden_L0", "hidden_L3"]);
+    // Same values as the library (checked against the golden files above).
+    let m = Embedder::load(&model).unwrap();
+    let all = texts();
+    let t: Vec<&str> = all.values().take(12).map(|s| s.as_str()).collect();
+    let want = m.embed(&t, &[0, 3], 512, 1).unwrap();
+    let seq = f64_column(&b, "seq_id");
+    let ids = f64_column(&b, "token_id");
+    let (h3, dim) = embeddings(&b, "hidden_L3");
+    let mut r = 0;
+    for (i, e) in want.iter().enumerate() {
+        for (p, id) in e.ids.iter().enumerate() {
+            assert_eq!(seq[r] as usize, i);
+            assert_eq!(ids[r] as u32, *id);
+            for k in 0..dim {
+                assert!((h3[r * dim + k] - e.hidden[1][p * dim + k]).abs() <= 1e-5);
+            }
+            r += 1;
+        }
+    }
+    assert_eq!(r, seq.len());
+    let topic = string_column(&b, "topic");
+    assert_eq!(topic[0], "t0");
+    // Existing output is kept without --overwrite.
+    let err = lidscope_err(&["embed", "--model", &s(&model), "--texts", &s(&tx), "--text-column", "text", "--out", &s(&out)]);
+    assert!(err.contains("--overwrite"), "{err}");
+    lidscope_ok(&["-q", "embed", "--model", &s(&model), "--texts", &s(&tx), "--text-column", "text", "--out", &s(&out), "--overwrite", "--id-columns", "doc"]);
+    let b = read_batches(&out);
+    assert_eq!(b[0].schema().field(0).name(), "doc");
+    assert_eq!(b[0].schema().fields().last().unwrap().name(), "hidden_L3", "default: the last layer");
+    // `lidscope run` reads it as is.
+    let res = d.path().join("res");
+    let json = lidscope_ok(&["-q", "run", "--corpus", &s(&out), "--embedding-column", "hidden_L3", "--id-columns", "doc,position", "--k", "10", "--reference-size", "200", "--pool", "300", "--out", &s(&res), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(v["rows"].as_u64().unwrap() as usize == seq.len(), "{json}");
+}
+
+/// Bad input: a clear error naming the file and the problem, nothing written.
+#[test]
+fn embed_rejects_bad_input() {
+    let d = tempfile::tempdir().unwrap();
+    let tx = d.path().join("texts.parquet");
+    write_texts(&tx, 3);
+    let model = s(&model_dir("tiny-llama"));
+    let out = d.path().join("out");
+    let o = s(&out);
+    let t = s(&tx);
+    let err = lidscope_err(&["embed", "--model", &model, "--texts", &t, "--text-column", "body", "--out", &o]);
+    assert!(err.contains("texts.parquet") && err.contains("\"body\""), "{err}");
+    let err = lidscope_err(&["embed", "--model", &model, "--texts", &t, "--text-column", "text", "--out", &o, "--layers", "4"]);
+    assert!(err.contains("layer 4 is out of range") && err.contains("0..=3"), "{err}");
+    let err = lidscope_err(&["embed", "--model", &model, "--texts", &t, "--text-column", "text", "--out", &o, "--id-columns", "nope"]);
+    assert!(err.contains("\"nope\""), "{err}");
+    // An empty text.
+    let empty = d.path().join("empty.parquet");
+    write_parquet(&empty, &batch(vec![("text", Arc::new(StringArray::from(vec!["a text", ""])) as ArrayRef)]));
+    let err = lidscope_err(&["embed", "--model", &model, "--texts", &s(&empty), "--text-column", "text", "--out", &o]);
+    assert!(err.contains("empty.parquet") && err.contains("row 1") && err.contains("empty"), "{err}");
+    // A missing shard.
+    let broken = d.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    for e in std::fs::read_dir(model_dir("tiny-llama")).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.contains("00003") {
+            std::fs::copy(&p, broken.join(&name)).unwrap();
+        }
+    }
+    let err = lidscope_err(&["embed", "--model", &s(&broken), "--texts", &t, "--text-column", "text", "--out", &o]);
+    assert!(err.contains("model-00003-of-00006.safetensors") && err.contains("missing"), "{err}");
+    // An unsupported architecture.
+    let cfg = std::fs::read_to_string(broken.join("config.json")).unwrap().replace("\"llama\"", "\"mamba\"");
+    std::fs::write(broken.join("config.json"), cfg).unwrap();
+    let err = lidscope_err(&["embed", "--model", &s(&broken), "--texts", &t, "--text-column", "text", "--out", &o]);
+    assert!(err.contains("\"mamba\"") && err.contains("bert, roberta, gpt2, llama, qwen2"), "{err}");
+    // An unreadable checkpoint.
+    let err = lidscope_err(&["embed", "--model", &s(&d.path().join("nothing")), "--texts", &t, "--text-column", "text", "--out", &o]);
+    assert!(err.contains("nothing"), "{err}");
+    // A seq_id column in the texts needs naming.
+    let b = read_batches(&fixture("minilm_fortunes_texts.parquet"));
+    let err = lidscope_err(&["embed", "--model", &model, "--texts", &s(&fixture("minilm_fortunes_texts.parquet")), "--text-column", "text", "--out", &o]);
+    assert!(err.contains("--id-columns seq_id"), "{err}");
+    drop(b);
+    assert!(!out.exists(), "nothing is written on failure");
+    let leftovers: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }

@@ -204,7 +204,9 @@ const BENCH_EXAMPLES: &str = "Examples:
   # This build against the previous release, same corpus, alternating runs
   lidscope bench --against ./lidscope-previous --repeat 3
   # The cluster's overhead and recovery: 2 million 64-d tokens, a 4,000-row reference, k = 32
-  lidscope bench --cluster --rows 2000000 --dim 64 --k 32";
+  lidscope bench --cluster --rows 2000000 --dim 64 --k 32
+  # Tokens per second of `lidscope embed` on a checkpoint (256 texts of 128 tokens, batches of 16)
+  lidscope bench --embed models/all-MiniLM-L6-v2";
 
 /// Local estimator.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -471,6 +473,10 @@ pub struct BenchArgs {
     /// With --cluster: reference rows sampled from the corpus (default 4,000).
     #[arg(long, requires = "cluster")]
     pub reference_size: Option<usize>,
+    /// Instead: tokens per second of `lidscope embed` with this checkpoint, beside the sgemm rate
+    /// (256 texts of 128 tokens, batches of 16, the last layer).
+    #[arg(long, value_name = "MODEL_DIR", conflicts_with_all = ["against", "kdtree", "cluster"])]
+    pub embed: Option<PathBuf>,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {

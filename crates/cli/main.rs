@@ -30,6 +30,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(a) => run_cmd::main(a, cli.quiet),
         Command::Demo(a) => demo::main(a, cli.quiet),
+        Command::Bench(a) if a.embed.is_some() => embed_cmd::bench(a),
         Command::Bench(a) => bench::main(a),
         Command::Sql(a) => sql_cmd::main(a),
         Command::Plot(a) => plot::main(a),

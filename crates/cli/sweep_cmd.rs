@@ -45,6 +45,7 @@ impl Runner for ClusterRunner {
 struct Report {
     multi: MultiProgress,
     json: bool,
+    quiet: bool,
 }
 
 impl Observer for Report {
@@ -53,11 +54,16 @@ impl Observer for Report {
             Status::Changed(r) => format!(" ({r})"),
             _ => String::new(),
         };
-        let _ = self.multi.println(format!("lidscope sweep: running {}{why}", run.label()));
+        if !self.quiet {
+            let _ = self.multi.println(format!("lidscope sweep: running {}{why}", run.label()));
+        }
         Box::new(Bar::in_multi(&self.multi, &format!("{} ", run.label())))
     }
 
     fn finished(&self, run: &PlannedRun, result: &std::result::Result<RunSummary, String>) {
+        if self.quiet && !self.json && result.is_ok() {
+            return;
+        }
         let line = match (self.json, result) {
             (true, Ok(s)) => json!({"run": partition(run), "status": "committed", "rows": s.manifest.rows, "mean_lid": s.manifest.mean_lid,
                 "global_twonn": s.manifest.global_twonn, "seconds": s.manifest.elapsed_seconds}).to_string(),
@@ -114,13 +120,12 @@ pub fn main(a: &SweepArgs, quiet: bool) -> Result<()> {
         None => Box::new(LocalRunner),
     };
     let target = if quiet || !std::io::stderr().is_terminal() { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
-    let observer = Report { multi: MultiProgress::with_draw_target(target), json: a.json };
+    let observer = Report { multi: MultiProgress::with_draw_target(target), json: a.json, quiet };
+    stop_on_signals(stop.clone(), "the runs in flight");
     let body = || -> Result<()> {
         if a.watch {
-            stop_on_signals(stop.clone(), "the runs in flight");
             return watch(a, runner.as_ref(), &observer, &stop, quiet);
         }
-        stop_on_signals(stop.clone(), "the runs in flight");
         let p = plan(&spec, None)?;
         if p.runs.is_empty() {
             bail!("{}: no pattern matched any file ({})", a.spec.display(), patterns(&spec, &p.unmatched));
@@ -130,7 +135,7 @@ pub fn main(a: &SweepArgs, quiet: bool) -> Result<()> {
         }
         let pending = p.pending().count();
         if pending == 0 {
-            summary(a, &format!("nothing to run: all {} runs are up to date", p.runs.len()), json!({"runs": p.runs.len(), "ran": 0}));
+            summary(a, quiet, &format!("nothing to run: all {} runs are up to date", p.runs.len()), json!({"runs": p.runs.len(), "ran": 0}));
             return Ok(());
         }
         let outcome = execute(&spec, &p, runner.as_ref(), &observer, &stop);
@@ -142,7 +147,7 @@ pub fn main(a: &SweepArgs, quiet: bool) -> Result<()> {
         if outcome.not_started > 0 {
             text.push_str(&format!(", {} not started (stopped; the same command goes on)", outcome.not_started));
         }
-        summary(a, &text, json!({"runs": p.runs.len(), "ran": outcome.committed.len(), "failed": outcome.failed.len(), "not_started": outcome.not_started}));
+        summary(a, quiet, &text, json!({"runs": p.runs.len(), "ran": outcome.committed.len(), "failed": outcome.failed.len(), "not_started": outcome.not_started}));
         if !outcome.failed.is_empty() {
             bail!("{} run(s) failed: {}", outcome.failed.len(), outcome.failed.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>().join("; "));
         }
@@ -159,10 +164,11 @@ fn patterns(spec: &Spec, blocks: &[usize]) -> String {
 }
 
 /// The final line: text on stdout, or one JSON object with `--json`.
-fn summary(a: &SweepArgs, text: &str, value: serde_json::Value) {
-    match a.json {
-        true => println!("{}", json!({"summary": value})),
-        false => println!("lidscope sweep: {text}"),
+fn summary(a: &SweepArgs, quiet: bool, text: &str, value: serde_json::Value) {
+    match (a.json, quiet) {
+        (true, _) => println!("{}", json!({"summary": value})),
+        (false, false) => println!("lidscope sweep: {text}"),
+        (false, true) => {}
     }
 }
 

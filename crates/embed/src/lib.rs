@@ -23,8 +23,26 @@ use std::path::{Path, PathBuf};
 
 pub use config::{Arch, ModelConfig, SUPPORTED};
 pub use model::Model;
-pub use pipeline::{embed_corpus, EmbedOptions, EmbedSummary};
+pub use pipeline::{embed_corpus, EmbedOptions, EmbedProgress, EmbedSummary};
 pub use weights::Weights;
+
+/// Best of `repeats` timings of candle's `[m, k] x [k, n]` float32 product (the one the models
+/// use), in GFLOP/s.
+pub fn candle_matmul_gflops(m: usize, k: usize, n: usize, repeats: usize) -> f64 {
+    use candle_core::{Device, Tensor};
+    let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919 % 1000) as f32) * 1e-3).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| ((i * 104_729 % 1000) as f32) * 1e-3).collect();
+    let (Ok(a), Ok(b)) = (Tensor::from_vec(a, (m, k), &Device::Cpu), Tensor::from_vec(b, (k, n), &Device::Cpu)) else { return 0.0 };
+    let mut best = f64::INFINITY;
+    for _ in 0..repeats.max(1) {
+        let t = std::time::Instant::now();
+        if a.matmul(&b).is_err() {
+            return 0.0;
+        }
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    2.0 * (m * k * n) as f64 / best / 1e9
+}
 
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
@@ -130,6 +148,31 @@ impl Embedder {
             Arch::Roberta => self.config.max_positions.saturating_sub(self.config.pad_token_id.unwrap_or(1) as usize + 1),
             Arch::Llama | Arch::Qwen2 => usize::MAX,
         }
+    }
+
+    /// Plain word tokens of the vocabulary (ASCII letters, no special or continuation tokens), for
+    /// synthetic benchmark texts.
+    pub fn vocab_words(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .tokenizer
+            .get_vocab(false)
+            .into_keys()
+            .map(|w| w.trim_start_matches(['\u{120}', '\u{2581}']).to_string())
+            .filter(|w| w.len() >= 2 && w.bytes().all(|b| b.is_ascii_alphabetic()))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Floating-point operations of one forward pass per token over a sequence of `t` tokens
+    /// (matrix products only: projections, feed-forward, attention scores and values).
+    pub fn flops_per_token(&self, t: usize) -> f64 {
+        let c = &self.config;
+        let (d, h, kv, hd, ff) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size);
+        let mlp = if matches!(c.arch, Arch::Llama | Arch::Qwen2) { 3 * d * ff } else { 2 * d * ff };
+        let per_layer = 2 * (d * h * hd + 2 * d * kv * hd + h * hd * d + mlp) + 4 * t * h * hd;
+        (per_layer * c.num_layers) as f64
     }
 
     /// Resolves layer requests in Hugging Face's numbering (negative from the end) to indices.

@@ -61,8 +61,8 @@ struct LayerNorm {
 impl LayerNorm {
     fn load(w: &Weights, name: &str, dim: usize, eps: f64) -> Result<Self> {
         // Old BERT checkpoints call them gamma and beta.
-        let weight = w.get_any(&[&format!("{name}.weight"), &format!("{name}.gamma")], &[dim])?;
-        let bias = w.get_any(&[&format!("{name}.bias"), &format!("{name}.beta")], &[dim])?;
+        let weight = w.get_any(&[format!("{name}.weight").as_str(), format!("{name}.gamma").as_str()], &[dim])?;
+        let bias = w.get_any(&[format!("{name}.bias").as_str(), format!("{name}.beta").as_str()], &[dim])?;
         Ok(Self { w: weight, b: bias, eps: eps as f32 })
     }
 
@@ -376,7 +376,8 @@ impl Llama {
     /// `cos`, `sin`: `[T, head_dim/2]`, computed in float32 as transformers does.
     fn rope_tables(&self, t: usize, dev: &Device) -> Result<(Tensor, Tensor)> {
         let half = self.head_dim / 2;
-        let inv: Vec<f32> = (0..half).map(|i| 1.0 / (self.rope_theta.powf((2 * i) as f64 / self.head_dim as f64) as f32)).collect();
+        // As transformers: base ** (arange(0, d, 2) / d) in float32, then its reciprocal.
+        let inv: Vec<f32> = (0..half).map(|i| 1.0f32 / (self.rope_theta as f32).powf((2 * i) as f32 / self.head_dim as f32)).collect();
         let mut cos = Vec::with_capacity(t * half);
         let mut sin = Vec::with_capacity(t * half);
         for p in 0..t {

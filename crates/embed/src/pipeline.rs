@@ -155,7 +155,7 @@ pub fn embed_corpus(embedder: &Embedder, opts: &EmbedOptions, progress: &dyn Fn(
             }
             Some(c) => {
                 let names = |v: &[Field]| v.iter().map(|f| (f.name().clone(), f.data_type().clone())).collect::<Vec<_>>();
-                if names(c) != names(&rest) || names(&id_fields) != names(&this_ids) {
+                if names(c.as_slice()) != names(rest.as_slice()) || names(id_fields.as_slice()) != names(this_ids.as_slice()) {
                     return Err(EmbedError::Input(format!("{}: its columns differ from {}'s", path.display(), files[0].display())));
                 }
             }
@@ -230,8 +230,6 @@ pub fn embed_corpus(embedder: &Embedder, opts: &EmbedOptions, progress: &dyn Fn(
     let mut tokens = 0u64;
     let mut seq_base = 0i64;
     let chunk = (batch_size * 8).max(64);
-    let mut id_cols_idx: Vec<usize> = Vec::new();
-    let mut carried_idx: Vec<usize> = Vec::new();
     for input in &inputs {
         let path = &input.path;
         let f = File::open(path).map_err(|e| io(path, format!("cannot open: {e}")))?;
@@ -243,8 +241,8 @@ pub fn embed_corpus(embedder: &Embedder, opts: &EmbedOptions, progress: &dyn Fn(
             let batch = batch.map_err(|e| io(path, format!("reading: {e}")))?;
             let schema_in = batch.schema();
             let text_idx = schema_in.index_of(&opts.text_column).map_err(|e| io(path, e))?;
-            id_cols_idx = id_fields.iter().map(|f| schema_in.index_of(f.name()).expect("checked")).collect();
-            carried_idx = carried.iter().map(|f| schema_in.index_of(f.name()).expect("checked")).collect();
+            let id_cols_idx: Vec<usize> = id_fields.iter().map(|f| schema_in.index_of(f.name()).expect("checked")).collect();
+            let carried_idx: Vec<usize> = carried.iter().map(|f| schema_in.index_of(f.name()).expect("checked")).collect();
             let col = cast(batch.column(text_idx), &DataType::Utf8).map_err(|e| io(path, e))?;
             let col = col.as_string::<i32>();
             let mut texts = Vec::with_capacity(col.len());

@@ -31,7 +31,7 @@ use crate::pattern::Pattern;
 macro_rules! with_run_parameters {
     ($(#[$meta:meta])* struct $name:ident { $($field:ident : $ty:ty,)* }) => {
         $(#[$meta])*
-        #[derive(Debug, Default, Deserialize)]
+        #[derive(Debug, Default, Clone, Deserialize)]
         #[serde(deny_unknown_fields)]
         struct $name {
             $($field: $ty,)*
@@ -51,6 +51,7 @@ macro_rules! with_run_parameters {
         }
 
         impl $name {
+            #[allow(dead_code)] // RawParameters is its own parameters
             fn parameters(&self) -> RawParameters {
                 RawParameters {
                     embedding_column: self.embedding_column.clone(),
@@ -89,22 +90,9 @@ with_run_parameters! {
     }
 }
 
-/// The run parameters of one level, as written.
-#[derive(Debug, Default, Clone)]
-struct RawParameters {
-    embedding_column: Option<String>,
-    id_columns: Option<Vec<String>>,
-    k: Option<Spanned<i64>>,
-    estimator: Option<Spanned<String>>,
-    discard_fraction: Option<Spanned<f64>>,
-    reference_size: Option<Spanned<i64>>,
-    pool: Option<Spanned<i64>>,
-    seed: Option<i64>,
-    reference: Option<String>,
-    share_sample_by: Option<Spanned<Vec<String>>>,
-    share_sample: Option<bool>,
-    batch_rows: Option<Spanned<i64>>,
-    completion_marker: Option<String>,
+with_run_parameters! {
+    /// The run parameters of one level, as written.
+    struct RawParameters {}
 }
 
 impl RawParameters {
