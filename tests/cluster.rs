@@ -117,7 +117,7 @@ impl Cluster {
 }
 
 /// A corpus of `files` files of `rows` rows (row groups of `group` rows): seq_id, position, a
-/// token string, and `emb`.
+/// token string, `special` (the first and last position of a sequence), and `emb`.
 fn corpus(dir: &Path, files: usize, rows: usize, dim: usize, group: usize) -> PathBuf {
     let c = dir.join("corpus");
     std::fs::create_dir_all(&c).unwrap();
@@ -125,7 +125,8 @@ fn corpus(dir: &Path, files: usize, rows: usize, dim: usize, group: usize) -> Pa
         let ids: ArrayRef = Arc::new(Int64Array::from_iter_values((0..rows).map(|r| (f * rows + r) as i64 / 50)));
         let pos: ArrayRef = Arc::new(Int64Array::from_iter_values((0..rows).map(|r| (f * rows + r) as i64 % 50)));
         let tok: ArrayRef = Arc::new(StringArray::from_iter_values((0..rows).map(|r| format!("t{}", r % 97))));
-        let b = batch(vec![("seq_id", ids), ("position", pos), ("token", tok), ("emb", fsl(vectors(rows, dim, 100 + f as u64), dim))]);
+        let special: ArrayRef = Arc::new(arrow::array::BooleanArray::from_iter((0..rows).map(|r| Some(matches!((f * rows + r) % 50, 0 | 49)))));
+        let b = batch(vec![("seq_id", ids), ("position", pos), ("token", tok), ("special", special), ("emb", fsl(vectors(rows, dim, 100 + f as u64), dim))]);
         write_parquet_groups(&c.join(format!("part-{f:03}.parquet")), &b, group);
     }
     c
@@ -174,7 +175,7 @@ fn assert_same_rows(cluster: &Path, local: &Path) {
 
 /// The manifest figures a cluster run must share with a local run.
 fn assert_same_manifest(c: &serde_json::Value, l: &serde_json::Value) {
-    for key in ["rows", "k", "estimator", "reference_rows", "reference_sha256", "dim", "sample", "partition", "id_columns", "embedding_column"] {
+    for key in ["rows", "k", "estimator", "reference_rows", "reference_sha256", "dim", "sample", "sample_exclude", "partition", "id_columns", "embedding_column"] {
         assert_eq!(c[key], l[key], "manifest field {key}");
     }
     for key in ["mean_lid", "global_twonn"] {
@@ -222,10 +223,11 @@ fn a_cluster_run_equals_the_local_run_and_refuses_bad_tokens_and_input() {
     let c = corpus(&d, 3, 4000, 48, 1000);
     let (cs, token) = (s(&c), s(&cluster.token));
     let url = cluster.url.clone();
-    let common = ["--k", "16", "--reference-size", "2000", "--pool", "5000", "--partition", "model=m,ckpt=1"];
+    let common = ["--k", "16", "--reference-size", "2000", "--pool", "5000", "--partition", "model=m,ckpt=1", "--exclude-special"];
 
     let local = d.join("local");
     let lm = json(&lidscope_ok(&run_args(&cs, &s(&local), &common)));
+    assert_eq!(lm["sample_exclude"], "special");
     let remote = d.join("cluster");
     let remote_s = s(&remote);
     let mut args = run_args(&cs, &remote_s, &common);
@@ -238,6 +240,8 @@ fn a_cluster_run_equals_the_local_run_and_refuses_bad_tokens_and_input() {
     // The local run's layout: parts beside the partition's manifest, the reference outside data/.
     let part = remote.join("data/model=m/ckpt=1");
     assert!(part.join("_manifest.json").exists() && remote.join("references/model=m/ckpt=1/reference.parquet").exists());
+    let positions = i64_column(&read_batches(&remote.join("references/model=m/ckpt=1/reference.parquet")), "position");
+    assert!(positions.iter().all(|p| *p != 0 && *p != 49), "--exclude-special: a special row in the cluster's sample");
     assert_eq!(cm["files"].as_array().unwrap().len(), 6, "one part per shard: {}", cm["files"]);
     let left: Vec<_> = std::fs::read_dir(&remote).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     assert!(left.iter().all(|n| !n.starts_with('.')), "staging left behind: {left:?}");

@@ -160,3 +160,37 @@ fn cli_minilm_against_flagged_reference() {
     assert_eq!(manifest["reference_rows"].as_u64(), Some(idx.len() as u64));
     assert_eq!(manifest["k"].as_u64(), Some(128));
 }
+
+/// The fixture's rule for its reference (non-special tokens) through `--exclude-special`: a
+/// sample of our own seed, so the values are not the golden ones, but no special token is a
+/// reference row, every token (special ones included) is measured, and the manifest says so.
+#[test]
+fn cli_minilm_exclude_special_keeps_special_tokens_out_of_the_sample() {
+    let corpus = fixture("minilm_fortunes.parquet");
+    let c = read_batches(&corpus);
+    let special: HashMap<(i64, i64), bool> = f64_column(&c, "seq_id")
+        .iter()
+        .zip(f64_column(&c, "position"))
+        .zip(bool_column(&c, "special"))
+        .map(|((q, p), sp)| ((*q as i64, p as i64), sp))
+        .collect();
+    let specials_in = |dir: &std::path::Path| {
+        let r = read_batches(&dir.join("out/reference.parquet"));
+        let keys: Vec<(i64, i64)> =
+            f64_column(&r, "seq_id").iter().zip(f64_column(&r, "position")).map(|(q, p)| (*q as i64, p as i64)).collect();
+        (keys.iter().filter(|k| special[k]).count(), keys.len())
+    };
+    let f = s(&corpus);
+    let args = ["-q", "run", "--corpus", &f, "--embedding-column", "hidden_L6", "--id-columns", "seq_id,position", "--reference-size", "4000", "--pool", "13192"];
+    let (with, without) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (lid, manifest) = cli_run(&[&args[..], &["--exclude-special"]].concat(), with.path());
+    let (lid_all, plain) = cli_run(&args, without.path());
+    assert_eq!(specials_in(with.path()), (0, 4000));
+    let (n, rows) = specials_in(without.path());
+    assert!(n > 0 && rows == 4000, "without the flag the sample holds special tokens like any other ({n})");
+    assert_eq!(lid.len(), special.len(), "special tokens are still measured");
+    assert_eq!(manifest["sample_exclude"], "special");
+    assert!(plain.get("sample_exclude").is_none());
+    // A sample of other tokens gives other values: the flag reached the sample.
+    assert_ne!(lid, lid_all);
+}

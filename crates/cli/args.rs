@@ -128,6 +128,10 @@ const RUN_EXAMPLES: &str = "Examples:
   lidscope run --corpus hidden/layer6/ --embedding-column hidden_L6 \\
                --id-columns seq_id,position --out results/layer6
 
+  # A corpus from `lidscope embed`: special tokens are measured but not sampled as reference
+  lidscope run --corpus emb/ --embedding-column hidden_L6 --id-columns seq_id,position \\
+               --exclude-special --out results/minilm
+
   # Against a fixed reference file, maximum-likelihood TwoNN, machine-readable summary
   lidscope run --corpus 'ckpt-*/part-*.parquet' --embedding-column emb --id-columns seq_id,position \\
                --reference ref.parquet --estimator twonn-mle --out results/mle --json
@@ -256,7 +260,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0.1, value_parser = parse_fraction)]
     pub discard_fraction: f64,
     /// A reference file (identity columns + the embedding column) instead of a sample.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["reference_size", "pool", "seed"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["reference_size", "pool", "seed", "exclude_special", "sample_exclude"])]
     pub reference: Option<PathBuf>,
     /// Reference rows sampled from the corpus (after dropping duplicate vectors).
     #[arg(long, default_value_t = 60_000, value_name = "N")]
@@ -267,6 +271,15 @@ pub struct RunArgs {
     /// Seed of the sample.
     #[arg(long, default_value_t = 42, value_name = "S")]
     pub seed: u64,
+    /// Keep special tokens ([CLS], [SEP], <s>, </s>, ...) out of the reference sample.
+    ///
+    /// Rows whose boolean column `special` (written by `lidscope embed`) is true are still
+    /// measured, but never chosen as reference rows. Same as --sample-exclude special.
+    #[arg(long, conflicts_with = "sample_exclude")]
+    pub exclude_special: bool,
+    /// Keep the rows whose boolean column COL is true out of the reference sample.
+    #[arg(long, value_name = "COL")]
+    pub sample_exclude: Option<String>,
     /// Replace an existing result in --out.
     #[arg(long)]
     pub overwrite: bool,

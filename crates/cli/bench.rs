@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use lidscope_data::SampleConfig;
 use lidscope_engine::{run, NoProgress, ReferenceSource, RunConfig};
 use lidscope_kernel::{sgemm_gflops, KnnIndex, LidConfig, Rows, SearchStrategy, KDTREE_DIMS};
 use rand::{Rng, SeedableRng};
@@ -112,7 +113,7 @@ fn end_to_end(a: &BenchArgs) -> Result<lidscope_data::Manifest> {
         out: tmp.path().join("out"),
         lid: LidConfig { k: a.k, ..LidConfig::default() },
         // The paper's setting: the corpus is its own reference.
-        reference: ReferenceSource::Sample { size: a.rows, pool: a.rows, seed: 42 },
+        reference: ReferenceSource::Sample(SampleConfig::new(a.rows, a.rows, 42)),
         overwrite: false,
         batch_rows: 8192,
         strategy: SearchStrategy::Gemm,

@@ -1,6 +1,7 @@
 //! `lidscope demo`: the main job on generated data, nothing to set up.
 
 use anyhow::Result;
+use lidscope_data::SampleConfig;
 use lidscope_engine::{ReferenceSource, RunConfig};
 use lidscope_kernel::{LidConfig, SearchStrategy};
 
@@ -21,7 +22,7 @@ pub fn main(a: &DemoArgs, quiet: bool) -> Result<()> {
         id_columns: vec!["seq_id".into(), "position".into()],
         out: results.clone(),
         lid: LidConfig::default(),
-        reference: ReferenceSource::Sample { size: a.rows / 2, pool: a.rows, seed: 42 },
+        reference: ReferenceSource::Sample(SampleConfig::new(a.rows, a.rows / 2, 42)),
         // The demo owns its directory: a new demo replaces the last one.
         overwrite: true,
         batch_rows: 8192,

@@ -1,6 +1,7 @@
 //! `lidscope run`.
 
 use anyhow::{Context, Result};
+use lidscope_data::SampleConfig;
 use lidscope_engine::{run, ReferenceSource, RunConfig, RunSummary};
 use lidscope_kernel::{Estimator, LidConfig, SearchStrategy};
 
@@ -24,7 +25,13 @@ impl From<&RunArgs> for RunConfig {
             },
             reference: match &a.reference {
                 Some(p) => ReferenceSource::File(p.clone()),
-                None => ReferenceSource::Sample { size: a.reference_size, pool: a.pool, seed: a.seed },
+                None => ReferenceSource::Sample(SampleConfig {
+                    exclude: match a.exclude_special {
+                        true => Some("special".to_string()),
+                        false => a.sample_exclude.clone(),
+                    },
+                    ..SampleConfig::new(a.pool, a.reference_size, a.seed)
+                }),
             },
             overwrite: a.overwrite,
             batch_rows: a.batch_rows as usize,

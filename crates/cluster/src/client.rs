@@ -23,7 +23,12 @@ pub fn to_spec(cfg: &RunConfig, shard_rows: u64) -> Result<RunSpec> {
     let abs = |p: &std::path::Path| std::path::absolute(p).map_err(|e| ClusterError::Config(format!("{}: {e}", p.display())));
     let reference = match &cfg.reference {
         ReferenceSource::File(p) => Reference::ReferenceFile(abs(p)?.display().to_string()),
-        ReferenceSource::Sample { size, pool, seed } => Reference::Sample(api::Sample { size: *size as u64, pool: *pool as u64, seed: *seed }),
+        ReferenceSource::Sample(s) => Reference::Sample(api::Sample {
+            size: s.size as u64,
+            pool: s.pool as u64,
+            seed: s.seed,
+            exclude: s.exclude.clone().unwrap_or_default(),
+        }),
         ReferenceSource::Identities(p) => Reference::IdentitiesFile(abs(p)?.display().to_string()),
     };
     Ok(RunSpec {

@@ -96,7 +96,7 @@ impl ScanWire {
 #[derive(Serialize, Deserialize)]
 enum Wire {
     Corpus { scan: ScanWire, projection: Option<Vec<usize>> },
-    Pool { scan: ScanWire, pool: usize, size: usize, seed: u64 },
+    Pool { scan: ScanWire, sample: SampleConfig },
 }
 
 impl PhysicalExtensionCodec for LidscopeCodec {
@@ -113,7 +113,7 @@ impl PhysicalExtensionCodec for LidscopeCodec {
         let wire: Wire = serde_json::from_slice(payload).map_err(|e| DataFusionError::Internal(format!("decoding a lidscope plan node: {e}")))?;
         Ok(match wire {
             Wire::Corpus { scan, projection } => Arc::new(CorpusExec::new(Arc::new(scan.into_scan()?), projection)?),
-            Wire::Pool { scan, pool, size, seed } => Arc::new(PoolExec::new(Arc::new(scan.into_scan()?), SampleConfig { pool, size, seed })),
+            Wire::Pool { scan, sample } => Arc::new(PoolExec::new(Arc::new(scan.into_scan()?), sample)),
         })
     }
 
@@ -121,8 +121,7 @@ impl PhysicalExtensionCodec for LidscopeCodec {
         let wire = if let Some(c) = node.downcast_ref::<CorpusExec>() {
             Wire::Corpus { scan: ScanWire::from_scan(c.scan()), projection: c.projection().map(<[usize]>::to_vec) }
         } else if let Some(p) = node.downcast_ref::<PoolExec>() {
-            let cfg = p.config();
-            Wire::Pool { scan: ScanWire::from_scan(p.scan()), pool: cfg.pool, size: cfg.size, seed: cfg.seed }
+            Wire::Pool { scan: ScanWire::from_scan(p.scan()), sample: p.config().clone() }
         } else {
             return self.ballista.try_encode(node, buf, proto_converter);
         };

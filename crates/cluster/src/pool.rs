@@ -52,8 +52,8 @@ impl PoolExec {
     }
 
     /// The sample's settings.
-    pub fn config(&self) -> SampleConfig {
-        self.cfg
+    pub fn config(&self) -> &SampleConfig {
+        &self.cfg
     }
 }
 
@@ -135,7 +135,7 @@ impl ExecutionPlan for PoolExec {
             None if partition == 0 => None,
             _ => return Err(DataFusionError::Internal(format!("PoolExec: no partition {partition}"))),
         };
-        let (scan, cfg) = (self.scan.clone(), self.cfg);
+        let (scan, cfg) = (self.scan.clone(), self.cfg.clone());
         let work = async move {
             tokio::task::spawn_blocking(move || {
                 let cands = pool_candidates(&scan.spec, &scan.info, &cfg, slices).map_err(|e| DataFusionError::from(lidscope_engine::EngineError::from(e)))?;

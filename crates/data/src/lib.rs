@@ -17,7 +17,7 @@
 //!     id_columns: vec!["seq_id".into(), "position".into()],
 //! };
 //! let info = inspect(&spec)?;
-//! let reference = sample_reference(&spec, &info, &SampleConfig { pool: 150_000, size: 60_000, seed: 42 })?;
+//! let reference = sample_reference(&spec, &info, &SampleConfig::new(150_000, 60_000, 42))?;
 //! println!("{} reference rows of dimension {}", reference.len(), reference.dim);
 //! # Ok::<(), lidscope_data::DataError>(())
 //! ```

@@ -57,6 +57,9 @@ pub struct Manifest {
     /// Reference size asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference_size: Option<usize>,
+    /// The boolean column whose `true` rows were kept out of the sample (e.g. `special`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_exclude: Option<String>,
     /// Global TwoNN estimate of the reference.
     pub global_twonn: f64,
     /// Run keys (model, checkpoint, layer, dataset) that partition the results.

@@ -151,7 +151,7 @@ fn reads_and_samples_the_minilm_fixture() {
         rows += b.columns.num_rows() as u64;
     }
     assert_eq!(rows, 13_192);
-    let cfg = crate::SampleConfig { pool: 6000, size: 4000, seed: 42 };
+    let cfg = crate::SampleConfig::new(6000, 4000, 42);
     let r = crate::sample_reference(&s, &info, &cfg).unwrap();
     assert_eq!((r.len(), r.dim, r.embeddings.len()), (4000, 384, 4000 * 384));
     assert_eq!(r.stats.pool_rows, 6000);

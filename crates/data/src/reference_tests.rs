@@ -16,7 +16,7 @@ fn sample_write_read_round_trip() {
     let vecs: Vec<Vec<f32>> = (0..30).map(|i| vector(i, 6)).collect();
     write(&corpus, &batch(vec![("seq_id", i64s((0..30).map(|i| i / 4))), ("position", i64s((0..30).map(|i| i % 4))), ("emb", fsl(&vecs))]), 8);
     let spec = CorpusSpec { files: vec![corpus], embedding_column: "emb".into(), id_columns: ids() };
-    let r = sample_reference(&spec, &inspect(&spec).unwrap(), &SampleConfig { pool: 20, size: 10, seed: 11 }).unwrap();
+    let r = sample_reference(&spec, &inspect(&spec).unwrap(), &SampleConfig::new(20, 10, 11)).unwrap();
 
     let path = dir.path().join("reference.parquet");
     write_reference(&path, &r, "vec").unwrap();

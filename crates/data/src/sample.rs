@@ -1,6 +1,7 @@
 //! The paper's reference sample, chosen by token identity.
 //!
-//! The pool is the `pool` rows with the smallest seeded [`priority`] of their identity key; walking
+//! The pool is the `pool` rows with the smallest seeded [`priority`] of their identity key, among
+//! the rows that [`SampleConfig::exclude`] does not leave out; walking
 //! it in ascending priority, rows whose vector is bit-identical to an earlier kept one are dropped
 //! and the first `size` survivors form the reference. Because the choice depends only on the seed
 //! and the identities, every checkpoint of a model is measured against the same tokens.
@@ -27,7 +28,7 @@ use crate::reader::{open_builder, projection, CorpusInfo, CorpusReader, CorpusSl
 use crate::reference::Reference;
 
 /// How to draw the reference sample (paper: pool 150,000, size 60,000).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SampleConfig {
     /// Rows in the seeded random pool.
     pub pool: usize,
@@ -35,6 +36,19 @@ pub struct SampleConfig {
     pub size: usize,
     /// Seed of the identity priority order.
     pub seed: u64,
+    /// A boolean column whose `true` rows never enter the pool: the paper's sample leaves out
+    /// end-of-sequence and padding tokens, which sit in a few odd places of the space and would
+    /// otherwise stand in for ordinary text (`lidscope embed` flags them in `special`).
+    /// Excluded rows are still measured; they are only not reference rows.
+    #[serde(default)]
+    pub exclude: Option<String>,
+}
+
+impl SampleConfig {
+    /// The paper's sample of `size` rows from a pool of `pool`, nothing excluded.
+    pub fn new(pool: usize, size: usize, seed: u64) -> Self {
+        SampleConfig { pool, size, seed, exclude: None }
+    }
 }
 
 /// What sampling produced, for the manifest: fewer rows than asked is not an error.
@@ -230,7 +244,14 @@ pub fn pool_candidates(spec: &CorpusSpec, info: &CorpusInfo, cfg: &SampleConfig,
     let encoder = encoder(spec, info)?;
     let encoder = encoder.as_ref();
     let mut heap: BinaryHeap<PoolCandidate> = BinaryHeap::with_capacity(cfg.pool.min(info.total_rows as usize) + 1);
-    let mut reader = CorpusReader::new(spec, info, 64 * 1024, false, Some(spec.id_columns.clone()))?;
+    let mut columns = spec.id_columns.clone();
+    if let Some(c) = &cfg.exclude {
+        check_exclude_column(spec, info, c)?;
+        if !columns.contains(c) {
+            columns.push(c.clone());
+        }
+    }
+    let mut reader = CorpusReader::new(spec, info, 64 * 1024, false, Some(columns))?;
     if let Some(slices) = slices {
         reader = reader.with_slices(slices)?;
     }
@@ -238,11 +259,18 @@ pub fn pool_candidates(spec: &CorpusSpec, info: &CorpusInfo, cfg: &SampleConfig,
         let batch = batch?;
         let file = u32::try_from(batch.file_index).map_err(|_| DataError::InvalidArgument("more than 2^32 input files".into()))?;
         let path = &spec.files[batch.file_index];
+        let excluded = match &cfg.exclude {
+            Some(c) => Some(exclusion_flags(&batch.columns, c, path, batch.first_row)?),
+            None => None,
+        };
         let keys = match encoder {
             Some(e) => e.encode(&batch.columns, path, batch.first_row)?,
             None => (0..batch.columns.num_rows() as u64).map(|r| positional_key(file, batch.first_row + r)).collect(),
         };
         for (r, key) in keys.into_iter().enumerate() {
+            if excluded.as_ref().is_some_and(|x| x.value(r)) {
+                continue;
+            }
             let priority = priority(cfg.seed, &key);
             let cand = PoolCandidate { priority, key, file, row: batch.first_row + r as u64 };
             if heap.len() == cfg.pool {
@@ -265,6 +293,39 @@ pub fn pool_candidates(spec: &CorpusSpec, info: &CorpusInfo, cfg: &SampleConfig,
         }
     }
     Ok(heap.into_sorted_vec())
+}
+
+/// Refuses an exclusion column that the corpus lacks or that is not boolean, before any row is
+/// read.
+fn check_exclude_column(spec: &CorpusSpec, info: &CorpusInfo, name: &str) -> Result<()> {
+    let file = &spec.files[0];
+    if name == spec.embedding_column {
+        return Err(DataError::invalid(file, name, None, "the embedding column cannot say which rows to exclude from the sample"));
+    }
+    let Ok(field) = info.schema.field_with_name(name) else {
+        return Err(DataError::column_not_found(file, name, &info.schema));
+    };
+    if field.data_type() != &DataType::Boolean {
+        return Err(DataError::invalid(
+            file,
+            name,
+            None,
+            format!("rows to exclude from the sample are named by a boolean column; this one is {}", field.data_type()),
+        ));
+    }
+    Ok(())
+}
+
+/// The exclusion column of one batch; a null is an error (it says neither yes nor no).
+fn exclusion_flags(batch: &RecordBatch, name: &str, path: &std::path::Path, first_row: u64) -> Result<arrow::array::BooleanArray> {
+    let col = batch.column_by_name(name).ok_or_else(|| DataError::column_not_found(path, name, &batch.schema()))?;
+    let Some(flags) = col.as_any().downcast_ref::<arrow::array::BooleanArray>() else {
+        return Err(DataError::invalid(path, name, None, format!("expected a boolean column, found {}", col.data_type())));
+    };
+    if let Some(i) = arrow::array::Array::nulls(flags).and_then(|n| n.iter().position(|valid| !valid)) {
+        return Err(DataError::invalid(path, name, Some(first_row + i as u64), "null where the sample exclusion needs true or false"));
+    }
+    Ok(flags.clone())
 }
 
 /// The pool of the union of disjoint slices, from each slice's [`pool_candidates`]: the first
@@ -459,5 +520,5 @@ pub fn sample_identities(spec: &CorpusSpec, info: &CorpusInfo, keys: &[Box<[u8]>
     }
     let pool: Vec<PoolCandidate> = found.into_iter().flatten().collect();
     let n = pool.len();
-    sample_from_pool(spec, info, &SampleConfig { pool: n, size: n, seed: 0 }, pool)
+    sample_from_pool(spec, info, &SampleConfig::new(n, n, 0), pool)
 }

@@ -79,7 +79,7 @@ fn matches_the_semantics_and_drops_duplicate_vectors() {
     let s = spec(split_corpus(dir.path(), &all, &[15, 22]), ids());
     let info = inspect(&s).unwrap();
     for (pool, size) in [(25, 8), (40, 13), (40, 40), (3, 3), (13, 1)] {
-        let cfg = SampleConfig { pool, size, seed: 7 };
+        let cfg = SampleConfig::new(pool, size, 7);
         let r = sample_reference(&s, &info, &cfg).unwrap();
         let (keys, emb, dups) = brute_force(&all, &cfg);
         assert_eq!(r.keys, keys, "pool {pool} size {size}");
@@ -89,8 +89,70 @@ fn matches_the_semantics_and_drops_duplicate_vectors() {
         assert_eq!(r.ids.num_rows(), keys.len());
     }
     // Fewer distinct vectors than asked: use what there is.
-    let r = sample_reference(&s, &info, &SampleConfig { pool: 100, size: 50, seed: 1 }).unwrap();
+    let r = sample_reference(&s, &info, &SampleConfig::new(100, 50, 1)).unwrap();
     assert_eq!(r.stats, SampleStats { pool_requested: 100, pool_rows: 40, duplicates_dropped: 27, requested: 50, rows: 13 });
+}
+
+/// Writes `rows` with a `special` column: true for the first and last position of a sequence
+/// (as `lidscope embed` flags `[CLS]` and `[SEP]`), null at row `null_at`.
+fn write_flagged(path: &Path, rows: &[Row], null_at: Option<usize>) {
+    let vecs: Vec<Vec<f32>> = rows.iter().map(|r| r.v.clone()).collect();
+    let flags: arrow::array::BooleanArray =
+        rows.iter().enumerate().map(|(i, r)| (Some(i) != null_at).then_some(r.pos == 0 || r.pos == 9)).collect();
+    let b = batch(vec![
+        ("seq_id", i64s(rows.iter().map(|r| r.seq))),
+        ("position", i64s(rows.iter().map(|r| r.pos))),
+        ("special", Arc::new(flags) as ArrayRef),
+        ("emb", fsl(&vecs)),
+    ]);
+    write(path, &b, 7);
+}
+
+#[test]
+fn excluded_rows_never_enter_the_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = rows(60, 60);
+    let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+    write_flagged(&a, &all[..35], None);
+    write_flagged(&b, &all[35..], None);
+    let s = spec(vec![a, b], ids());
+    let info = inspect(&s).unwrap();
+    let kept: Vec<Row> = all.iter().filter(|r| r.pos != 0 && r.pos != 9).cloned().collect();
+    for (pool, size) in [(20, 10), (48, 48), (60, 30)] {
+        let cfg = SampleConfig { exclude: Some("special".into()), ..SampleConfig::new(pool, size, 5) };
+        let r = sample_reference(&s, &info, &cfg).unwrap();
+        let (keys, emb, _) = brute_force(&kept, &cfg);
+        assert_eq!(r.keys, keys, "pool {pool} size {size}");
+        assert_eq!(r.embeddings, emb);
+        assert_eq!(r.stats.pool_rows, pool.min(kept.len()));
+        // Sharded pools merge to the same sample.
+        let slices = crate::slice_corpus(&s, 16).unwrap();
+        let pools = slices.chunks(2).map(|c| pool_candidates(&s, &info, &cfg, Some(c.to_vec())).unwrap()).collect();
+        let merged = sample_from_pool(&s, &info, &cfg, merge_pools(&s, &info, pools, &cfg).unwrap()).unwrap();
+        assert_eq!(merged.keys, r.keys);
+    }
+    // Without the exclusion the special rows are candidates like any other.
+    let r = sample_reference(&s, &info, &SampleConfig::new(60, 60, 5)).unwrap();
+    assert_eq!(r.len(), 60);
+}
+
+#[test]
+fn a_bad_exclusion_column_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = rows(30, 30);
+    let p = dir.path().join("c.parquet");
+    write_flagged(&p, &all, Some(17));
+    let s = spec(vec![p.clone()], ids());
+    let info = inspect(&s).unwrap();
+    let with = |c: &str| SampleConfig { exclude: Some(c.into()), ..SampleConfig::new(10, 5, 1) };
+    let e = sample_reference(&s, &info, &with("special")).unwrap_err().to_string();
+    assert!(e.contains("c.parquet") && e.contains("special") && e.contains("17") && e.contains("null"), "{e}");
+    let e = sample_reference(&s, &info, &with("position")).unwrap_err().to_string();
+    assert!(e.contains("c.parquet") && e.contains("position") && e.contains("boolean"), "{e}");
+    let e = sample_reference(&s, &info, &with("is_eos")).unwrap_err().to_string();
+    assert!(e.contains("c.parquet") && e.contains("is_eos"), "{e}");
+    let e = sample_reference(&s, &info, &with("emb")).unwrap_err().to_string();
+    assert!(e.contains("embedding column"), "{e}");
 }
 
 #[test]
@@ -117,13 +179,13 @@ fn independent_of_layout_order_and_integer_types() {
         files.push(p);
     }
     let s2 = spec(files, ids());
-    let cfg = SampleConfig { pool: 30, size: 20, seed: 99 };
+    let cfg = SampleConfig::new(30, 20, 99);
     let r1 = sample_reference(&s1, &inspect(&s1).unwrap(), &cfg).unwrap();
     let r2 = sample_reference(&s2, &inspect(&s2).unwrap(), &cfg).unwrap();
     assert_eq!(r1.keys, r2.keys);
     assert_eq!(r1.embeddings, r2.embeddings);
     assert_eq!(r1.ids, r2.ids);
-    let other_seed = sample_reference(&s1, &inspect(&s1).unwrap(), &SampleConfig { seed: 100, ..cfg }).unwrap();
+    let other_seed = sample_reference(&s1, &inspect(&s1).unwrap(), &SampleConfig { seed: 100, ..cfg.clone() }).unwrap();
     assert_ne!(r1.keys, other_seed.keys);
 }
 
@@ -132,7 +194,7 @@ fn positional_identity_without_id_columns() {
     let dir = tempfile::tempdir().unwrap();
     let all = rows(20, 20);
     let s = spec(split_corpus(dir.path(), &all, &[12]), vec![]);
-    let r = sample_reference(&s, &inspect(&s).unwrap(), &SampleConfig { pool: 20, size: 20, seed: 3 }).unwrap();
+    let r = sample_reference(&s, &inspect(&s).unwrap(), &SampleConfig::new(20, 20, 3)).unwrap();
     assert_eq!(r.ids.schema().field(0).name(), "file");
     let files = r.ids.column(0).as_string::<i32>();
     let row_col = r.ids.column(1).as_primitive::<UInt64Type>();
@@ -160,7 +222,7 @@ fn duplicate_identity_and_bad_vectors_are_errors() {
     write_rows(&b, &[all[8].clone(), again]);
     let s = spec(vec![a.clone(), b.clone()], ids());
     let info = inspect(&s).unwrap();
-    let e = sample_reference(&s, &info, &SampleConfig { pool: 12, size: 5, seed: 0 }).unwrap_err().to_string();
+    let e = sample_reference(&s, &info, &SampleConfig::new(12, 5, 0)).unwrap_err().to_string();
     assert!(e.starts_with("duplicate identity (seq_id=0, position="), "{e}");
     assert!(
         e.ends_with(&format!("{} row 3 and {} row 1", a.display(), b.display()))
@@ -170,7 +232,7 @@ fn duplicate_identity_and_bad_vectors_are_errors() {
 
     // A NaN in a pool row is reported with its row in the file, whatever the row selection.
     let all = rows(30, 30);
-    let cfg = SampleConfig { pool: 9, size: 4, seed: 5 };
+    let cfg = SampleConfig::new(9, 4, 5);
     let b = batch(vec![("seq_id", i64s(all.iter().map(|r| r.seq))), ("position", i64s(all.iter().map(|r| r.pos)))]);
     let p = Path::new("x");
     let keys = IdentityEncoder::new(&b.schema(), &ids(), p).unwrap().encode(&b, p, 0).unwrap();
@@ -185,7 +247,7 @@ fn duplicate_identity_and_bad_vectors_are_errors() {
     let e = sample_reference(&s, &inspect(&s).unwrap(), &cfg).unwrap_err();
     assert_eq!(e.to_string(), format!(r#"reading {}: column "emb": row {bad}: NaN at element 3"#, c.display()));
 
-    let e = sample_reference(&s, &inspect(&s).unwrap(), &SampleConfig { pool: 3, size: 4, seed: 0 }).unwrap_err();
+    let e = sample_reference(&s, &inspect(&s).unwrap(), &SampleConfig::new(3, 4, 0)).unwrap_err();
     assert!(matches!(e, DataError::InvalidArgument(_)), "{e}");
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Reference>();
@@ -207,7 +269,7 @@ fn a_pool_merged_from_slices_gives_the_same_sample() {
     for id_columns in [ids(), vec![]] {
         let s = spec(vec![a.clone(), b.clone()], id_columns);
         let info = inspect(&s).unwrap();
-        let cfg = SampleConfig { pool: 90, size: 30, seed: 7 };
+        let cfg = SampleConfig::new(90, 30, 7);
         let whole = sample_reference(&s, &info, &cfg).unwrap();
         // Row groups of 7 rows: slices of about 20 rows, each drawing its own candidates.
         let slices = crate::slice_corpus(&s, 20).unwrap();
@@ -231,7 +293,7 @@ fn a_repeated_identity_met_only_when_merging_is_named() {
     write_rows(&b, &all[10..11]);
     let s = spec(vec![a, b.clone()], ids());
     let info = inspect(&s).unwrap();
-    let cfg = SampleConfig { pool: 50, size: 10, seed: 1 };
+    let cfg = SampleConfig::new(50, 10, 1);
     let pools = vec![
         pool_candidates(&s, &info, &cfg, Some(crate::slice_corpus(&s, 1000).unwrap()[..1].to_vec())).unwrap(),
         pool_candidates(&s, &info, &cfg, Some(crate::slice_corpus(&s, 1000).unwrap()[1..].to_vec())).unwrap(),
@@ -247,7 +309,7 @@ fn another_checkpoint_is_measured_on_the_sampled_identities() {
     write_rows(&first, &rows(300, 300));
     let sp = spec(vec![first], ids());
     let info = inspect(&sp).unwrap();
-    let sample = sample_reference(&sp, &info, &SampleConfig { pool: 200, size: 120, seed: 9 }).unwrap();
+    let sample = sample_reference(&sp, &info, &SampleConfig::new(200, 120, 9)).unwrap();
 
     // The anchor itself: its own sample, byte for byte.
     let again = sample_identities(&sp, &info, &sample.keys, Path::new("s.parquet")).unwrap();

@@ -44,7 +44,7 @@ impl PlannedRun {
         let reference = match (&p.reference, &self.group) {
             (ReferenceChoice::File(f), _) => ReferenceSource::File(f.clone()),
             (ReferenceChoice::Sample { .. }, Some(g)) => ReferenceSource::Identities(g.file(spec)),
-            (ReferenceChoice::Sample { size, pool, seed, .. }, None) => ReferenceSource::Sample { size: *size, pool: *pool, seed: *seed },
+            (ReferenceChoice::Sample { sample, .. }, None) => ReferenceSource::Sample(sample.clone()),
         };
         RunConfig {
             corpus: self.files.iter().map(|f| f.display().to_string()).collect(),
@@ -229,8 +229,12 @@ fn difference(spec: &Spec, run: &PlannedRun, m: &Manifest, now: &[InputStamp]) -
         return Some("the embedding or id columns changed".into());
     }
     let reference_same = match &cfg.reference {
-        ReferenceSource::Sample { size, pool, seed } => {
-            m.reference_source == "sample" && m.seed == Some(*seed) && m.pool == Some(*pool) && m.reference_size == Some(*size)
+        ReferenceSource::Sample(s) => {
+            m.reference_source == "sample"
+                && m.seed == Some(s.seed)
+                && m.pool == Some(s.pool)
+                && m.reference_size == Some(s.size)
+                && m.sample_exclude == s.exclude
         }
         ReferenceSource::File(f) => m.reference_source == f.display().to_string(),
         ReferenceSource::Identities(f) => m.reference_source == identities_source(f),

@@ -27,9 +27,7 @@ use crate::spec::{ReferenceChoice, RunParameters, Spec};
 pub struct SampleGroup {
     /// The values of the `share_sample_by` keys.
     pub values: Vec<(String, String)>,
-    size: usize,
-    pool: usize,
-    seed: u64,
+    sample: SampleConfig,
     embedding_column: String,
     id_columns: Vec<String>,
 }
@@ -38,12 +36,10 @@ impl SampleGroup {
     /// The group of a run with `parameters` in `partition`; `None` when its runs do not share
     /// samples (a reference file, `share_sample = false`, no id columns).
     pub fn of(parameters: &RunParameters, partition: &[(String, String)]) -> Option<SampleGroup> {
-        let ReferenceChoice::Sample { size, pool, seed, share_by: Some(by) } = &parameters.reference else { return None };
+        let ReferenceChoice::Sample { sample, share_by: Some(by) } = &parameters.reference else { return None };
         Some(SampleGroup {
             values: partition.iter().filter(|(k, _)| by.contains(k)).cloned().collect(),
-            size: *size,
-            pool: *pool,
-            seed: *seed,
+            sample: sample.clone(),
             embedding_column: parameters.embedding_column.clone(),
             id_columns: parameters.id_columns.clone(),
         })
@@ -59,7 +55,13 @@ impl SampleGroup {
 
     /// The group's sample file.
     pub fn file(&self, spec: &Spec) -> PathBuf {
-        let key = serde_json::json!([self.size, self.pool, self.seed, self.embedding_column, self.id_columns]).to_string();
+        let s = &self.sample;
+        let mut key = serde_json::json!([s.size, s.pool, s.seed, self.embedding_column, self.id_columns]);
+        if let Some(c) = &s.exclude {
+            // Only when set, so that samples drawn before the key existed keep their names.
+            key.as_array_mut().expect("an array").push(serde_json::json!({ "exclude": c }));
+        }
+        let key = key.to_string();
         let hash: String = Sha256::digest(key.as_bytes()).iter().take(6).map(|b| format!("{b:02x}")).collect();
         let mut dir = spec.results.join("_samples");
         match self.values.is_empty() {
@@ -79,6 +81,8 @@ struct SampleRecord<'a> {
     seed: u64,
     pool: usize,
     size: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exclude: Option<&'a str>,
     stats: lidscope_data::SampleStats,
     reference_sha256: String,
 }
@@ -97,14 +101,15 @@ pub fn ensure(spec: &Spec, group: &SampleGroup, anchor: &PlannedRun) -> Result<P
     let patterns: Vec<String> = anchor.files.iter().map(|f| f.display().to_string()).collect();
     let cspec = CorpusSpec { files: resolve_inputs(&patterns)?, embedding_column: group.embedding_column.clone(), id_columns: group.id_columns.clone() };
     let info = inspect(&cspec)?;
-    let reference = sample_reference(&cspec, &info, &SampleConfig { pool: group.pool, size: group.size, seed: group.seed })?;
+    let reference = sample_reference(&cspec, &info, &group.sample)?;
     let record = SampleRecord {
         group: &group.values,
         anchor: &anchor.partition,
         inputs: InputStamp::all(&cspec.files)?,
-        seed: group.seed,
-        pool: group.pool,
-        size: group.size,
+        seed: group.sample.seed,
+        pool: group.sample.pool,
+        size: group.sample.size,
+        exclude: group.sample.exclude.as_deref(),
         stats: reference.stats,
         reference_sha256: vectors_sha256(&reference.embeddings, reference.dim),
     };

@@ -18,6 +18,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use lidscope_data::SampleConfig;
 use lidscope_kernel::Estimator;
 use serde::Deserialize;
 use toml::Spanned;
@@ -46,6 +47,7 @@ macro_rules! with_run_parameters {
             reference: Option<String>,
             share_sample_by: Option<Spanned<Vec<String>>>,
             share_sample: Option<bool>,
+            sample_exclude: Option<Spanned<String>>,
             batch_rows: Option<Spanned<i64>>,
             completion_marker: Option<String>,
         }
@@ -65,6 +67,7 @@ macro_rules! with_run_parameters {
                     reference: self.reference.clone(),
                     share_sample_by: self.share_sample_by.clone(),
                     share_sample: self.share_sample,
+                    sample_exclude: self.sample_exclude.clone(),
                     batch_rows: self.batch_rows.clone(),
                     completion_marker: self.completion_marker.clone(),
                 }
@@ -110,6 +113,7 @@ impl RawParameters {
             reference: over.reference.clone().or_else(|| self.reference.clone()),
             share_sample_by: over.share_sample_by.clone().or_else(|| self.share_sample_by.clone()),
             share_sample: over.share_sample.or(self.share_sample),
+            sample_exclude: over.sample_exclude.clone().or_else(|| self.sample_exclude.clone()),
             batch_rows: over.batch_rows.clone().or_else(|| self.batch_rows.clone()),
             completion_marker: over.completion_marker.clone().or_else(|| self.completion_marker.clone()),
         }
@@ -122,12 +126,8 @@ pub enum ReferenceChoice {
     /// The paper's sample. With `share_by`, runs with equal values of those keys share one
     /// sample of token identities ([`crate::samples`]); without, each run draws its own.
     Sample {
-        /// Rows kept.
-        size: usize,
-        /// Seeded pool.
-        pool: usize,
-        /// Seed.
-        seed: u64,
+        /// Size, pool, seed and the rows kept out.
+        sample: SampleConfig,
         /// Partition keys whose values name a sample group (empty: one group for all runs).
         share_by: Option<Vec<String>>,
     },
@@ -344,7 +344,12 @@ fn resolve(
         let offset = p.pool.as_ref().map_or(0, |s| s.span().start);
         return Err(at(offset, format!("pool = {pool} is smaller than reference_size = {size}")));
     }
+    let exclude = p.sample_exclude.as_ref().map(|s| s.get_ref().clone());
     let reference = match (&p.reference, &p.share_sample_by) {
+        (Some(_), _) if p.sample_exclude.is_some() => {
+            let s = p.sample_exclude.as_ref().expect("checked");
+            return Err(at(s.span().start, "sample_exclude has no meaning with a reference file".into()));
+        }
         (Some(file), None) => ReferenceChoice::File(base.join(file)),
         (Some(_), Some(s)) => return Err(at(s.span().start, "share_sample_by has no meaning with a reference file".into())),
         (None, Some(s)) if id_columns.is_empty() => {
@@ -357,7 +362,7 @@ fn resolve(
             };
             // Sharing needs identities that mean the same token in every checkpoint.
             let share_by = if id_columns.is_empty() || p.share_sample == Some(false) { None } else { share_by };
-            ReferenceChoice::Sample { size, pool, seed: p.seed.unwrap_or(42) as u64, share_by }
+            ReferenceChoice::Sample { sample: SampleConfig { exclude, ..SampleConfig::new(pool, size, p.seed.unwrap_or(42) as u64) }, share_by }
         }
     };
     let batch_rows = positive(&p.batch_rows, "batch_rows", 8192, 1)?;
@@ -385,7 +390,10 @@ mod tests {
         let (a, b) = (&spec.corpora[0].parameters, &spec.corpora[1].parameters);
         assert_eq!((a.k, b.k), (128, 64));
         assert_eq!(spec.corpora[1].constants, [("dataset".to_string(), "pile".to_string())]);
-        assert_eq!(a.reference, ReferenceChoice::Sample { size: 60_000, pool: 150_000, seed: 42, share_by: Some(vec!["dataset".into()]) });
+        assert_eq!(a.reference, ReferenceChoice::Sample {
+                sample: SampleConfig { exclude: Some("special".into()), ..SampleConfig::new(150_000, 60_000, 42) },
+                share_by: Some(vec!["dataset".into()])
+            });
         assert_eq!(spec.settle_seconds, 10);
     }
 
@@ -401,5 +409,8 @@ mod tests {
         let two = "results = \"r\"\nembedding_column = \"e\"\n[[corpus]]\npattern = \"x/{m}.parquet\"\n[[corpus]]\npattern = \"y/{n}.parquet\"\n";
         let e = Spec::parse(Path::new("s.toml"), two).unwrap_err().to_string();
         assert!(e.contains("s.toml:6:") && e.contains("the same keys"), "{e}");
+        let file = "results = \"r\"\nembedding_column = \"e\"\nsample_exclude = \"special\"\n[[corpus]]\npattern = \"x/{m}.parquet\"\nreference = \"f.parquet\"\n";
+        let e = Spec::parse(Path::new("s.toml"), file).unwrap_err().to_string();
+        assert!(e.starts_with("s.toml:3: sample_exclude has no meaning with a reference file"), "{e}");
     }
 }

@@ -296,10 +296,7 @@ async fn reference(
             let source = p.display().to_string();
             (blocking(move || Ok(read_reference(&p, &e, &ids)?)).await?, source)
         }
-        ReferenceSource::Sample { size, pool, seed } => {
-            let sample = SampleConfig { pool: *pool, size: *size, seed: *seed };
-            (draw_sample(shared, handle, valid, plan, sample).await?, "sample".to_string())
-        }
+        ReferenceSource::Sample(sample) => (draw_sample(shared, handle, valid, plan, sample.clone()).await?, "sample".to_string()),
         // Read here: one pass over the id columns, then the listed rows' vectors only.
         ReferenceSource::Identities(p) => {
             let (cfg, valid, p) = (cfg.clone(), valid.clone(), p.clone());
@@ -321,7 +318,7 @@ async fn reference(
 fn reference_ids(cfg: &RunConfig) -> Vec<String> {
     match (cfg.id_columns.is_empty(), &cfg.reference) {
         (false, _) => cfg.id_columns.clone(),
-        (true, ReferenceSource::Sample { .. }) => vec!["file".into(), "row".into()],
+        (true, ReferenceSource::Sample(_)) => vec!["file".into(), "row".into()],
         (true, ReferenceSource::File(_) | ReferenceSource::Identities(_)) => Vec::new(),
     }
 }
@@ -340,7 +337,7 @@ async fn draw_sample(shared: &SharedRef, handle: &RunHandle, valid: &ValidRun, p
                 dim_source: "sample".into(),
                 partitions: Some(vec![vec![slice]]),
             };
-            let exec = Arc::new(PoolExec::new(Arc::new(scan), sample));
+            let exec = Arc::new(PoolExec::new(Arc::new(scan), sample.clone()));
             let (shared, id) = (shared.clone(), handle.id.clone());
             async move {
                 let mut attempt = 0;

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use futures::Stream;
-use lidscope_data::{Layout, Staging};
+use lidscope_data::{Layout, SampleConfig, Staging};
 use lidscope_engine::{ReferenceSource, RunConfig, ValidRun};
 use lidscope_kernel::{Estimator, LidConfig, SearchStrategy};
 use sha2::{Digest, Sha256};
@@ -45,7 +45,10 @@ pub(crate) fn to_config(spec: &RunSpec, default_shard_rows: u64) -> Result<(RunC
     };
     let reference = match &spec.reference {
         Some(Reference::ReferenceFile(p)) => ReferenceSource::File(PathBuf::from(p)),
-        Some(Reference::Sample(s)) => ReferenceSource::Sample { size: s.size as usize, pool: s.pool as usize, seed: s.seed },
+        Some(Reference::Sample(s)) => ReferenceSource::Sample(SampleConfig {
+            exclude: (!s.exclude.is_empty()).then(|| s.exclude.clone()),
+            ..SampleConfig::new(s.pool as usize, s.size as usize, s.seed)
+        }),
         Some(Reference::IdentitiesFile(p)) => ReferenceSource::Identities(PathBuf::from(p)),
         None => return Err(Status::invalid_argument("no reference: give a reference file or a sample")),
     };
@@ -81,7 +84,7 @@ fn run_key(cfg: &RunConfig, valid: &ValidRun) -> Result<String, ClusterError> {
     let files: Vec<_> = valid.spec.files.iter().map(|f| stamp(f)).collect::<Result<_, _>>()?;
     let reference = match &cfg.reference {
         ReferenceSource::File(p) => serde_json::json!({ "file": stamp(p)? }),
-        ReferenceSource::Sample { size, pool, seed } => serde_json::json!({ "size": size, "pool": pool, "seed": seed }),
+        ReferenceSource::Sample(s) => serde_json::json!({ "size": s.size, "pool": s.pool, "seed": s.seed, "exclude": s.exclude }),
         ReferenceSource::Identities(p) => serde_json::json!({ "identities": stamp(p)? }),
     };
     let key = serde_json::json!({

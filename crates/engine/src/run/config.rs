@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use lidscope_data::{inspect, resolve_inputs, CorpusInfo, CorpusSpec, InputStamp};
+use lidscope_data::{inspect, resolve_inputs, CorpusInfo, CorpusSpec, InputStamp, SampleConfig};
 use lidscope_kernel::{LidConfig, SearchStrategy};
 
 use super::OUTPUT_COLUMNS;
@@ -14,15 +14,8 @@ use crate::scan::{FILE_COLUMN, RESERVED_PREFIX, ROW_COLUMN};
 pub enum ReferenceSource {
     /// A Parquet file of identity columns and the embedding column.
     File(PathBuf),
-    /// The paper's sample from the corpus itself.
-    Sample {
-        /// Rows to keep (paper: 60,000).
-        size: usize,
-        /// Seeded pool drawn by identity (paper: 150,000).
-        pool: usize,
-        /// Seed of the pool's order.
-        seed: u64,
-    },
+    /// The paper's sample from the corpus itself (paper: 60,000 rows from a pool of 150,000).
+    Sample(SampleConfig),
     /// The corpus rows whose identities (id columns) a Parquet file lists, in its order,
     /// duplicate vectors dropped: the reference of a sweep's checkpoints, so that all of them are
     /// measured on the same tokens ([`lidscope_data::sample_identities`]).
@@ -108,7 +101,7 @@ impl RunConfig {
     pub(crate) fn identity(&self) -> Vec<String> {
         match (&self.reference, self.id_columns.is_empty()) {
             (_, false) => self.id_columns.clone(),
-            (ReferenceSource::Sample { .. }, true) => vec!["file".into(), "row".into()],
+            (ReferenceSource::Sample(_), true) => vec!["file".into(), "row".into()],
             (ReferenceSource::File(_) | ReferenceSource::Identities(_), true) => Vec::new(),
         }
     }
@@ -124,6 +117,6 @@ impl RunConfig {
 
     /// Whether the reference rows are rows of the corpus (a token is then not its own neighbour).
     pub(crate) fn sampled(&self) -> bool {
-        matches!(self.reference, ReferenceSource::Sample { .. } | ReferenceSource::Identities(_))
+        matches!(self.reference, ReferenceSource::Sample(_) | ReferenceSource::Identities(_))
     }
 }

@@ -112,9 +112,9 @@ impl Accumulator {
 /// its reference. The part files carry them too.
 pub(crate) fn parameters(cfg: &RunConfig, valid: &ValidRun, drawn: &Drawn) -> Manifest {
     let spec = &valid.spec;
-    let (seed, pool, size) = match cfg.reference {
-        ReferenceSource::Sample { size, pool, seed } => (Some(seed), Some(pool), Some(size)),
-        ReferenceSource::File(_) | ReferenceSource::Identities(_) => (None, None, None),
+    let (seed, pool, size, exclude) = match &cfg.reference {
+        ReferenceSource::Sample(s) => (Some(s.seed), Some(s.pool), Some(s.size), s.exclude.clone()),
+        ReferenceSource::File(_) | ReferenceSource::Identities(_) => (None, None, None, None),
     };
     let reference = &drawn.reference;
     Manifest {
@@ -134,6 +134,7 @@ pub(crate) fn parameters(cfg: &RunConfig, valid: &ValidRun, drawn: &Drawn) -> Ma
         seed,
         pool,
         reference_size: size,
+        sample_exclude: exclude,
         partition: cfg.partition.iter().cloned().collect(),
         inputs: valid.inputs.clone(),
         ..Manifest::default()

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use lidscope_data::{read_reference, sample_identities, sample_reference, write_reference, Reference, SampleConfig};
+use lidscope_data::{read_reference, sample_identities, sample_reference, write_reference, Reference};
 
 use super::config::{ReferenceSource, RunConfig, ValidRun};
 use super::finish::Timings;
@@ -24,15 +24,10 @@ pub(crate) struct Drawn {
 pub(crate) fn draw(cfg: &RunConfig, valid: &ValidRun, warn: &mut dyn FnMut(String)) -> Result<Drawn> {
     let drawn = match &cfg.reference {
         ReferenceSource::File(p) => Drawn { reference: read_reference(p, &cfg.embedding_column, &cfg.id_columns)?, source: p.display().to_string() },
-        ReferenceSource::Sample { size, pool, seed } => {
-            let r = sample_reference(&valid.spec, &valid.info, &SampleConfig { pool: *pool, size: *size, seed: *seed })?;
-            if r.len() < *size {
-                warn(format!(
-                    "asked for {size} reference rows; the corpus gave {} (pool of {} rows, {} duplicate vectors dropped)",
-                    r.len(),
-                    r.stats.pool_rows,
-                    r.stats.duplicates_dropped
-                ));
+        ReferenceSource::Sample(sample) => {
+            let r = sample_reference(&valid.spec, &valid.info, sample)?;
+            if let Some(w) = short_sample(sample.size, &r) {
+                warn(w);
             }
             Drawn { reference: r, source: "sample".to_string() }
         }
@@ -40,6 +35,19 @@ pub(crate) fn draw(cfg: &RunConfig, valid: &ValidRun, warn: &mut dyn FnMut(Strin
     };
     check(cfg, valid, &drawn)?;
     Ok(drawn)
+}
+
+/// The warning for a sample with fewer rows than the `size` asked for (a small corpus, or many
+/// duplicate vectors): not an error, but the user should know.
+pub(crate) fn short_sample(size: usize, r: &Reference) -> Option<String> {
+    (r.len() < size).then(|| {
+        format!(
+            "asked for {size} reference rows; the corpus gave {} (pool of {} rows, {} duplicate vectors dropped)",
+            r.len(),
+            r.stats.pool_rows,
+            r.stats.duplicates_dropped
+        )
+    })
 }
 
 /// The corpus rows whose identities file `p` lists ([`ReferenceSource::Identities`]).

@@ -24,7 +24,7 @@ use super::config::{ReferenceSource, RunConfig, ValidRun};
 use super::drive::{drive, PartSink};
 use super::finish::{self, Accumulator, Timings};
 use super::plan::lid_plan;
-use super::reference::{check, Drawn};
+use super::reference::{check, short_sample, Drawn};
 use crate::error::{EngineError, Result};
 use crate::progress::NoProgress;
 use crate::scan::CorpusScan;
@@ -63,16 +63,8 @@ impl ShardedRun {
         let drawn = Drawn { reference, source };
         check(&cfg, &valid, &drawn)?;
         let mut warnings = Vec::new();
-        if let ReferenceSource::Sample { size, .. } = cfg.reference {
-            let r = &drawn.reference;
-            if r.len() < size {
-                warnings.push(format!(
-                    "asked for {size} reference rows; the corpus gave {} (pool of {} rows, {} duplicate vectors dropped)",
-                    r.len(),
-                    r.stats.pool_rows,
-                    r.stats.duplicates_dropped
-                ));
-            }
+        if let ReferenceSource::Sample(sample) = &cfg.reference {
+            warnings.extend(short_sample(sample.size, &drawn.reference));
         }
         let params = finish::parameters(&cfg, &valid, &drawn);
         let loaded = LoadedReference::new(&drawn.reference, &drawn.source, &cfg.identity(), cfg.strategy)?;
