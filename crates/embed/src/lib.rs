@@ -9,12 +9,14 @@
 //!   directory of Parquet parts out, written atomically).
 //!
 //! Architectures: BERT (incl. MiniLM), RoBERTa, GPT-2, Llama and Qwen2, written on candle's tensor
-//! operations (float32, CPU). This crate does not depend on the kernel or on DataFusion.
+//! operations (float32, CPU), with the element-wise steps fused in [`ops`](crate) and dispatched
+//! to the CPU's vector width by the kernel's `multiversion!`. It does not depend on DataFusion.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod config;
 mod model;
+mod ops;
 mod pipeline;
 mod weights;
 

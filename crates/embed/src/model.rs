@@ -10,6 +10,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::{Arch, ModelConfig};
+use crate::ops::{bias_activation, masked_softmax, Activation, AttentionMask};
 use crate::weights::Weights;
 use crate::EmbedError;
 
@@ -23,31 +24,35 @@ fn c<T>(r: candle_core::Result<T>) -> Result<T> {
 struct Linear {
     /// `[in, out]`, contiguous.
     w_t: Tensor,
-    b: Option<Tensor>,
+    b: Option<Vec<f32>>,
 }
 
 impl Linear {
     fn load(w: &Weights, name: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
         let weight = w.get(&format!("{name}.weight"), &[out_dim, in_dim])?;
         let w_t = c(weight.t().and_then(|t| t.contiguous()))?;
-        let b = if bias { Some(w.get(&format!("{name}.bias"), &[out_dim])?) } else { None };
+        let b = if bias { Some(c(w.get(&format!("{name}.bias"), &[out_dim])?.to_vec1())?) } else { None };
         Ok(Self { w_t, b })
     }
 
     /// GPT-2's Conv1D: the weight is stored `[in, out]` already.
     fn load_conv1d(w: &Weights, name: &str, in_dim: usize, out_dim: usize) -> Result<Self> {
         let w_t = w.get(&format!("{name}.weight"), &[in_dim, out_dim])?;
-        let b = Some(w.get(&format!("{name}.bias"), &[out_dim])?);
+        let b = Some(c(w.get(&format!("{name}.bias"), &[out_dim])?.to_vec1())?);
         Ok(Self { w_t, b })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_act(x, Activation::Identity)
+    }
+
+    /// `act(x W^T + b)`: the bias and activation in one pass over the fresh product.
+    fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
         let (b, t, d) = c(x.dims3())?;
         let y = c(x.reshape((b * t, d)).and_then(|x| x.matmul(&self.w_t)))?;
-        let y = match &self.b {
-            Some(bias) => c(y.broadcast_add(bias))?,
-            None => y,
-        };
+        if self.b.is_some() || act != Activation::Identity {
+            bias_activation(&y, self.b.as_deref(), act)?;
+        }
         c(y.reshape((b, t, ())))
     }
 }
@@ -93,8 +98,8 @@ fn heads(x: &Tensor, h: usize, d: usize) -> Result<Tensor> {
 }
 
 /// Scaled dot-product attention. `q`: `[B, H, T, d]`, `k`, `v`: `[B, KV, T, d]` (grouped-query
-/// attention when `KV < H`), `mask`: additive `[B, 1, T, T]`. Returns `[B, T, H*d]`.
-fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
+/// attention when `KV < H`). Returns `[B, T, H*d]`.
+fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttentionMask) -> Result<Tensor> {
     let (b, h, t, d) = c(q.dims4())?;
     let kv = c(k.dim(1))?;
     let (k, v) = if kv != h {
@@ -109,29 +114,11 @@ fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor
     } else {
         (k.clone(), v.clone())
     };
-    let scale = 1.0 / (d as f64).sqrt();
     let kt = c(k.t().and_then(|x| x.contiguous()))?;
-    let scores = c(q.matmul(&kt).and_then(|s| s * scale).and_then(|s| s.broadcast_add(mask)))?;
-    let probs = c(candle_nn::ops::softmax_last_dim(&scores))?;
+    let probs = c(q.matmul(&kt))?;
+    masked_softmax(&probs, 1.0 / (d as f32).sqrt(), mask)?;
     let out = c(probs.matmul(&v))?;
     c(out.transpose(1, 2).and_then(|x| x.contiguous()).and_then(|x| x.reshape((b, t, h * d))))
-}
-
-/// Additive attention mask `[B, 1, T, T]`: 0 where query `i` may see key `j`, a large negative
-/// number where key `j` is padding (or, if `causal`, in the future).
-fn attention_mask(lengths: &[usize], t: usize, causal: bool, dev: &Device) -> Result<Tensor> {
-    let b = lengths.len();
-    let mut m = vec![0f32; b * t * t];
-    for (bi, &len) in lengths.iter().enumerate() {
-        for i in 0..t {
-            for j in 0..t {
-                if j >= len || (causal && j > i) {
-                    m[(bi * t + i) * t + j] = f32::NEG_INFINITY;
-                }
-            }
-        }
-    }
-    c(Tensor::from_vec(m, (b, 1, t, t), dev))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -213,7 +200,7 @@ impl Bert {
             None => x,
         };
         let mut x = self.ln.forward(&x)?;
-        let mask = attention_mask(lengths, t, false, dev)?;
+        let mask = AttentionMask { lengths: lengths.to_vec(), causal: false };
         let mut hs = vec![x.clone()];
         for l in &self.layers {
             let q = heads(&l.q.forward(&x)?, l.heads, l.head_dim)?;
@@ -221,8 +208,7 @@ impl Bert {
             let v = heads(&l.v.forward(&x)?, l.heads, l.head_dim)?;
             let a = attention(&q, &k, &v, &mask)?;
             let a = l.attn_ln.forward(&c(l.attn_out.forward(&a)?.add(&x))?)?;
-            let h = l.inter.forward(&a)?;
-            let h = c(if l.gelu_tanh { h.gelu() } else { h.gelu_erf() })?;
+            let h = l.inter.forward_act(&a, if l.gelu_tanh { Activation::GeluTanh } else { Activation::GeluErf })?;
             x = l.out_ln.forward(&c(l.out.forward(&h)?.add(&a))?)?;
             hs.push(x.clone());
         }
@@ -285,13 +271,12 @@ impl Gpt2 {
 
     fn forward(&self, ids: &Tensor, lengths: &[usize]) -> Result<Vec<Tensor>> {
         let (b, t) = c(ids.dims2())?;
-        let dev = ids.device();
         let x = c(self.wte.index_select(&c(ids.flatten_all())?, 0).and_then(|x| x.reshape((b, t, ()))))?;
         let p = c(self.wpe.narrow(0, 0, t))?;
         let mut x = c(x.broadcast_add(&p))?;
         let d = c(x.dim(2))?;
         let hd = d / self.heads;
-        let mask = attention_mask(lengths, t, true, dev)?;
+        let mask = AttentionMask { lengths: lengths.to_vec(), causal: true };
         let mut hs = vec![x.clone()];
         for l in &self.layers {
             let h = l.ln1.forward(&x)?;
@@ -301,8 +286,7 @@ impl Gpt2 {
             let v = heads(&c(qkv.narrow(2, 2 * d, d))?, self.heads, hd)?;
             let a = l.c_proj.forward(&attention(&q, &k, &v, &mask)?)?;
             x = c(x.add(&a))?;
-            let h = l.fc.forward(&l.ln2.forward(&x)?)?;
-            let h = c(if self.gelu_tanh { h.gelu() } else { h.gelu_erf() })?;
+            let h = l.fc.forward_act(&l.ln2.forward(&x)?, if self.gelu_tanh { Activation::GeluTanh } else { Activation::GeluErf })?;
             x = c(x.add(&l.proj.forward(&h)?))?;
             hs.push(x.clone());
         }
@@ -394,7 +378,7 @@ impl Llama {
         let (b, t) = c(ids.dims2())?;
         let dev = ids.device();
         let mut x = c(self.embed.index_select(&c(ids.flatten_all())?, 0).and_then(|x| x.reshape((b, t, ()))))?;
-        let mask = attention_mask(lengths, t, true, dev)?;
+        let mask = AttentionMask { lengths: lengths.to_vec(), causal: true };
         let (cos, sin) = self.rope_tables(t, dev)?;
         let mut hs = vec![x.clone()];
         for l in &self.layers {

@@ -7,7 +7,9 @@
 //! call, so it wraps per-block or per-query work, never per-element work.
 
 /// Defines `fn $name(args) -> ret` that runs `$body_fn(args)` compiled for the best available ISA.
-/// `$body_fn` must be `#[inline(always)]` so that it is compiled inside each variant.
+/// `$body_fn` must be `#[inline(always)]` so that it is compiled inside each variant. Exported for
+/// the other numeric loops of the workspace (the embedding model's element-wise functions).
+#[macro_export]
 macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty => $body_fn:path) => {
         $(#[$meta])*
@@ -38,12 +40,11 @@ macro_rules! multiversion {
         }
     };
 }
-pub(crate) use multiversion;
 
 /// AVX-512 F/DQ/VL, AVX2 and FMA are all present.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-pub(crate) fn has_avx512() -> bool {
+pub fn has_avx512() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512dq")
         && std::arch::is_x86_feature_detected!("avx512vl")
@@ -53,6 +54,6 @@ pub(crate) fn has_avx512() -> bool {
 /// AVX2 and FMA are present.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-pub(crate) fn has_avx2() -> bool {
+pub fn has_avx2() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }

@@ -29,7 +29,8 @@
 mod error;
 mod estimate;
 mod knn;
-mod isa;
+#[doc(hidden)]
+pub mod isa;
 mod rate;
 mod rows;
 

@@ -189,7 +189,7 @@ impl Scratch {
     }
 }
 
-crate::isa::multiversion! {
+crate::multiversion! {
     /// Fills `s.mu` with the ratio r2/r1 of every point of the neighbourhood; returns the number
     /// of rows recomputed exactly.
     fn neighbourhood_ratios(index: &KnnIndex, query: &[f32], nbrs: &[u32], s: &mut Scratch) -> u64 => ratios_body

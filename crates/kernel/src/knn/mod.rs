@@ -245,7 +245,7 @@ impl KnnIndex {
     }
 }
 
-crate::isa::multiversion! {
+crate::multiversion! {
     /// One block of queries against all reference tiles; returns the number of refined candidates.
     fn search_block(
         index: &KnnIndex,

@@ -88,7 +88,7 @@ impl KnnIndex {
     }
 }
 
-crate::isa::multiversion! {
+crate::multiversion! {
     /// Blocks `bi >= bj`: rows of `bi` get the tile's rows, rows of `bj` its columns.
     fn pair(index: &KnnIndex, blocks: &[Mutex<Vec<Candidates>>], bi: usize, bj: usize, tile: &mut [f32], transposed: &mut [f32]) -> () => pair_body
 }
