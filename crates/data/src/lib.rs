@@ -48,5 +48,5 @@ pub use layout::{find_manifests, is_result_dir, Layout, MANIFEST_FILE, PARTITION
 pub use manifest::{read_manifest, write_manifest, Manifest, PART_METADATA_PREFIX};
 pub use reader::{inspect, slice_corpus, CorpusBatch, CorpusInfo, CorpusReader, CorpusSlice, CorpusSpec};
 pub use reference::{read_reference, vectors_sha256, write_reference, Reference};
-pub use sample::{merge_pools, pool_candidates, sample_from_pool, sample_identities, sample_reference, PoolCandidate, SampleConfig, SampleStats};
+pub use sample::{count_corpus_identities, merge_pools, pool_candidates, sample_from_pool, sample_identities, sample_reference, PoolCandidate, SampleConfig, SampleStats};
 pub use writer::{write_atomic, AtomicParquetWriter};

@@ -346,6 +346,39 @@ pub fn merge_pools(spec: &CorpusSpec, info: &CorpusInfo, pools: Vec<Vec<PoolCand
     Ok(all)
 }
 
+/// Calls `f(key, file, row)` for every corpus row, reading the id columns only.
+fn scan_identities(spec: &CorpusSpec, info: &CorpusInfo, encoder: &IdentityEncoder, mut f: impl FnMut(Box<[u8]>, u32, u64) -> Result<()>) -> Result<()> {
+    for batch in CorpusReader::new(spec, info, 64 * 1024, false, Some(spec.id_columns.clone()))? {
+        let batch = batch?;
+        let file = u32::try_from(batch.file_index).map_err(|_| DataError::InvalidArgument("more than 2^32 input files".into()))?;
+        let path = &spec.files[batch.file_index];
+        for (r, key) in encoder.encode(&batch.columns, path, batch.first_row)?.into_iter().enumerate() {
+            f(key, file, batch.first_row + r as u64)?;
+        }
+    }
+    Ok(())
+}
+
+/// How many of `keys` (identity keys as the corpus's id columns encode them) name a corpus row.
+/// A run uses it to see that a reference file holds rows of the corpus it measures (the same rows
+/// given as a file, or a reference an earlier run wrote), which makes the symmetric self-join
+/// worth its cost. Reads the id columns only.
+///
+/// # Errors
+/// As reading the corpus's id columns; [`DataError::InvalidArgument`] without id columns.
+pub fn count_corpus_identities(spec: &CorpusSpec, info: &CorpusInfo, keys: &[Box<[u8]>]) -> Result<usize> {
+    let Some(encoder) = encoder(spec, info)? else {
+        return Err(DataError::InvalidArgument("matching identities needs the corpus's id columns".into()));
+    };
+    let mut wanted: std::collections::HashSet<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+    let mut n = 0;
+    scan_identities(spec, info, &encoder, |key, _, _| {
+        n += usize::from(wanted.remove(&key[..]));
+        Ok(())
+    })?;
+    Ok(n)
+}
+
 /// The error for two rows with one identity.
 fn duplicate(spec: &CorpusSpec, encoder: Option<&IdentityEncoder>, a: &PoolCandidate, b: &PoolCandidate) -> DataError {
     let identity = encoder.map_or_else(|| describe_positional(&a.key), |e| e.describe(&a.key));
@@ -493,20 +526,15 @@ pub fn sample_identities(spec: &CorpusSpec, info: &CorpusInfo, keys: &[Box<[u8]>
     }
     let wanted: HashMap<&[u8], usize> = keys.iter().enumerate().map(|(i, k)| (&k[..], i)).collect();
     let mut found: Vec<Option<PoolCandidate>> = vec![None; keys.len()];
-    let reader = CorpusReader::new(spec, info, 64 * 1024, false, Some(spec.id_columns.clone()))?;
-    for batch in reader {
-        let batch = batch?;
-        let file = u32::try_from(batch.file_index).map_err(|_| DataError::InvalidArgument("more than 2^32 input files".into()))?;
-        let path = &spec.files[batch.file_index];
-        for (r, key) in encoder.encode(&batch.columns, path, batch.first_row)?.into_iter().enumerate() {
-            let Some(&i) = wanted.get(&key[..]) else { continue };
-            let cand = PoolCandidate { priority: i as u64, key, file, row: batch.first_row + r as u64 };
-            if let Some(first) = &found[i] {
-                return Err(duplicate(spec, Some(&encoder), first, &cand));
-            }
-            found[i] = Some(cand);
+    scan_identities(spec, info, &encoder, |key, file, row| {
+        let Some(&i) = wanted.get(&key[..]) else { return Ok(()) };
+        let cand = PoolCandidate { priority: i as u64, key, file, row };
+        if let Some(first) = &found[i] {
+            return Err(duplicate(spec, Some(&encoder), first, &cand));
         }
-    }
+        found[i] = Some(cand);
+        Ok(())
+    })?;
     let missing: Vec<usize> = (0..keys.len()).filter(|i| found[*i].is_none()).collect();
     if let Some(&first) = missing.first() {
         return Err(DataError::InvalidArgument(format!(

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use lidscope_data::{read_reference, sample_identities, sample_reference, write_reference, Reference};
+use lidscope_data::{count_corpus_identities, read_reference, sample_identities, sample_reference, write_reference, Reference};
 
 use super::config::{ReferenceSource, RunConfig, ValidRun};
 use super::finish::Timings;
@@ -17,24 +17,45 @@ use crate::udf::{adopt, file_sha256, Adopted, LoadedReference};
 pub(crate) struct Drawn {
     pub reference: Reference,
     pub source: String,
+    /// Whether its rows come back as queries (a sample, or a file of corpus rows): one symmetric
+    /// self-join then serves them at half the cost of searching them one by one.
+    pub self_join: bool,
 }
 
 /// Reads the reference file or draws the paper's sample; warns when the corpus gave fewer rows
 /// than asked. Then checks the reference's dimension and size against the corpus and `k`.
 pub(crate) fn draw(cfg: &RunConfig, valid: &ValidRun, warn: &mut dyn FnMut(String)) -> Result<Drawn> {
     let drawn = match &cfg.reference {
-        ReferenceSource::File(p) => Drawn { reference: read_reference(p, &cfg.embedding_column, &cfg.id_columns)?, source: p.display().to_string() },
+        ReferenceSource::File(p) => {
+            let reference = read_reference(p, &cfg.embedding_column, &cfg.id_columns)?;
+            let self_join = mostly_corpus_rows(cfg, valid, &reference)?;
+            Drawn { reference, source: p.display().to_string(), self_join }
+        }
         ReferenceSource::Sample(sample) => {
             let r = sample_reference(&valid.spec, &valid.info, sample)?;
             if let Some(w) = short_sample(sample.size, &r) {
                 warn(w);
             }
-            Drawn { reference: r, source: "sample".to_string() }
+            Drawn { reference: r, source: "sample".to_string(), self_join: true }
         }
-        ReferenceSource::Identities(p) => Drawn { reference: by_identities(cfg, valid, p)?, source: identities_source(p) },
+        ReferenceSource::Identities(p) => Drawn { reference: by_identities(cfg, valid, p)?, source: identities_source(p), self_join: true },
     };
     check(cfg, valid, &drawn)?;
     Ok(drawn)
+}
+
+/// Whether at least half of a reference file's rows are corpus rows by identity (the same rows
+/// given as a file, or a reference an earlier run of this corpus wrote). The self-join computes
+/// every reference row's neighbourhood at about half the cost of a search of all of them, so it
+/// pays when at least half come back as queries; a row is taken from it only when its vector is
+/// the query's too. Costs one pass over the corpus's id columns.
+fn mostly_corpus_rows(cfg: &RunConfig, valid: &ValidRun, reference: &Reference) -> Result<bool> {
+    if cfg.id_columns.is_empty() || reference.is_empty() {
+        return Ok(false);
+    }
+    let n = count_corpus_identities(&valid.spec, &valid.info, &reference.keys)?;
+    tracing::debug!("{n} of the {} reference rows are corpus rows", reference.len());
+    Ok(2 * n >= reference.len())
 }
 
 /// The warning for a sample with fewer rows than the `size` asked for (a small corpus, or many
@@ -106,7 +127,7 @@ pub(crate) fn write_and_index(cfg: &RunConfig, drawn: &Drawn, path: &Path, progr
             write_reference(path, &drawn.reference, &cfg.embedding_column)?;
             Ok((t.elapsed().as_secs_f64(), file_sha256(path)?))
         });
-        let built = LoadedReference::new(&drawn.reference, &drawn.source, &identity, cfg.strategy).and_then(|r| match cfg.sampled() {
+        let built = LoadedReference::new(&drawn.reference, &drawn.source, &identity, cfg.strategy).and_then(|r| match drawn.self_join {
             true => {
                 progress.phase("self-join", 0);
                 r.with_self_knn(cfg.lid.k).map_err(|e| EngineError::kernel(format!("reference {}", drawn.source), e))

@@ -60,7 +60,8 @@ impl ShardedRun {
     /// # Errors
     /// A reference of another dimension than the corpus, too few rows for `k`.
     pub fn new(cfg: RunConfig, valid: ValidRun, reference: Reference, source: String) -> Result<(Self, Vec<String>)> {
-        let drawn = Drawn { reference, source };
+        // The cluster's workers search every shard's rows; the self-join is not used there.
+        let drawn = Drawn { reference, source, self_join: false };
         check(&cfg, &valid, &drawn)?;
         let mut warnings = Vec::new();
         if let ReferenceSource::Sample(sample) = &cfg.reference {
