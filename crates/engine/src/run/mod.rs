@@ -68,7 +68,7 @@ pub fn run(cfg: &RunConfig, progress: &dyn Progress) -> Result<RunSummary> {
     timings.record("reference", t.elapsed().as_secs_f64());
     let params = finish::parameters(cfg, &valid, &drawn);
     let reference_path = staging.reference_path();
-    let indexed = reference::write_and_index(cfg, &drawn, &reference_path, progress, &mut timings)?;
+    let indexed = reference::write_and_index(cfg, &drawn, valid.info.total_rows, &reference_path, progress, &mut timings)?;
 
     progress.phase("lid", valid.info.total_rows);
     let t = Instant::now();

@@ -22,6 +22,11 @@ pub(crate) struct Drawn {
     pub self_join: bool,
 }
 
+/// Length of the reference rows' own neighbour lists when they serve the estimates only: with 64,
+/// fewer than 0.2% of neighbourhood members lacked two fellow members in their list on MiniLM
+/// and synthetic data (PERF_NOTES), and such a member is computed directly.
+const MEMBER_LIST_LEN: usize = 64;
+
 /// Reads the reference file or draws the paper's sample; warns when the corpus gave fewer rows
 /// than asked. Then checks the reference's dimension and size against the corpus and `k`.
 pub(crate) fn draw(cfg: &RunConfig, valid: &ValidRun, warn: &mut dyn FnMut(String)) -> Result<Drawn> {
@@ -118,7 +123,11 @@ pub(crate) struct Indexed {
 
 /// Writes the reference to `path` while it is indexed (and, for a sample, self-joined); the
 /// query then finds the index under that file, as any `lid()` call would.
-pub(crate) fn write_and_index(cfg: &RunConfig, drawn: &Drawn, path: &Path, progress: &dyn Progress, timings: &mut Timings) -> Result<Indexed> {
+///
+/// Without a self-join, a reference that `queries` corpus rows will be measured against gets its
+/// rows' own neighbour lists when they pay: they cost about `n^2 d` once and save most of the
+/// `k^2 d` of every query's estimate ([`lidscope_kernel::lid_from_neighbours`]).
+pub(crate) fn write_and_index(cfg: &RunConfig, drawn: &Drawn, queries: u64, path: &Path, progress: &dyn Progress, timings: &mut Timings) -> Result<Indexed> {
     let identity = cfg.identity();
     let (loaded, hash) = std::thread::scope(|scope| -> Result<(LoadedReference, String)> {
         // The file's hash (the cache's key) is taken here too, off the kernel's path.
@@ -127,12 +136,19 @@ pub(crate) fn write_and_index(cfg: &RunConfig, drawn: &Drawn, path: &Path, progr
             write_reference(path, &drawn.reference, &cfg.embedding_column)?;
             Ok((t.elapsed().as_secs_f64(), file_sha256(path)?))
         });
-        let built = LoadedReference::new(&drawn.reference, &drawn.source, &identity, cfg.strategy).and_then(|r| match drawn.self_join {
-            true => {
+        let n = drawn.reference.len() as f64;
+        let lists_pay = queries as f64 * (cfg.lid.k * cfg.lid.k) as f64 >= n * n;
+        let lists = match (drawn.self_join, lists_pay) {
+            (true, _) => Some(cfg.lid.k),
+            (false, true) => Some(cfg.lid.k.min(MEMBER_LIST_LEN)),
+            (false, false) => None,
+        };
+        let built = LoadedReference::new(&drawn.reference, &drawn.source, &identity, cfg.strategy).and_then(|r| match lists {
+            Some(m) if m < drawn.reference.len() => {
                 progress.phase("self-join", 0);
-                r.with_self_knn(cfg.lid.k).map_err(|e| EngineError::kernel(format!("reference {}", drawn.source), e))
+                r.with_self_knn(m).map_err(|e| EngineError::kernel(format!("reference {}", drawn.source), e))
             }
-            false => Ok(r),
+            _ => Ok(r),
         });
         let (seconds, hash) = writer.join().expect("reference writer panicked")?;
         timings.record("reference_write", seconds);

@@ -17,9 +17,10 @@ pub(crate) struct LoadedReference {
     pub rows: HashMap<Box<[u8]>, u32>,
     /// The reference's identity columns.
     pub id_columns: Vec<String>,
-    /// Every reference row's neighbourhood among the others, when the reference was drawn from
-    /// the corpus being measured: those rows come back as queries, and one symmetric self-join
-    /// serves them all at half the cost of searching them one by one.
+    /// Every reference row's nearest other rows. When the reference was drawn from the corpus
+    /// being measured (length `k`), those rows come back as queries and one symmetric self-join
+    /// serves them all at half the cost of searching them one by one; of any length, the lists
+    /// turn most of every query's estimate into look-ups.
     self_knn: Option<Neighbours>,
     /// Kernel seconds spent on this reference so far (neighbour search, local estimates).
     times: Mutex<KernelTimes>,
@@ -52,7 +53,8 @@ impl LoadedReference {
     }
 
     /// Precomputes every reference row's `k` nearest other rows: [`Self::lid`] then takes a
-    /// query's neighbourhood from here when it is a reference row with the same vector.
+    /// query's neighbourhood from here when it is a reference row with the same vector (and `k`
+    /// is the query's), and looks up its estimate's distances here.
     pub fn with_self_knn(mut self, k: usize) -> std::result::Result<Self, KernelError> {
         let (nb, stats) = self.index.self_knn(k)?;
         self.times.get_mut().expect("times poisoned").knn += stats.seconds;
@@ -70,7 +72,7 @@ impl LoadedReference {
     pub fn lid(&self, queries: Rows<'_>, exclude: Option<&[Option<u32>]>, cfg: &LidConfig) -> std::result::Result<Vec<PointLid>, KernelError> {
         cfg.validate()?;
         let (nb, knn_seconds) = self.neighbours(queries, exclude, cfg.k)?;
-        let (lids, stats) = lid_from_neighbours(&self.index, queries, &nb, cfg)?;
+        let (lids, stats) = lid_from_neighbours(&self.index, queries, &nb, cfg, self.self_knn.as_ref())?;
         let mut t = self.times.lock().expect("times poisoned");
         t.knn += knn_seconds;
         t.estimate += stats.estimate_seconds;

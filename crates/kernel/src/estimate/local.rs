@@ -7,6 +7,14 @@
 //! two nearest are accepted only when the third is farther by more than the error bound, and the two chosen
 //! distances are recomputed in float64. Where the gap is too small, every point within the error
 //! window is re-ranked exactly.
+//!
+//! With the reference rows' own neighbour lists (from [`KnnIndex::self_knn`]) most of that work
+//! becomes look-ups: a member's two nearest fellow members are the first two members that appear
+//! in its own list, nearest first, whenever the list holds two; every member outside the list is
+//! at least as far as the list's last entry. The list's distances are the same exact float64
+//! distances the direct path computes, so the result is the same to the bit, ties included. A
+//! member whose list holds fewer than two fellow members gets its distances directly; a
+//! neighbourhood with many such members takes the direct path whole.
 
 use std::time::Instant;
 
@@ -75,6 +83,11 @@ pub struct LidStats {
     pub estimate_seconds: f64,
     /// Neighbourhood rows whose distances had to be recomputed exactly (gap test failed).
     pub exact_rows: u64,
+    /// Neighbourhood members whose two nearest fellow members were looked up in their lists.
+    pub looked_up: u64,
+    /// Members computed directly although lists were given (fewer than two fellow members in
+    /// their list), including whole neighbourhoods sent to the direct path.
+    pub direct_members: u64,
 }
 
 /// LID of every query against `index`.
@@ -113,19 +126,28 @@ pub fn pointwise_lid(
 ) -> Result<(Vec<PointLid>, LidStats)> {
     cfg.validate()?;
     let (nb, knn) = index.knn(queries, cfg.k, exclude)?;
-    let (out, mut stats) = lid_from_neighbours(index, queries, &nb, cfg)?;
+    let (out, mut stats) = lid_from_neighbours(index, queries, &nb, cfg, None)?;
     stats.knn = knn;
     Ok((out, stats))
 }
 
 /// LID of every query from neighbourhoods already found (e.g. by [`KnnIndex::self_knn`]).
 ///
-/// `nb` holds `queries.len()` rows of `cfg.k` reference rows, nearest first.
+/// `nb` holds `queries.len()` rows of `cfg.k` reference rows, nearest first. `lists`, when given,
+/// holds every reference row's nearest other reference rows, nearest first (any length of at
+/// least 2, e.g. [`KnnIndex::self_knn`]): the estimates then come mostly from look-ups (module
+/// docs), with the same result.
 ///
 /// # Errors
 /// Those of [`LidConfig::validate`]; [`KernelError::Shape`] when `nb` does not match the queries,
-/// `cfg.k` or the reference.
-pub fn lid_from_neighbours(index: &KnnIndex, queries: Rows<'_>, nb: &Neighbours, cfg: &LidConfig) -> Result<(Vec<PointLid>, LidStats)> {
+/// `cfg.k` or the reference, or `lists` does not cover the reference.
+pub fn lid_from_neighbours(
+    index: &KnnIndex,
+    queries: Rows<'_>,
+    nb: &Neighbours,
+    cfg: &LidConfig,
+    lists: Option<&Neighbours>,
+) -> Result<(Vec<PointLid>, LidStats)> {
     cfg.validate()?;
     let k = cfg.k;
     if nb.k != k || nb.len() != queries.len() || queries.dim() != index.dim() || nb.indices.iter().any(|r| *r as usize >= index.len()) {
@@ -134,17 +156,35 @@ pub fn lid_from_neighbours(index: &KnnIndex, queries: Rows<'_>, nb: &Neighbours,
             got: format!("{} neighbourhoods of {} rows, queries of dimension {}", nb.len(), nb.k, queries.dim()),
         });
     }
+    if let Some(l) = lists.filter(|l| l.len() != index.len() || l.k < 2) {
+        return Err(KernelError::Shape {
+            expected: format!("neighbour lists of at least 2 for each of the {} reference rows", index.len()),
+            got: format!("{} lists of {}", l.len(), l.k),
+        });
+    }
     let start = Instant::now();
     let mut out = vec![PointLid::default(); queries.len()];
-    let exact_rows: u64 = out
+    let counts: (u64, u64, u64) = out
         .par_chunks_mut(ESTIMATE_CHUNK)
         .enumerate()
         .map(|(c, chunk)| {
             let mut s = Scratch::default();
-            let mut fallbacks = 0;
+            let (mut fallbacks, mut looked_up, mut direct) = (0, 0, 0);
             for (o, p) in chunk.iter_mut().enumerate() {
                 let i = c * ESTIMATE_CHUNK + o;
-                fallbacks += neighbourhood_ratios(index, queries.row(i), nb.indices_of(i), &mut s);
+                let members = nb.indices_of(i);
+                match lists.map(|l| from_lists(index, l, members, &mut s)) {
+                    Some(Looked::All) => looked_up += k as u64,
+                    Some(Looked::Some(missed)) => {
+                        looked_up += (k - missed) as u64;
+                        direct += missed as u64;
+                    }
+                    Some(Looked::TooFew) => {
+                        direct += k as u64;
+                        fallbacks += neighbourhood_ratios(index, queries.row(i), members, &mut s);
+                    }
+                    None => fallbacks += neighbourhood_ratios(index, queries.row(i), members, &mut s),
+                }
                 let d = nb.distances_of(i);
                 *p = PointLid {
                     lid: fit_ratios(&mut s.mu, cfg.discard_fraction, cfg.estimator),
@@ -153,10 +193,78 @@ pub fn lid_from_neighbours(index: &KnnIndex, queries: Rows<'_>, nb: &Neighbours,
                     rk: d[k - 1],
                 };
             }
-            fallbacks
+            (fallbacks, looked_up, direct)
         })
-        .sum();
-    Ok((out, LidStats { knn: KnnStats::default(), estimate_seconds: start.elapsed().as_secs_f64(), exact_rows }))
+        .reduce(|| (0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
+    Ok((
+        out,
+        LidStats {
+            knn: KnnStats::default(),
+            estimate_seconds: start.elapsed().as_secs_f64(),
+            exact_rows: counts.0,
+            looked_up: counts.1,
+            direct_members: counts.2,
+        },
+    ))
+}
+
+/// What [`from_lists`] managed.
+enum Looked {
+    /// Every member's ratio came from its list.
+    All,
+    /// All but this many members, whose ratios were computed directly.
+    Some(usize),
+    /// Too many members lack two fellow members in their lists: `s.mu` is not filled, and the
+    /// neighbourhood takes the direct path whole.
+    TooFew,
+}
+
+/// Fills `s.mu` from the members' neighbour lists (module docs).
+fn from_lists(index: &KnnIndex, lists: &Neighbours, members: &[u32], s: &mut Scratch) -> Looked {
+    let k = members.len();
+    if s.member.len() != index.len() {
+        s.member = vec![false; index.len()];
+    }
+    for m in members {
+        s.member[*m as usize] = true;
+    }
+    s.mu.clear();
+    s.missed.clear();
+    for (i, m) in members.iter().enumerate() {
+        let (list, dist) = (lists.indices_of(*m as usize), lists.distances_of(*m as usize));
+        let mut found = list.iter().zip(dist).filter(|(r, _)| s.member[**r as usize]).map(|(_, d)| *d);
+        match (found.next(), found.next()) {
+            (Some(r1), Some(r2)) => s.mu.push(r2 / r1),
+            _ => {
+                s.mu.push(f64::NAN);
+                s.missed.push(i);
+            }
+        }
+    }
+    for m in members {
+        s.member[*m as usize] = false;
+    }
+    // Each missed member costs k exact distances; past k / 8 of them the Gram path is cheaper.
+    if s.missed.len() > k / 8 {
+        return Looked::TooFew;
+    }
+    if s.missed.is_empty() {
+        return Looked::All;
+    }
+    let missed = std::mem::take(&mut s.missed);
+    for &i in &missed {
+        let mut best = (f64::INFINITY, f64::INFINITY);
+        let a = index.row(members[i] as usize);
+        for (j, m) in members.iter().enumerate() {
+            if j != i {
+                push_best(&mut best, sq_dist_f64(a, index.row(*m as usize)));
+            }
+        }
+        s.mu[i] = best.1.sqrt() / best.0.sqrt();
+    }
+    let n = missed.len();
+    s.missed = missed;
+    Looked::Some(n)
 }
 
 #[derive(Default)]
@@ -171,6 +279,10 @@ struct Scratch {
     /// not yet); mutual nearest neighbours would otherwise be computed twice.
     exact: Vec<f64>,
     touched: Vec<usize>,
+    /// Membership of the current neighbourhood, by reference row (all false between uses).
+    member: Vec<bool>,
+    /// Members whose lists held fewer than two fellow members.
+    missed: Vec<usize>,
 }
 
 impl Scratch {
@@ -328,5 +440,64 @@ fn push_best(best: &mut (f64, f64), v: f64) {
         best.0 = v;
     } else if v < best.1 {
         best.1 = v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::SearchStrategy;
+
+    /// Points near a 3-d subspace with noise, a few repeated exactly.
+    fn cloud(rng: &mut ChaCha8Rng, n: usize, d: usize) -> Vec<f32> {
+        let basis: Vec<f32> = (0..3 * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let mut x: Vec<f32> = (0..n)
+            .flat_map(|_| {
+                let c: [f32; 3] = std::array::from_fn(|_| rng.random_range(-1.0..1.0));
+                let noise: Vec<f32> = (0..d).map(|_| rng.random_range(-0.05..0.05)).collect();
+                let basis = &basis;
+                (0..d).map(move |p| 2.0 + c[0] * basis[p] + c[1] * basis[d + p] + c[2] * basis[2 * d + p] + noise[p]).collect::<Vec<_>>()
+            })
+            .collect();
+        for (to, from) in [(5, 6), (50, 51), (52, 51)] {
+            x.copy_within(from * d..(from + 1) * d, to * d);
+        }
+        x
+    }
+
+    /// Look-ups in lists of any length give the direct path's result to the bit: for reference
+    /// rows (self excluded) and for other queries, in the float64 (d <= 64) and Gram paths.
+    #[test]
+    fn lists_give_the_direct_result_to_the_bit() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for &(n, d, k) in &[(900usize, 40usize, 32usize), (700, 97, 64)] {
+            let refs = cloud(&mut rng, n, d);
+            let others = cloud(&mut rng, 200, d);
+            let index = KnnIndex::new(Rows::try_new(&refs, n, d).unwrap(), SearchStrategy::Gemm).unwrap();
+            let cfg = LidConfig { k, ..LidConfig::default() };
+            let me: Vec<Option<u32>> = (0..n as u32).map(Some).collect();
+            for (queries, exclude) in [(index.rows(), Some(me.as_slice())), (Rows::try_new(&others, 200, d).unwrap(), None)] {
+                let (nb, _) = index.knn(queries, k, exclude).unwrap();
+                let (want, _) = lid_from_neighbours(&index, queries, &nb, &cfg, None).unwrap();
+                for m in [2, 3, 8, k] {
+                    let (lists, _) = index.self_knn(m).unwrap();
+                    let (got, stats) = lid_from_neighbours(&index, queries, &nb, &cfg, Some(&lists)).unwrap();
+                    let bits = |p: &PointLid| [p.lid.to_bits(), p.r1.to_bits(), p.r2.to_bits(), p.rk.to_bits()];
+                    if let Some(i) = (0..want.len()).find(|i| bits(&got[*i]) != bits(&want[*i])) {
+                        panic!("n={n} d={d} k={k} m={m}: query {i}: {:?} with lists, {:?} without", got[i], want[i]);
+                    }
+                    assert_eq!(stats.looked_up + stats.direct_members, (queries.len() * k) as u64);
+                    if m == k {
+                        assert!(stats.looked_up as f64 > 0.9 * (queries.len() * k) as f64, "m = k: {stats:?}");
+                    }
+                    if m == 2 {
+                        assert!(stats.direct_members > 0, "m = 2 leaves members without two fellows: {stats:?}");
+                    }
+                }
+            }
+        }
     }
 }
