@@ -201,10 +201,11 @@ lidscope sql and lidscope report. Runs that share a dataset are measured on the 
 The README's \"Sweeps\" section describes every key.";
 
 const BENCH_EXAMPLES: &str = "Examples:
-  # The issue's benchmark: 60,000 x 768, k = 128, corpus as its own reference
+  # The performance issue's settings, k = 128: 60,000 x 768 as its own reference (sampled, then
+  # the same rows as a file), and 120,000 x 384 against a 20,000-row reference file
   lidscope bench
   # A quicker look, and the k-d tree crossover table
-  lidscope bench --rows 10000 --kdtree --json
+  lidscope bench --rows 10000 --corpus-rows 0 --kdtree --json
   # This build against the previous release, same corpus, alternating runs
   lidscope bench --against ./lidscope-previous --repeat 3
   # The cluster's overhead and recovery: 2 million 64-d tokens, a 4,000-row reference, k = 32
@@ -463,6 +464,15 @@ pub struct BenchArgs {
     /// Seed of the synthetic corpus.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// The second setting: corpus rows measured against a reference file of other rows (0: skip).
+    #[arg(long, default_value_t = 120_000)]
+    pub corpus_rows: usize,
+    /// The second setting's embedding dimension.
+    #[arg(long, default_value_t = 384)]
+    pub corpus_dim: usize,
+    /// The second setting's reference rows.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(1..), |v| v as usize))]
+    pub reference_rows: usize,
     /// Also measure the k-d tree against the GEMM path for d = 2..64 and report the crossover.
     #[arg(long)]
     pub kdtree: bool,

@@ -57,6 +57,7 @@ impl LoadedReference {
     /// is the query's), and looks up its estimate's distances here.
     pub fn with_self_knn(mut self, k: usize) -> std::result::Result<Self, KernelError> {
         let (nb, stats) = self.index.self_knn(k)?;
+        tracing::debug!(rows = stats.queries, k, seconds = stats.seconds, "self-join: {:.1} candidates re-ranked per row", stats.refined as f64 / stats.queries.max(1) as f64);
         self.times.get_mut().expect("times poisoned").knn += stats.seconds;
         self.self_knn = Some(nb);
         Ok(self)
@@ -86,6 +87,7 @@ impl LoadedReference {
         let known = self.self_knn.as_ref().filter(|nb| nb.k == k);
         let (Some(known), Some(exclude)) = (known, exclude) else {
             let (nb, stats) = self.index.knn(queries, k, exclude)?;
+            tracing::trace!(queries = stats.queries, "search: {:.1} candidates re-ranked per query", stats.refined as f64 / stats.queries.max(1) as f64);
             return Ok((nb, stats.seconds));
         };
         let all = self.index.rows();
