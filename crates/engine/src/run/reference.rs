@@ -11,7 +11,7 @@ use super::config::{ReferenceSource, RunConfig, ValidRun};
 use super::finish::Timings;
 use crate::error::{EngineError, Result};
 use crate::progress::Progress;
-use crate::udf::{adopt, file_sha256, Adopted, LoadedReference};
+use crate::udf::{adopt, file_sha256, lists_pay, Adopted, LoadedReference, MEMBER_LIST_LEN};
 
 /// The reference rows and what to call them in messages (`sample` or the file's path).
 pub(crate) struct Drawn {
@@ -21,11 +21,6 @@ pub(crate) struct Drawn {
     /// self-join then serves them at half the cost of searching them one by one.
     pub self_join: bool,
 }
-
-/// Length of the reference rows' own neighbour lists when they serve the estimates only: with 64,
-/// fewer than 0.2% of neighbourhood members lacked two fellow members in their list on MiniLM
-/// and synthetic data (PERF_NOTES), and such a member is computed directly.
-const MEMBER_LIST_LEN: usize = 64;
 
 /// Reads the reference file or draws the paper's sample; warns when the corpus gave fewer rows
 /// than asked. Then checks the reference's dimension and size against the corpus and `k`.
@@ -136,9 +131,7 @@ pub(crate) fn write_and_index(cfg: &RunConfig, drawn: &Drawn, queries: u64, path
             write_reference(path, &drawn.reference, &cfg.embedding_column)?;
             Ok((t.elapsed().as_secs_f64(), file_sha256(path)?))
         });
-        let n = drawn.reference.len() as f64;
-        let lists_pay = queries as f64 * (cfg.lid.k * cfg.lid.k) as f64 >= n * n;
-        let lists = match (drawn.self_join, lists_pay) {
+        let lists = match (drawn.self_join, lists_pay(queries, cfg.lid.k, drawn.reference.len())) {
             (true, _) => Some(cfg.lid.k),
             (false, true) => Some(cfg.lid.k.min(MEMBER_LIST_LEN)),
             (false, false) => None,

@@ -2,12 +2,24 @@
 //! the corpus being measured) its precomputed self-join.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use lidscope_data::{IdentityEncoder, Reference};
 use lidscope_kernel::{lid_from_neighbours, KernelError, KnnIndex, LidConfig, Neighbours, PointLid, Rows, SearchStrategy};
 
 use crate::error::{EngineError, Result};
+
+/// Length of the reference rows' own neighbour lists when they serve the estimates only: with 64,
+/// fewer than 0.2% of neighbourhood members lacked two fellow members in their list on MiniLM
+/// and synthetic data (PERF_NOTES), and such a member is computed directly.
+pub(crate) const MEMBER_LIST_LEN: usize = 64;
+
+/// Whether the reference rows' neighbour lists pay for themselves over `queries` queries: they
+/// cost about `n^2 d` once and save most of the `k^2 d` of every query's estimate.
+pub(crate) fn lists_pay(queries: u64, k: usize, n: usize) -> bool {
+    n > 2 && queries as f64 * (k * k) as f64 >= (n as f64) * (n as f64)
+}
 
 /// A reference ready for searches.
 pub(crate) struct LoadedReference {
@@ -22,6 +34,12 @@ pub(crate) struct LoadedReference {
     /// serves them all at half the cost of searching them one by one; of any length, the lists
     /// turn most of every query's estimate into look-ups.
     self_knn: Option<Neighbours>,
+    /// Lists of [`MEMBER_LIST_LEN`] built once this reference has served enough queries to pay
+    /// for them (`lid()` in SQL, a cluster worker's shards), when there is no `self_knn`.
+    lazy_lists: OnceLock<Neighbours>,
+    /// Queries served so far, and whether the lazy lists are being built.
+    served: AtomicU64,
+    building: AtomicBool,
     /// Kernel seconds spent on this reference so far (neighbour search, local estimates).
     times: Mutex<KernelTimes>,
 }
@@ -49,7 +67,16 @@ impl LoadedReference {
                 keys.into_iter().enumerate().map(|(i, k)| (k, i as u32)).collect()
             }
         };
-        Ok(Self { index, rows, id_columns: id_columns.to_vec(), self_knn: None, times: Mutex::new(KernelTimes::default()) })
+        Ok(Self {
+            index,
+            rows,
+            id_columns: id_columns.to_vec(),
+            self_knn: None,
+            lazy_lists: OnceLock::new(),
+            served: AtomicU64::new(0),
+            building: AtomicBool::new(false),
+            times: Mutex::new(KernelTimes::default()),
+        })
     }
 
     /// Precomputes every reference row's `k` nearest other rows: [`Self::lid`] then takes a
@@ -73,9 +100,20 @@ impl LoadedReference {
     pub fn lid(&self, queries: Rows<'_>, exclude: Option<&[Option<u32>]>, cfg: &LidConfig) -> std::result::Result<Vec<PointLid>, KernelError> {
         cfg.validate()?;
         let (nb, knn_seconds) = self.neighbours(queries, exclude, cfg.k)?;
-        let (lids, stats) = lid_from_neighbours(&self.index, queries, &nb, cfg, self.self_knn.as_ref())?;
+        let lists = self.self_knn.as_ref().or_else(|| self.lazy_lists.get());
+        let (lids, stats) = lid_from_neighbours(&self.index, queries, &nb, cfg, lists)?;
+        let mut lists_seconds = 0.0;
+        let served = self.served.fetch_add(queries.len() as u64, Ordering::Relaxed) + queries.len() as u64;
+        if lists.is_none() && lists_pay(served, cfg.k, self.index.len()) && !self.building.swap(true, Ordering::AcqRel) {
+            // An optimisation only: if it fails, the estimates keep their direct path.
+            if let Ok((built, stats)) = self.index.self_knn(cfg.k.min(MEMBER_LIST_LEN).min(self.index.len() - 1)) {
+                tracing::debug!(rows = self.index.len(), seconds = stats.seconds, "neighbour lists of the reference rows, after {served} queries");
+                lists_seconds = stats.seconds;
+                let _ = self.lazy_lists.set(built);
+            }
+        }
         let mut t = self.times.lock().expect("times poisoned");
-        t.knn += knn_seconds;
+        t.knn += knn_seconds + lists_seconds;
         t.estimate += stats.estimate_seconds;
         Ok(lids)
     }
