@@ -11,7 +11,7 @@ use super::config::{ReferenceSource, RunConfig, ValidRun};
 use super::finish::Timings;
 use crate::error::{EngineError, Result};
 use crate::progress::Progress;
-use crate::udf::{adopt, file_sha256, lists_pay, Adopted, LoadedReference, MEMBER_LIST_LEN};
+use crate::udf::{adopt, file_sha256, lists_pay, member_list_len, Adopted, LoadedReference};
 
 /// The reference rows and what to call them in messages (`sample` or the file's path).
 pub(crate) struct Drawn {
@@ -133,7 +133,7 @@ pub(crate) fn write_and_index(cfg: &RunConfig, drawn: &Drawn, queries: u64, path
         });
         let lists = match (drawn.self_join, lists_pay(queries, cfg.lid.k, drawn.reference.len())) {
             (true, _) => Some(cfg.lid.k),
-            (false, true) => Some(cfg.lid.k.min(MEMBER_LIST_LEN)),
+            (false, true) => Some(member_list_len(cfg.lid.k, drawn.reference.len())),
             (false, false) => None,
         };
         let built = LoadedReference::new(&drawn.reference, &drawn.source, &identity, cfg.strategy).and_then(|r| match lists {

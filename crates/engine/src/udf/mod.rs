@@ -8,7 +8,7 @@ use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
 pub use lid::{lid_fields, LidUdf};
-pub(crate) use reference::{lists_pay, LoadedReference, MEMBER_LIST_LEN};
+pub(crate) use reference::{lists_pay, member_list_len, LoadedReference};
 pub(crate) use reference_cache::{adopt, file_sha256, Adopted};
 
 /// Registers every lidscope function with `ctx`.

@@ -13,7 +13,13 @@ use crate::error::{EngineError, Result};
 /// Length of the reference rows' own neighbour lists when they serve the estimates only: with 64,
 /// fewer than 0.2% of neighbourhood members lacked two fellow members in their list on MiniLM
 /// and synthetic data (PERF_NOTES), and such a member is computed directly.
-pub(crate) const MEMBER_LIST_LEN: usize = 64;
+const MEMBER_LIST_LEN: usize = 64;
+
+/// The length of the lists built for the estimates only, for neighbourhoods of `k` among `n`
+/// reference rows.
+pub(crate) fn member_list_len(k: usize, n: usize) -> usize {
+    k.min(MEMBER_LIST_LEN).min(n.saturating_sub(1))
+}
 
 /// Whether the reference rows' neighbour lists pay for themselves over `queries` queries: they
 /// cost about `n^2 d` once and save most of the `k^2 d` of every query's estimate.
@@ -106,7 +112,7 @@ impl LoadedReference {
         let served = self.served.fetch_add(queries.len() as u64, Ordering::Relaxed) + queries.len() as u64;
         if lists.is_none() && lists_pay(served, cfg.k, self.index.len()) && !self.building.swap(true, Ordering::AcqRel) {
             // An optimisation only: if it fails, the estimates keep their direct path.
-            if let Ok((built, stats)) = self.index.self_knn(cfg.k.min(MEMBER_LIST_LEN).min(self.index.len() - 1)) {
+            if let Ok((built, stats)) = self.index.self_knn(member_list_len(cfg.k, self.index.len())) {
                 tracing::debug!(rows = self.index.len(), seconds = stats.seconds, "neighbour lists of the reference rows, after {served} queries");
                 lists_seconds = stats.seconds;
                 let _ = self.lazy_lists.set(built);

@@ -167,13 +167,14 @@ pub fn lid_from_neighbours(
     let counts: (u64, u64, u64) = out
         .par_chunks_mut(ESTIMATE_CHUNK)
         .enumerate()
-        .map(|(c, chunk)| {
-            let mut s = Scratch::default();
+        // One scratch per rayon job, not per chunk: its membership table is as long as the
+        // reference.
+        .map_init(Scratch::default, |s, (c, chunk)| {
             let (mut fallbacks, mut looked_up, mut direct) = (0, 0, 0);
             for (o, p) in chunk.iter_mut().enumerate() {
                 let i = c * ESTIMATE_CHUNK + o;
                 let members = nb.indices_of(i);
-                match lists.map(|l| from_lists(index, l, members, &mut s)) {
+                match lists.map(|l| from_lists(index, l, members, s)) {
                     Some(Looked::All) => looked_up += k as u64,
                     Some(Looked::Some(missed)) => {
                         looked_up += (k - missed) as u64;
@@ -181,9 +182,9 @@ pub fn lid_from_neighbours(
                     }
                     Some(Looked::TooFew) => {
                         direct += k as u64;
-                        fallbacks += neighbourhood_ratios(index, queries.row(i), members, &mut s);
+                        fallbacks += neighbourhood_ratios(index, queries.row(i), members, s);
                     }
-                    None => fallbacks += neighbourhood_ratios(index, queries.row(i), members, &mut s),
+                    None => fallbacks += neighbourhood_ratios(index, queries.row(i), members, s),
                 }
                 let d = nb.distances_of(i);
                 *p = PointLid {
