@@ -81,8 +81,10 @@ impl<'a> Rows<'a> {
 /// Squared Euclidean distance of two float32 vectors, accumulated in float64.
 ///
 /// Differences of two float32 values are exact in float64, so the only rounding is in the
-/// squares and the sum: about 1e-16 relative, whatever the vectors' distance from the origin.
-/// Sixteen accumulators in a fixed order keep it vectorisable and bitwise deterministic.
+/// fused multiply-adds of the sum: about 1e-16 relative, whatever the vectors' distance from the
+/// origin. Element `i` goes to accumulator `i % 32` and the accumulators are summed in a fixed
+/// tree, so the AVX-512 path (four vectors of eight, enough to hide the FMA latency) and the
+/// portable one give the same bits, on any CPU and for any number of threads.
 #[inline(always)]
 pub(crate) fn sq_dist_f64(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "sq_dist_f64: lengths differ");
@@ -91,32 +93,54 @@ pub(crate) fn sq_dist_f64(a: &[f32], b: &[f32]) -> f64 {
         // SAFETY: AVX-512F is available (checked); the slices have equal length (asserted).
         return unsafe { sq_dist_f64_avx512(a, b) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa::has_avx2() {
+        // SAFETY: AVX2 and FMA are available (checked).
+        return unsafe { sq_dist_f64_fma(a, b) };
+    }
+    // Without hardware FMA, `mul_add` is a library call: correct, slow, and only on CPUs older
+    // than 2013.
     sq_dist_f64_portable(a, b)
+}
+
+/// [`sq_dist_f64_portable`] compiled with hardware FMA.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sq_dist_f64_fma(a: &[f32], b: &[f32]) -> f64 {
+    sq_dist_f64_portable(a, b)
+}
+
+/// Accumulators of [`sq_dist_f64`].
+const ACC: usize = 32;
+
+/// `((acc[l] + acc[l+8]) + (acc[l+16] + acc[l+24]))` per lane `l < 8`, then the eight lanes as
+/// `((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7))`: the reduction both paths share.
+#[inline(always)]
+fn reduce(acc: &[f64; ACC]) -> f64 {
+    let lane: [f64; 8] = std::array::from_fn(|l| (acc[l] + acc[l + 8]) + (acc[l + 16] + acc[l + 24]));
+    ((lane[0] + lane[4]) + (lane[1] + lane[5])) + ((lane[2] + lane[6]) + (lane[3] + lane[7]))
 }
 
 #[inline(always)]
 fn sq_dist_f64_portable(a: &[f32], b: &[f32]) -> f64 {
-    const L: usize = 16;
-    let mut acc = [0.0f64; L];
-    let ca = a.chunks_exact(L);
-    let cb = b.chunks_exact(L);
+    let mut acc = [0.0f64; ACC];
+    let ca = a.chunks_exact(ACC);
+    let cb = b.chunks_exact(ACC);
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
-        for l in 0..L {
+        for l in 0..ACC {
             let d = x[l] as f64 - y[l] as f64;
-            acc[l] += d * d;
+            acc[l] = d.mul_add(d, acc[l]);
         }
     }
-    let mut tail = 0.0f64;
-    for (x, y) in ra.iter().zip(rb) {
+    for (l, (x, y)) in ra.iter().zip(rb).enumerate() {
         let d = *x as f64 - *y as f64;
-        tail += d * d;
+        acc[l] = d.mul_add(d, acc[l]);
     }
-    let mut sum = 0.0f64;
-    for l in 0..L / 2 {
-        sum += acc[l] + acc[l + L / 2];
-    }
-    sum + tail
+    reduce(&acc)
 }
 
 /// The same sums as [`sq_dist_f64_portable`], lane for lane, with AVX-512 intrinsics (LLVM
@@ -128,39 +152,31 @@ fn sq_dist_f64_portable(a: &[f32], b: &[f32]) -> f64 {
 #[target_feature(enable = "avx512f")]
 unsafe fn sq_dist_f64_avx512(a: &[f32], b: &[f32]) -> f64 {
     use std::arch::x86_64::*;
-    let n = a.len() / 16 * 16;
-    let (mut lo, mut hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+    let n = a.len() / ACC * ACC;
+    let mut acc = [_mm512_setzero_pd(); 4];
     let mut i = 0;
     while i < n {
-        // SAFETY: i + 16 <= n <= a.len() == b.len().
-        unsafe {
-            let x0 = _mm512_cvtps_pd(_mm256_loadu_ps(a.as_ptr().add(i)));
-            let y0 = _mm512_cvtps_pd(_mm256_loadu_ps(b.as_ptr().add(i)));
-            let x1 = _mm512_cvtps_pd(_mm256_loadu_ps(a.as_ptr().add(i + 8)));
-            let y1 = _mm512_cvtps_pd(_mm256_loadu_ps(b.as_ptr().add(i + 8)));
-            let d0 = _mm512_sub_pd(x0, y0);
-            let d1 = _mm512_sub_pd(x1, y1);
-            lo = _mm512_fmadd_pd(d0, d0, lo);
-            hi = _mm512_fmadd_pd(d1, d1, hi);
+        for (v, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 8 * v + 8 <= n <= a.len() == b.len().
+            unsafe {
+                let x = _mm512_cvtps_pd(_mm256_loadu_ps(a.as_ptr().add(i + 8 * v)));
+                let y = _mm512_cvtps_pd(_mm256_loadu_ps(b.as_ptr().add(i + 8 * v)));
+                let d = _mm512_sub_pd(x, y);
+                *acc = _mm512_fmadd_pd(d, d, *acc);
+            }
         }
-        i += 16;
+        i += ACC;
     }
-    let mut acc = [0.0f64; 16];
-    // SAFETY: acc holds 16 values.
-    unsafe {
-        _mm512_storeu_pd(acc.as_mut_ptr(), lo);
-        _mm512_storeu_pd(acc.as_mut_ptr().add(8), hi);
+    let mut lanes = [0.0f64; ACC];
+    for (v, acc) in acc.iter().enumerate() {
+        // SAFETY: lanes holds 32 values.
+        unsafe { _mm512_storeu_pd(lanes.as_mut_ptr().add(8 * v), *acc) };
     }
-    let mut tail = 0.0f64;
-    for (x, y) in a[n..].iter().zip(&b[n..]) {
+    for (l, (x, y)) in a[n..].iter().zip(&b[n..]).enumerate() {
         let d = *x as f64 - *y as f64;
-        tail += d * d;
+        lanes[l] = d.mul_add(d, lanes[l]);
     }
-    let mut sum = 0.0f64;
-    for l in 0..8 {
-        sum += acc[l] + acc[l + 8];
-    }
-    sum + tail
+    reduce(&lanes)
 }
 
 /// Squared norm of a float32 vector, accumulated in float64.
@@ -208,5 +224,26 @@ mod tests {
         b[5] += 0.0009765625; // exactly representable step at this magnitude
         let d = sq_dist_f64(&a, &b);
         assert_eq!(d, 0.0009765625f64 * 0.0009765625);
+    }
+
+    #[test]
+    fn distance_paths_agree_to_the_bit() {
+        for len in [1usize, 7, 31, 32, 33, 64, 100, 385, 768] {
+            let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.731).sin() * 3.0 + 7.0).collect();
+            let b: Vec<f32> = (0..len).map(|i| (i as f32 * 0.377).cos() * 2.0 + 7.0).collect();
+            let want: f64 = a.iter().zip(&b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+            let got = sq_dist_f64_portable(&a, &b);
+            assert!((got - want).abs() <= 1e-14 * want, "len {len}");
+            #[cfg(target_arch = "x86_64")]
+            if crate::isa::has_avx2() {
+                // SAFETY: AVX2 and FMA checked.
+                assert_eq!(unsafe { sq_dist_f64_fma(&a, &b) }.to_bits(), got.to_bits(), "len {len}");
+            }
+            #[cfg(target_arch = "x86_64")]
+            if crate::isa::has_avx512() {
+                // SAFETY: AVX-512F checked; equal lengths.
+                assert_eq!(unsafe { sq_dist_f64_avx512(&a, &b) }.to_bits(), got.to_bits(), "len {len}");
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! - **kd-tree** (`kiddo`, low dimensions): exact float64 coordinates, used where the benchmark
 //!   shows it is faster.
 
+mod fused;
 mod gemm;
 mod kdtree;
 mod selfjoin;
@@ -58,10 +59,19 @@ pub struct KnnIndex {
     n: usize,
     dim: usize,
     mean: Vec<f64>,
-    centred: Vec<f32>,
+    centred: Centred,
     norms: Vec<f32>,
     max_norm: f64,
     kdtree: Option<kdtree::KdIndex>,
+}
+
+/// The reference rows centred on their mean, laid out for the product that searches them.
+enum Centred {
+    /// Row-major, for the `gemm` crate.
+    Rows(Vec<f32>),
+    /// Packed for the AVX-512 tile kernel ([`fused::pack`], [`fused::NR`] rows per panel), with
+    /// each panel's squared norms (NaN past the last row).
+    Panels { data: Vec<f32>, norms: Vec<f32> },
 }
 
 /// The k nearest reference rows of each query, nearest first.
@@ -118,6 +128,12 @@ impl KnnIndex {
     /// `u32::MAX` rows; [`KernelError::Parameter`] when `strategy` asks for a k-d tree in an
     /// unsupported dimension.
     pub fn new(reference: Rows<'_>, strategy: SearchStrategy) -> Result<Self> {
+        Self::build(reference, strategy, fused::available())
+    }
+
+    /// [`KnnIndex::new`], choosing between the AVX-512 tile kernel and the `gemm` crate (tests
+    /// compare the two on one machine).
+    pub(crate) fn build(reference: Rows<'_>, strategy: SearchStrategy, tile_kernel: bool) -> Result<Self> {
         reference.check_finite()?;
         let (n, dim) = (reference.len(), reference.dim());
         if n > u32::MAX as usize {
@@ -147,6 +163,15 @@ impl KnnIndex {
             SearchStrategy::Auto => kdtree_supports(dim) && dim <= KDTREE_AUTO_MAX_DIM && n >= KDTREE_AUTO_MIN_ROWS,
         };
         let kdtree = if use_tree { kdtree::KdIndex::build(&data, dim) } else { None };
+        let centred = if tile_kernel && kdtree.is_none() {
+            let mut packed = Vec::new();
+            fused::pack(|i| &centred[i * dim..(i + 1) * dim], 0, n, dim, fused::NR, &mut packed);
+            let mut panel_norms = norms.clone();
+            panel_norms.resize(n.div_ceil(fused::NR) * fused::NR, f32::NAN);
+            Centred::Panels { data: packed, norms: panel_norms }
+        } else {
+            Centred::Rows(centred)
+        };
         Ok(Self { data, n, dim, mean, centred, norms, max_norm, kdtree })
     }
 
@@ -208,7 +233,12 @@ impl KnnIndex {
                     let lo = b * QUERY_BLOCK;
                     let hi = (lo + QUERY_BLOCK).min(nq);
                     let skips: Vec<Option<u32>> = (lo..hi).map(skip).collect();
-                    search_block(self, &qc[lo * self.dim..hi * self.dim], queries, lo, &skips, k, idx, dist)
+                    let qc = &qc[lo * self.dim..hi * self.dim];
+                    let cands = match &self.centred {
+                        Centred::Rows(centred) => search_block(self, centred, qc, &skips, k),
+                        Centred::Panels { data, norms } => search_block_fused(self, data, norms, qc, &skips, k),
+                    };
+                    rerank(self, cands, queries, lo, k, idx, dist)
                 })
                 .sum()
         };
@@ -246,60 +276,79 @@ impl KnnIndex {
 }
 
 crate::multiversion! {
-    /// One block of queries against all reference tiles; returns the number of refined candidates.
-    fn search_block(
-        index: &KnnIndex,
-        qc: &[f32],
-        queries: Rows<'_>,
-        first: usize,
-        skips: &[Option<u32>],
-        k: usize,
-        idx: &mut [u32],
-        dist: &mut [f64],
-    ) -> u64 => search_block_body
+    /// One block of queries against all reference tiles through the `gemm` crate.
+    fn search_block(index: &KnnIndex, centred: &[f32], qc: &[f32], skips: &[Option<u32>], k: usize) -> Vec<topk::Candidates> => search_block_body
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Each query's candidate window, with its error bound for scores from centred float32 data:
+/// the dot product's worst-case accumulation error (d terms, plus the rounding of both centred
+/// inputs) and the rounding of the norm and of the final sum; see Higham, Accuracy and
+/// Stability, 3.1.
+fn candidates(index: &KnnIndex, query_norm: f64, k: usize) -> topk::Candidates {
+    let d = index.dim as f64;
+    let gamma = (d + 6.0) * U32 / (1.0 - (d + 6.0) * U32);
+    let bound = gamma * (2.0 * query_norm * index.max_norm + index.max_norm * index.max_norm);
+    topk::Candidates::new(k, (2.0 * bound * 1.0001) as f32)
+}
+
 #[inline(always)]
-fn search_block_body(
-    index: &KnnIndex,
-    qc: &[f32],
-    queries: Rows<'_>,
-    first: usize,
-    skips: &[Option<u32>],
-    k: usize,
-    idx: &mut [u32],
-    dist: &mut [f64],
-) -> u64 {
+fn search_block_body(index: &KnnIndex, centred: &[f32], qc: &[f32], skips: &[Option<u32>], k: usize) -> Vec<topk::Candidates> {
     let d = index.dim;
     let m = skips.len();
-    // Error bound of one score s = |r|^2 - 2 q.r from centred float32 data: the dot product's
-    // worst-case accumulation error (d terms, plus the rounding of both centred inputs) and the
-    // rounding of the norm and of the final sum; see Higham, Accuracy and Stability, 3.1.
-    let gamma = (d as f64 + 6.0) * U32 / (1.0 - (d as f64 + 6.0) * U32);
-    let mut cands: Vec<topk::Candidates> = (0..m)
-        .map(|i| {
-            let qn = sq_norm_f64(&qc[i * d..(i + 1) * d]).sqrt();
-            let bound = gamma * (2.0 * qn * index.max_norm + index.max_norm * index.max_norm);
-            topk::Candidates::new(k, (2.0 * bound * 1.0001) as f32)
-        })
-        .collect();
+    let mut cands: Vec<topk::Candidates> = (0..m).map(|i| candidates(index, sq_norm_f64(&qc[i * d..(i + 1) * d]).sqrt(), k)).collect();
     let mut tile = vec![0.0f32; m * REF_TILE];
     for rs in (0..index.n).step_by(REF_TILE) {
         let rb = REF_TILE.min(index.n - rs);
-        cross_product(&mut tile, qc, m, &index.centred[rs * d..(rs + rb) * d], rb, d, -2.0);
+        cross_product(&mut tile, qc, m, &centred[rs * d..(rs + rb) * d], rb, d, -2.0);
         for (i, c) in cands.iter_mut().enumerate() {
             c.offer(&tile[i * rb..(i + 1) * rb], &index.norms[rs..rs + rb], rs as u32, skips[i]);
         }
     }
+    cands
+}
+
+/// One block of queries against the packed reference through the tile kernel: the reference is
+/// taken about 1 MiB at a time (it stays in L2) while each micro-panel of queries (in L1) meets
+/// every panel of it.
+fn search_block_fused(index: &KnnIndex, panels: &[f32], panel_norms: &[f32], qc: &[f32], skips: &[Option<u32>], k: usize) -> Vec<topk::Candidates> {
+    use fused::{MR, NR};
+    let d = index.dim;
+    let m = skips.len();
+    let mut cands: Vec<topk::Candidates> = (0..m).map(|i| candidates(index, sq_norm_f64(&qc[i * d..(i + 1) * d]).sqrt(), k)).collect();
+    let mut packed = Vec::new();
+    fused::pack(|i| &qc[i * d..(i + 1) * d], 0, m, d, MR, &mut packed);
+    let mut thresholds: Vec<f32> = cands.iter().map(topk::Candidates::threshold).collect();
+    thresholds.resize(m.div_ceil(MR) * MR, f32::NAN);
+    let panels_per_tile = ((1 << 20) / (NR * d * 4)).max(1);
+    let n_panels = index.n.div_ceil(NR);
+    let mut passed = fused::Passed::default();
+    for t0 in (0..n_panels).step_by(panels_per_tile) {
+        for (ap, a) in packed.chunks_exact(d * MR).enumerate() {
+            for bp in t0..(t0 + panels_per_tile).min(n_panels) {
+                let b = &panels[bp * d * NR..(bp + 1) * d * NR];
+                fused::block(a, b, d, &panel_norms[bp * NR..], &thresholds[ap * MR..], &mut passed, None);
+                for (r, &mask) in passed.mask.iter().enumerate() {
+                    if mask != 0 {
+                        let i = ap * MR + r;
+                        cands[i].offer_masked(&passed.scores[r * NR..(r + 1) * NR], mask, (bp * NR) as u32, skips[i]);
+                        thresholds[i] = cands[i].threshold();
+                    }
+                }
+            }
+        }
+    }
+    cands
+}
+
+/// Re-ranks each query's candidates by exact float64 distance and writes its `k` nearest;
+/// returns the number of candidates re-ranked.
+fn rerank(index: &KnnIndex, cands: Vec<topk::Candidates>, queries: Rows<'_>, first: usize, k: usize, idx: &mut [u32], dist: &mut [f64]) -> u64 {
     let mut refined = 0u64;
     let mut exact: Vec<(f64, u32)> = Vec::new();
     for (i, c) in cands.into_iter().enumerate() {
         let q = queries.row(first + i);
         exact.clear();
-        for (_, r) in c.finish() {
-            exact.push((sq_dist_f64(q, index.row(r as usize)), r));
-        }
+        exact.extend(c.finish().into_iter().map(|(_, r)| (sq_dist_f64(q, index.row(r as usize)), r)));
         refined += exact.len() as u64;
         take_k_nearest(&mut exact, k, &mut idx[i * k..(i + 1) * k], &mut dist[i * k..(i + 1) * k]);
     }

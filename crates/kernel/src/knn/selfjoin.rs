@@ -14,13 +14,18 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
+use super::fused::{self, Passed, Transposed, MR, NR};
 use super::topk::Candidates;
-use super::{cross_product, take_k_nearest, KnnIndex, KnnStats, Neighbours, U32};
+use super::{candidates, cross_product, take_k_nearest, Centred, KnnIndex, KnnStats, Neighbours};
 use crate::error::{KernelError, Result};
 use crate::rows::sq_dist_f64;
 
-/// Rows per block: a `BLOCK x BLOCK` tile and its transpose stay in a core's L2 cache.
+/// Rows per block on the `gemm` path: a `BLOCK x BLOCK` tile and its transpose stay in a core's
+/// L2 cache.
 const BLOCK: usize = 512;
+/// Rows per block for the tile kernel: whole panels of [`NR`] rows and micro-panels of [`MR`];
+/// one block of the reference (1.4 MiB at d = 768) stays in L2.
+const FUSED_BLOCK: usize = 10 * NR;
 
 impl KnnIndex {
     /// The `k` nearest other reference rows of every reference row (each row excludes itself).
@@ -43,29 +48,26 @@ impl KnnIndex {
             return self.knn(self.rows(), k, Some(&me));
         }
         let start = Instant::now();
-        let (n, d) = (self.n, self.dim);
-        let gamma = (d as f64 + 6.0) * U32 / (1.0 - (d as f64 + 6.0) * U32);
+        let n = self.n;
+        let block = match &self.centred {
+            Centred::Rows(_) => BLOCK,
+            Centred::Panels { .. } => FUSED_BLOCK,
+        };
         let blocks: Vec<Mutex<Vec<Candidates>>> = (0..n)
-            .step_by(BLOCK)
-            .map(|lo| {
-                let hi = (lo + BLOCK).min(n);
-                Mutex::new(
-                    (lo..hi)
-                        .map(|i| {
-                            let qn = (self.norms[i] as f64).sqrt();
-                            let bound = gamma * (2.0 * qn * self.max_norm + self.max_norm * self.max_norm);
-                            Candidates::new(k, (2.0 * bound * 1.0001) as f32)
-                        })
-                        .collect(),
-                )
-            })
+            .step_by(block)
+            .map(|lo| Mutex::new((lo..(lo + block).min(n)).map(|i| candidates(self, (self.norms[i] as f64).sqrt(), k)).collect()))
             .collect();
         let nb = blocks.len();
         let pairs: Vec<(usize, usize)> = (0..nb).flat_map(|i| (0..=i).map(move |j| (i, j))).collect();
-        pairs.par_iter().for_each_init(
-            || (vec![0.0f32; BLOCK * BLOCK], vec![0.0f32; BLOCK * BLOCK]),
-            |(tile, transposed), &(bi, bj)| pair(self, &blocks, bi, bj, tile, transposed),
-        );
+        match &self.centred {
+            Centred::Rows(centred) => pairs.par_iter().for_each_init(
+                || (vec![0.0f32; BLOCK * BLOCK], vec![0.0f32; BLOCK * BLOCK]),
+                |(tile, transposed), &(bi, bj)| pair(self, centred, &blocks, bi, bj, tile, transposed),
+            ),
+            Centred::Panels { data, norms } => {
+                pairs.par_iter().for_each_init(FusedScratch::default, |s, &(bi, bj)| pair_fused(self, data, norms, &blocks, bi, bj, s))
+            }
+        }
         let mut out = Neighbours { k, indices: vec![0; n * k], distances: vec![0.0; n * k] };
         let cands: Vec<Candidates> = blocks.into_iter().flat_map(|b| b.into_inner().expect("no panics while locked")).collect();
         let refined: u64 = out
@@ -90,16 +92,16 @@ impl KnnIndex {
 
 crate::multiversion! {
     /// Blocks `bi >= bj`: rows of `bi` get the tile's rows, rows of `bj` its columns.
-    fn pair(index: &KnnIndex, blocks: &[Mutex<Vec<Candidates>>], bi: usize, bj: usize, tile: &mut [f32], transposed: &mut [f32]) -> () => pair_body
+    fn pair(index: &KnnIndex, centred: &[f32], blocks: &[Mutex<Vec<Candidates>>], bi: usize, bj: usize, tile: &mut [f32], transposed: &mut [f32]) -> () => pair_body
 }
 
 #[inline(always)]
-fn pair_body(index: &KnnIndex, blocks: &[Mutex<Vec<Candidates>>], bi: usize, bj: usize, tile: &mut [f32], transposed: &mut [f32]) {
+fn pair_body(index: &KnnIndex, centred: &[f32], blocks: &[Mutex<Vec<Candidates>>], bi: usize, bj: usize, tile: &mut [f32], transposed: &mut [f32]) {
     let d = index.dim;
     let (ilo, ihi) = (bi * BLOCK, ((bi + 1) * BLOCK).min(index.n));
     let (jlo, jhi) = (bj * BLOCK, ((bj + 1) * BLOCK).min(index.n));
     let (mi, mj) = (ihi - ilo, jhi - jlo);
-    cross_product(tile, &index.centred[ilo * d..ihi * d], mi, &index.centred[jlo * d..jhi * d], mj, d, -2.0);
+    cross_product(tile, &centred[ilo * d..ihi * d], mi, &centred[jlo * d..jhi * d], mj, d, -2.0);
     {
         let mut rows = blocks[bi].lock().expect("no panics while locked");
         for (r, c) in rows.iter_mut().enumerate() {
@@ -113,6 +115,93 @@ fn pair_body(index: &KnnIndex, blocks: &[Mutex<Vec<Candidates>>], bi: usize, bj:
     let mut cols = blocks[bj].lock().expect("no panics while locked");
     for (c, cand) in cols.iter_mut().enumerate() {
         cand.offer(&transposed[c * mi..(c + 1) * mi], &index.norms[ilo..ihi], ilo as u32, None);
+    }
+}
+
+/// One thread's buffers for [`pair_fused`]; the packed rows of the last block `bi` are kept, as
+/// consecutive pairs mostly share it.
+#[derive(Default)]
+struct FusedScratch {
+    packed_block: Option<usize>,
+    rows: Vec<f32>,
+    packed: Vec<f32>,
+    row_norms: Vec<f32>,
+    row_thresholds: Vec<f32>,
+    col_thresholds: Vec<f32>,
+    row_side: Passed,
+    col_side: Passed,
+    /// (row within `bi`, reference row, score) and (row within `bj`, reference row, score).
+    row_offers: Vec<(u32, u32, f32)>,
+    col_offers: Vec<(u32, u32, f32)>,
+}
+
+/// Blocks `bi >= bj` through the tile kernel. The kernel compares against the thresholds both
+/// blocks had when the pair began (a stale threshold only lets more candidates through); what
+/// passes is offered under each block's lock in turn, so no thread waits while another computes.
+fn pair_fused(index: &KnnIndex, panels: &[f32], panel_norms: &[f32], blocks: &[Mutex<Vec<Candidates>>], bi: usize, bj: usize, s: &mut FusedScratch) {
+    let d = index.dim;
+    let (ilo, ihi) = (bi * FUSED_BLOCK, ((bi + 1) * FUSED_BLOCK).min(index.n));
+    let (jlo, jhi) = (bj * FUSED_BLOCK, ((bj + 1) * FUSED_BLOCK).min(index.n));
+    let FusedScratch { packed_block, rows, packed, row_norms, row_thresholds, col_thresholds, row_side, col_side, row_offers, col_offers } = s;
+    if *packed_block != Some(bi) {
+        rows.resize((ihi - ilo) * d, 0.0);
+        for (i, row) in (ilo..ihi).zip(rows.chunks_exact_mut(d)) {
+            fused::unpack_row(panels, d, i, row);
+        }
+        fused::pack(|i| &rows[(i - ilo) * d..(i - ilo + 1) * d], ilo, ihi, d, MR, packed);
+        row_norms.clear();
+        row_norms.extend_from_slice(&index.norms[ilo..ihi]);
+        row_norms.resize((ihi - ilo).div_ceil(MR) * MR, f32::NAN);
+        *packed_block = Some(bi);
+    }
+    let thresholds = |b: usize, out: &mut Vec<f32>, width: usize| {
+        out.clear();
+        out.extend(blocks[b].lock().expect("no panics while locked").iter().map(Candidates::threshold));
+        out.resize(out.len().div_ceil(width) * width, f32::NAN);
+    };
+    thresholds(bi, row_thresholds, MR);
+    let symmetric = bi != bj;
+    if symmetric {
+        thresholds(bj, col_thresholds, NR);
+    }
+    row_offers.clear();
+    col_offers.clear();
+    let first_panel = jlo / NR;
+    for (ap, a) in packed.chunks_exact(d * MR).enumerate() {
+        for q in 0..(jhi - jlo).div_ceil(NR) {
+            let bp = first_panel + q;
+            let other = symmetric.then(|| Transposed { row_norms: &row_norms[ap * MR..], col_thresholds: &col_thresholds[q * NR..], out: &mut *col_side });
+            fused::block(a, &panels[bp * d * NR..(bp + 1) * d * NR], d, &panel_norms[bp * NR..], &row_thresholds[ap * MR..], row_side, other);
+            for (r, &mask) in row_side.mask.iter().enumerate() {
+                push_bits(mask, |c| row_offers.push(((ap * MR + r) as u32, (bp * NR + c) as u32, row_side.scores[r * NR + c])));
+            }
+            if symmetric {
+                for (r, &mask) in col_side.mask.iter().enumerate() {
+                    push_bits(mask, |c| col_offers.push(((q * NR + c) as u32, (ilo + ap * MR + r) as u32, col_side.scores[r * NR + c])));
+                }
+            }
+        }
+    }
+    {
+        let mut cands = blocks[bi].lock().expect("no panics while locked");
+        for &(i, r, score) in row_offers.iter() {
+            cands[i as usize].offer_one(score, r, Some(ilo as u32 + i));
+        }
+    }
+    if symmetric {
+        let mut cands = blocks[bj].lock().expect("no panics while locked");
+        for &(j, r, score) in col_offers.iter() {
+            cands[j as usize].offer_one(score, r, None);
+        }
+    }
+}
+
+/// Calls `f` with the index of every set bit of `mask`, lowest first.
+#[inline(always)]
+fn push_bits(mut mask: u64, mut f: impl FnMut(usize)) {
+    while mask != 0 {
+        f(mask.trailing_zeros() as usize);
+        mask &= mask - 1;
     }
 }
 

@@ -4,6 +4,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
+use super::fused;
 
 fn naive(refs: &[f32], qs: &[f32], d: usize, k: usize, skip: &[Option<u32>]) -> Vec<Vec<u32>> {
     qs.chunks_exact(d)
@@ -115,5 +116,32 @@ fn self_join_equals_excluding_queries() {
         let (a, _) = index.knn(index.rows(), k, Some(&me)).unwrap();
         let (b, _) = index.self_knn(k).unwrap();
         assert_eq!(a, b, "n={n} d={d} k={k}");
+    }
+}
+
+#[test]
+fn tile_kernel_and_gemm_crate_give_the_same_neighbours_to_the_bit() {
+    if !fused::available() {
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(33);
+    // Sizes off every panel and block boundary, small and wide dimensions, duplicates, and a
+    // cloud far from the origin; the self-join spans several blocks of both kinds.
+    for &(n, nq, d, k, offset) in &[(1100usize, 700usize, 385usize, 33usize, 100.0f32), (47, 30, 3, 5, 0.0), (2000, 9, 64, 128, 5.0), (1500, 1500, 17, 7, 0.0)] {
+        let mut refs = far_cloud(&mut rng, n, d, offset, 1.0);
+        refs.copy_within(0..d, 5 * d);
+        let qs = refs[..nq * d].to_vec();
+        let skip: Vec<Option<u32>> = (0..nq as u32).map(|i| (i % 2 == 0).then_some(i)).collect();
+        let rows = Rows::try_new(&refs, n, d).unwrap();
+        let tiled = KnnIndex::build(rows, SearchStrategy::Gemm, true).unwrap();
+        let crate_gemm = KnnIndex::build(rows, SearchStrategy::Gemm, false).unwrap();
+        let q = Rows::try_new(&qs, nq, d).unwrap();
+        let (a, _) = tiled.knn(q, k, Some(&skip)).unwrap();
+        let (b, _) = crate_gemm.knn(q, k, Some(&skip)).unwrap();
+        assert_eq!(a, b, "knn: n={n} d={d} k={k}");
+        assert_eq!(a.indices, naive(&refs, &qs, d, k, &skip).concat(), "knn against the oracle: n={n} d={d} k={k}");
+        let (a, _) = tiled.self_knn(k).unwrap();
+        let (b, _) = crate_gemm.self_knn(k).unwrap();
+        assert_eq!(a, b, "self-join: n={n} d={d} k={k}");
     }
 }

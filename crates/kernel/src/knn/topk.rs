@@ -44,15 +44,45 @@ impl Candidates {
         for l in j..n {
             self.push(cross[l] + norms[l], first + l as u32, skip);
         }
-        if self.items.len() > 4 * self.k.max(64) {
-            self.prune();
+        self.settle();
+    }
+
+    /// Offers `scores[j]` for row `first + j` for every bit `j` set in `mask` (the scores a tile
+    /// kernel found within the threshold it was given), skipping `skip`.
+    #[inline]
+    pub(crate) fn offer_masked(&mut self, scores: &[f32], mut mask: u64, first: u32, skip: Option<u32>) {
+        while mask != 0 {
+            let j = mask.trailing_zeros();
+            mask &= mask - 1;
+            self.push(scores[j as usize], first + j, skip);
         }
+        self.settle();
+    }
+
+    /// Offers one score.
+    #[inline]
+    pub(crate) fn offer_one(&mut self, score: f32, row: u32, skip: Option<u32>) {
+        self.push(score, row, skip);
+        self.settle();
+    }
+
+    /// Scores above this cannot be among the k nearest (infinite until k candidates are known).
+    pub(crate) fn threshold(&self) -> f32 {
+        self.threshold
     }
 
     #[inline(always)]
     fn push(&mut self, s: f32, row: u32, skip: Option<u32>) {
         if s <= self.threshold && Some(row) != skip {
             self.items.push((s, row));
+        }
+    }
+
+    /// Prunes once the list has grown well past `k`, so pruning costs O(1) per offer.
+    #[inline(always)]
+    fn settle(&mut self) {
+        if self.items.len() > 4 * self.k.max(64) {
+            self.prune();
         }
     }
 
