@@ -23,6 +23,7 @@ pub fn main(a: &BenchArgs) -> Result<()> {
     let before = measure();
     eprintln!("sgemm rate (gemm crate, 4096 x 4096 x {}, all threads): {before:.1} GFLOP/s", a.dim.max(64));
     let mut report = json!({ "sgemm_gflops_before": before });
+    report["mac_rates"] = mac_rates_line();
     if a.kdtree {
         report["kdtree"] = kdtree_crossover(a.k.min(64));
     }
@@ -50,6 +51,20 @@ pub fn main(a: &BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(())
+}
+
+/// One core's float32 FMA and bfloat16 dot-product rates: whether a bfloat16 candidate search
+/// could pay on this machine (it needs the bfloat16 rate well above the float32 one).
+fn mac_rates_line() -> serde_json::Value {
+    let r = lidscope_kernel::mac_rates();
+    match r.dot_bf16 {
+        Some(bf) => {
+            let verdict = if bf >= 1.5 * r.fma_f32 { "a bfloat16 candidate search could pay here" } else { "a bfloat16 candidate search cannot pay here" };
+            eprintln!("one core: float32 FMA {:.1} G multiply-adds/s, bfloat16 dot (vdpbf16ps) {bf:.1} G/s = {:.2}x: {verdict}", r.fma_f32, bf / r.fma_f32);
+        }
+        None => eprintln!("one core: float32 FMA {:.1} G multiply-adds/s; no bfloat16 dot product on this CPU", r.fma_f32),
+    }
+    json!({ "fma_f32_gmacs": r.fma_f32, "dot_bf16_gmacs": r.dot_bf16 })
 }
 
 /// Times this executable and `other` on one corpus, as separate processes in the order

@@ -39,7 +39,7 @@ pub use estimate::{
     check_discard, fit_ratios, kept_ratios, lid_from_neighbours, pointwise_lid, twonn_from_distances, Estimator, LidConfig, LidStats, PointLid,
 };
 pub use knn::{kdtree_supports, KnnIndex, KnnStats, Neighbours, SearchStrategy, KDTREE_AUTO_MAX_DIM, KDTREE_DIMS};
-pub use rate::sgemm_gflops;
+pub use rate::{mac_rates, sgemm_gflops, MacRates};
 pub use rows::Rows;
 
 /// Global TwoNN of a reference set: each row's two nearest other rows, then the TwoNN fit.

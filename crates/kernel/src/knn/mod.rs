@@ -307,26 +307,32 @@ fn search_block_body(index: &KnnIndex, centred: &[f32], qc: &[f32], skips: &[Opt
     cands
 }
 
-/// One block of queries against the packed reference through the tile kernel: the reference is
-/// taken about 1 MiB at a time (it stays in L2) while each micro-panel of queries (in L1) meets
-/// every panel of it.
+/// One block of queries against the packed reference through the tile kernel: each panel of
+/// the reference meets every micro-panel of the block (packed, in L2), one depth slice at a time
+/// (the panel's slice stays in L1).
 fn search_block_fused(index: &KnnIndex, panels: &[f32], panel_norms: &[f32], qc: &[f32], skips: &[Option<u32>], k: usize) -> Vec<topk::Candidates> {
-    use fused::{MR, NR};
+    use fused::{Epilogue, MR, NR};
     let d = index.dim;
     let m = skips.len();
     let mut cands: Vec<topk::Candidates> = (0..m).map(|i| candidates(index, sq_norm_f64(&qc[i * d..(i + 1) * d]).sqrt(), k)).collect();
     let mut packed = Vec::new();
     fused::pack(|i| &qc[i * d..(i + 1) * d], 0, m, d, MR, &mut packed);
+    let micro = m.div_ceil(MR);
     let mut thresholds: Vec<f32> = cands.iter().map(topk::Candidates::threshold).collect();
-    thresholds.resize(m.div_ceil(MR) * MR, f32::NAN);
-    let panels_per_tile = ((1 << 20) / (NR * d * 4)).max(1);
-    let n_panels = index.n.div_ceil(NR);
+    thresholds.resize(micro * MR, f32::NAN);
+    let mut partial = vec![0.0f32; micro * MR * NR];
     let mut passed = fused::Passed::default();
-    for t0 in (0..n_panels).step_by(panels_per_tile) {
-        for (ap, a) in packed.chunks_exact(d * MR).enumerate() {
-            for bp in t0..(t0 + panels_per_tile).min(n_panels) {
-                let b = &panels[bp * d * NR..(bp + 1) * d * NR];
-                fused::block(a, b, d, &panel_norms[bp * NR..], &thresholds[ap * MR..], &mut passed, None);
+    for (bp, b) in panels.chunks_exact(d * NR).enumerate() {
+        for (k0, len, last) in fused::slices(d) {
+            let bs = &b[k0 * NR..(k0 + len) * NR];
+            for (ap, c) in partial.chunks_exact_mut(MR * NR).enumerate() {
+                let a = &packed[(ap * d + k0) * MR..(ap * d + k0 + len) * MR];
+                if !last {
+                    fused::block(a, bs, len, c, k0 == 0, None);
+                    continue;
+                }
+                let e = Epilogue { col_norms: &panel_norms[bp * NR..], row_thresholds: &thresholds[ap * MR..], out: &mut passed, other: None };
+                fused::block(a, bs, len, c, k0 == 0, Some(e));
                 for (r, &mask) in passed.mask.iter().enumerate() {
                     if mask != 0 {
                         let i = ap * MR + r;

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::fused::{self, Passed, Transposed, MR, NR};
+use super::fused::{self, Epilogue, Passed, Transposed, MR, NR};
 use super::topk::Candidates;
 use super::{candidates, cross_product, take_k_nearest, Centred, KnnIndex, KnnStats, Neighbours};
 use crate::error::{KernelError, Result};
@@ -128,6 +128,7 @@ struct FusedScratch {
     row_norms: Vec<f32>,
     row_thresholds: Vec<f32>,
     col_thresholds: Vec<f32>,
+    partial: Vec<f32>,
     row_side: Passed,
     col_side: Passed,
     /// (row within `bi`, reference row, score) and (row within `bj`, reference row, score).
@@ -142,7 +143,7 @@ fn pair_fused(index: &KnnIndex, panels: &[f32], panel_norms: &[f32], blocks: &[M
     let d = index.dim;
     let (ilo, ihi) = (bi * FUSED_BLOCK, ((bi + 1) * FUSED_BLOCK).min(index.n));
     let (jlo, jhi) = (bj * FUSED_BLOCK, ((bj + 1) * FUSED_BLOCK).min(index.n));
-    let FusedScratch { packed_block, rows, packed, row_norms, row_thresholds, col_thresholds, row_side, col_side, row_offers, col_offers } = s;
+    let FusedScratch { packed_block, rows, packed, row_norms, row_thresholds, col_thresholds, partial, row_side, col_side, row_offers, col_offers } = s;
     if *packed_block != Some(bi) {
         rows.resize((ihi - ilo) * d, 0.0);
         for (i, row) in (ilo..ihi).zip(rows.chunks_exact_mut(d)) {
@@ -167,17 +168,29 @@ fn pair_fused(index: &KnnIndex, panels: &[f32], panel_norms: &[f32], blocks: &[M
     row_offers.clear();
     col_offers.clear();
     let first_panel = jlo / NR;
-    for (ap, a) in packed.chunks_exact(d * MR).enumerate() {
-        for q in 0..(jhi - jlo).div_ceil(NR) {
-            let bp = first_panel + q;
-            let other = symmetric.then(|| Transposed { row_norms: &row_norms[ap * MR..], col_thresholds: &col_thresholds[q * NR..], out: &mut *col_side });
-            fused::block(a, &panels[bp * d * NR..(bp + 1) * d * NR], d, &panel_norms[bp * NR..], &row_thresholds[ap * MR..], row_side, other);
-            for (r, &mask) in row_side.mask.iter().enumerate() {
-                push_bits(mask, |c| row_offers.push(((ap * MR + r) as u32, (bp * NR + c) as u32, row_side.scores[r * NR + c])));
-            }
-            if symmetric {
-                for (r, &mask) in col_side.mask.iter().enumerate() {
-                    push_bits(mask, |c| col_offers.push(((q * NR + c) as u32, (ilo + ap * MR + r) as u32, col_side.scores[r * NR + c])));
+    let micro = packed.len() / (d * MR);
+    partial.resize(micro * MR * NR, 0.0);
+    for q in 0..(jhi - jlo).div_ceil(NR) {
+        let bp = first_panel + q;
+        let b = &panels[bp * d * NR..(bp + 1) * d * NR];
+        for (k0, len, last) in fused::slices(d) {
+            let bs = &b[k0 * NR..(k0 + len) * NR];
+            for (ap, c) in partial.chunks_exact_mut(MR * NR).enumerate() {
+                let a = &packed[(ap * d + k0) * MR..(ap * d + k0 + len) * MR];
+                if !last {
+                    fused::block(a, bs, len, c, k0 == 0, None);
+                    continue;
+                }
+                let other = symmetric.then(|| Transposed { row_norms: &row_norms[ap * MR..], col_thresholds: &col_thresholds[q * NR..], out: &mut *col_side });
+                let e = Epilogue { col_norms: &panel_norms[bp * NR..], row_thresholds: &row_thresholds[ap * MR..], out: &mut *row_side, other };
+                fused::block(a, bs, len, c, k0 == 0, Some(e));
+                for (r, &mask) in row_side.mask.iter().enumerate() {
+                    push_bits(mask, |c| row_offers.push(((ap * MR + r) as u32, (bp * NR + c) as u32, row_side.scores[r * NR + c])));
+                }
+                if symmetric {
+                    for (r, &mask) in col_side.mask.iter().enumerate() {
+                        push_bits(mask, |c| col_offers.push(((q * NR + c) as u32, (ilo + ap * MR + r) as u32, col_side.scores[r * NR + c])));
+                    }
                 }
             }
         }
