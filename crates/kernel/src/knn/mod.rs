@@ -21,7 +21,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use crate::error::{KernelError, Result};
-use crate::rows::{sq_dist_f64, sq_norm_f64, Rows};
+use crate::rows::{prefetch, sq_dist_f64, sq_norm_f64, Rows};
 
 pub(crate) use gemm::cross_product;
 pub use kdtree::{kdtree_supports, KDTREE_DIMS};
@@ -352,13 +352,27 @@ fn rerank(index: &KnnIndex, cands: Vec<topk::Candidates>, queries: Rows<'_>, fir
     let mut refined = 0u64;
     let mut exact: Vec<(f64, u32)> = Vec::new();
     for (i, c) in cands.into_iter().enumerate() {
-        let q = queries.row(first + i);
-        exact.clear();
-        exact.extend(c.finish().into_iter().map(|(_, r)| (sq_dist_f64(q, index.row(r as usize)), r)));
+        exact_distances(index, queries.row(first + i), &c.finish(), &mut exact);
         refined += exact.len() as u64;
         take_k_nearest(&mut exact, k, &mut idx[i * k..(i + 1) * k], &mut dist[i * k..(i + 1) * k]);
     }
     refined
+}
+
+/// Exact squared distances from `q` to the candidates' rows. The rows are scattered over the
+/// reference, so each is prefetched two candidates ahead of its sum.
+pub(crate) fn exact_distances(index: &KnnIndex, q: &[f32], cands: &[(f32, u32)], out: &mut Vec<(f64, u32)>) {
+    const AHEAD: usize = 2;
+    out.clear();
+    for &(_, r) in cands.iter().take(AHEAD) {
+        prefetch(index.row(r as usize));
+    }
+    for (j, &(_, r)) in cands.iter().enumerate() {
+        if let Some(&(_, next)) = cands.get(j + AHEAD) {
+            prefetch(index.row(next as usize));
+        }
+        out.push((sq_dist_f64(q, index.row(r as usize)), r));
+    }
 }
 
 /// Sorts `(squared distance, row)` pairs by distance, then row, and writes the first `k`.

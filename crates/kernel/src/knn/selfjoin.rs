@@ -16,9 +16,8 @@ use rayon::prelude::*;
 
 use super::fused::{self, Epilogue, Passed, Transposed, MR, NR};
 use super::topk::Candidates;
-use super::{candidates, cross_product, take_k_nearest, Centred, KnnIndex, KnnStats, Neighbours};
+use super::{candidates, cross_product, exact_distances, take_k_nearest, Centred, KnnIndex, KnnStats, Neighbours};
 use crate::error::{KernelError, Result};
-use crate::rows::sq_dist_f64;
 
 /// Rows per block on the `gemm` path: a `BLOCK x BLOCK` tile and its transpose stay in a core's
 /// L2 cache.
@@ -77,11 +76,8 @@ impl KnnIndex {
             .zip(cands.into_par_iter())
             .enumerate()
             .map(|(i, ((idx, dist), c))| {
-                let q = self.row(i);
                 let mut exact: Vec<(f64, u32)> = Vec::new();
-                for (_, r) in c.finish() {
-                    exact.push((sq_dist_f64(q, self.row(r as usize)), r));
-                }
+                exact_distances(self, self.row(i), &c.finish(), &mut exact);
                 take_k_nearest(&mut exact, k, idx, dist);
                 exact.len() as u64
             })
