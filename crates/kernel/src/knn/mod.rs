@@ -6,7 +6,9 @@
 //!   cross term of `|q - r|^2 = |q|^2 + |r|^2 - 2 q.r` comes from a blocked GEMM, candidates within
 //!   a proven error window of the k-th score survive ([`topk`]), and the survivors are re-ranked by
 //!   exact float64 distances ([`crate::rows`]). Centring removes the common offset that makes the
-//!   expansion lose its digits; the window catches whatever rounding is left.
+//!   expansion lose its digits; the window catches whatever rounding is left. On AVX-512 CPUs the
+//!   products come from our tile kernel with the window test in its epilogue ([`fused`]);
+//!   elsewhere from the `gemm` crate ([`gemm`]). Both give the same neighbours, to the bit.
 //! - **kd-tree** (`kiddo`, low dimensions): exact float64 coordinates, used where the benchmark
 //!   shows it is faster.
 
