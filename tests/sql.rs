@@ -225,9 +225,9 @@ fn summary_and_token_views_match_statistics_computed_from_the_files() {
 #[test]
 fn lid_in_sql_over_parallel_partitions_equals_the_run() {
     // The corpus split into three files: DataFusion reads them as parallel partitions, each
-    // calling lid() on the shared rayon pool. With 2,000 reference rows and k = 24 the reference's
-    // neighbour lists pay after 6,945 queries: the run builds them at once, lid() in SQL after
-    // its first batches, and the rows before and after must agree to the bit all the same.
+    // calling lid() on the shared rayon pool. The run self-joins its 2,000-row sample at once;
+    // lid() in SQL searches the first sampled rows that come back as queries and self-joins the
+    // reference once half of them have. The rows before and after must agree to the bit.
     let d = tempfile::tempdir().unwrap();
     let corpus = d.path().join("corpus");
     std::fs::create_dir(&corpus).unwrap();
@@ -244,10 +244,37 @@ fn lid_in_sql_over_parallel_partitions_equals_the_run() {
         "SELECT lid(hidden_L6, '{reference}', 24, 'twonn', 0.1, named_struct('position', position, 'seq_id', seq_id))['lid'] AS l \
          FROM c ORDER BY seq_id, position"
     );
-    let text = lidscope_ok(&["sql", "--table", &format!("c={c}"), "--format", "csv", &q]);
+    let out = lidscope(&["-vv", "sql", "--table", &format!("c={c}"), "--format", "csv", &q]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    // The 2,000 sampled rows come back as queries with their identity: once 1,000 have, one
+    // self-join serves the rest (direction 3 of the performance issue, for lid() in SQL).
+    assert!(log.contains("self-join of the reference, after"), "no lazy self-join in the log:\n{log}");
+    let text = String::from_utf8(out.stdout).unwrap();
     let got: Vec<f64> = csv_rows(&text)[1..].iter().map(|r| r[0].parse().unwrap()).collect();
     let text = lidscope_ok(&["sql", "--table", &format!("lid={o}"), "--format", "csv", "SELECT lid FROM lid ORDER BY seq_id, position"]);
     let want: Vec<f64> = csv_rows(&text)[1..].iter().map(|r| r[0].parse().unwrap()).collect();
     assert_eq!(got.len(), all.num_rows());
     assert_eq!(got, want, "lid() in SQL (identity fields in another order) and lidscope run disagree");
+
+    // Without the identity no query is a reference row, so no self-join: the reference's
+    // neighbour lists pay after 6,945 queries (2,000 rows, k = 24) and are built mid-run. Rows
+    // outside the sample must still agree with the run to the bit.
+    let outside = |table: &str, lid: &str| {
+        format!(
+            "SELECT {lid} AS l FROM {table} t LEFT JOIN r ON t.seq_id = r.seq_id AND t.position = r.position \
+             WHERE r.seq_id IS NULL ORDER BY t.seq_id, t.position"
+        )
+    };
+    let q = outside("c", &format!("lid(t.hidden_L6, '{reference}', 24)['lid']"));
+    let out = lidscope(&["-vv", "sql", "--table", &format!("c={c}"), "--table", &format!("r={reference}"), "--format", "csv", &q]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("neighbour lists of the reference rows, after"), "no lazy lists in the log:\n{log}");
+    assert!(!log.contains("self-join of the reference"), "a self-join without identities:\n{log}");
+    let got: Vec<f64> = csv_rows(&String::from_utf8(out.stdout).unwrap())[1..].iter().map(|r| r[0].parse().unwrap()).collect();
+    let text = lidscope_ok(&["sql", "--table", &format!("lid={o}"), "--table", &format!("r={reference}"), "--format", "csv", &outside("lid", "t.lid")]);
+    let want: Vec<f64> = csv_rows(&text)[1..].iter().map(|r| r[0].parse().unwrap()).collect();
+    assert_eq!(got.len(), all.num_rows() - 2000);
+    assert_eq!(got, want, "lid() in SQL without identities and lidscope run disagree outside the sample");
 }

@@ -1,7 +1,7 @@
 //! Run-time instruction-set dispatch for the kernel's own loops.
 //!
 //! The crate is compiled for baseline x86-64 so the binary runs anywhere, which limits
-//! auto-vectorised loops to 128-bit SSE2. [`multiversion!`] compiles a function body (and every
+//! auto-vectorised loops to 128-bit SSE2. [`multiversion!`](crate::multiversion) compiles a function body (and every
 //! `#[inline(always)]` helper it calls) a second and third time with AVX-512 and AVX2+FMA enabled
 //! and picks the best one the CPU supports when it is called. Dispatch costs one cached check per
 //! call, so it wraps per-block or per-query work, never per-element work.

@@ -46,6 +46,14 @@ pub(crate) struct LoadedReference {
     /// Queries served so far, and whether the lazy lists are being built.
     served: AtomicU64,
     building: AtomicBool,
+    /// The self-join built once this reference has served half its own rows as queries (by
+    /// identity: `lid()` in SQL over the table the reference was drawn from, a cluster worker's
+    /// shards of that corpus), when there is no `self_knn`: the rest of its rows then cost a
+    /// look-up, and the first half's search plus the join cost no more than searching them all.
+    lazy_self_knn: OnceLock<Neighbours>,
+    /// Reference rows served as queries so far, and whether the lazy self-join is being built.
+    served_members: AtomicU64,
+    joining: AtomicBool,
     /// Kernel seconds spent on this reference so far (neighbour search, local estimates).
     times: Mutex<KernelTimes>,
 }
@@ -81,6 +89,9 @@ impl LoadedReference {
             lazy_lists: OnceLock::new(),
             served: AtomicU64::new(0),
             building: AtomicBool::new(false),
+            lazy_self_knn: OnceLock::new(),
+            served_members: AtomicU64::new(0),
+            joining: AtomicBool::new(false),
             times: Mutex::new(KernelTimes::default()),
         })
     }
@@ -106,20 +117,30 @@ impl LoadedReference {
     pub fn lid(&self, queries: Rows<'_>, exclude: Option<&[Option<u32>]>, cfg: &LidConfig) -> std::result::Result<Vec<PointLid>, KernelError> {
         cfg.validate()?;
         let (nb, knn_seconds) = self.neighbours(queries, exclude, cfg.k)?;
-        let lists = self.self_knn.as_ref().or_else(|| self.lazy_lists.get());
+        let lists = self.self_knn.as_ref().or_else(|| self.lazy_self_knn.get()).or_else(|| self.lazy_lists.get());
         let (lids, stats) = lid_from_neighbours(&self.index, queries, &nb, cfg, lists)?;
-        let mut lists_seconds = 0.0;
+        let mut built_seconds = 0.0;
+        let n = self.index.len();
+        let members = exclude.map_or(0, |e| e.iter().filter(|r| r.is_some()).count() as u64);
+        let served_members = self.served_members.fetch_add(members, Ordering::Relaxed) + members;
         let served = self.served.fetch_add(queries.len() as u64, Ordering::Relaxed) + queries.len() as u64;
-        if lists.is_none() && lists_pay(served, cfg.k, self.index.len()) && !self.building.swap(true, Ordering::AcqRel) {
-            // An optimisation only: if it fails, the estimates keep their direct path.
-            if let Ok((built, stats)) = self.index.self_knn(member_list_len(cfg.k, self.index.len())) {
-                tracing::debug!(rows = self.index.len(), seconds = stats.seconds, "neighbour lists of the reference rows, after {served} queries");
-                lists_seconds = stats.seconds;
+        // Optimisations only: if one fails, the search and the estimates keep their direct paths.
+        if self.self_knn.is_none() && n > cfg.k && 2 * served_members >= n as u64 && !self.joining.swap(true, Ordering::AcqRel) {
+            if let Ok((built, stats)) = self.index.self_knn(cfg.k) {
+                tracing::debug!(rows = n, k = cfg.k, seconds = stats.seconds, "self-join of the reference, after {served_members} of its rows came as queries");
+                built_seconds += stats.seconds;
+                let _ = self.lazy_self_knn.set(built);
+            }
+        }
+        if lists.is_none() && self.lazy_self_knn.get().is_none() && lists_pay(served, cfg.k, n) && !self.building.swap(true, Ordering::AcqRel) {
+            if let Ok((built, stats)) = self.index.self_knn(member_list_len(cfg.k, n)) {
+                tracing::debug!(rows = n, seconds = stats.seconds, "neighbour lists of the reference rows, after {served} queries");
+                built_seconds += stats.seconds;
                 let _ = self.lazy_lists.set(built);
             }
         }
         let mut t = self.times.lock().expect("times poisoned");
-        t.knn += knn_seconds + lists_seconds;
+        t.knn += knn_seconds + built_seconds;
         t.estimate += stats.estimate_seconds;
         Ok(lids)
     }
@@ -128,7 +149,7 @@ impl LoadedReference {
     /// take theirs from the self-join, the others are searched. Returns them with the search's
     /// wall seconds.
     fn neighbours(&self, queries: Rows<'_>, exclude: Option<&[Option<u32>]>, k: usize) -> std::result::Result<(Neighbours, f64), KernelError> {
-        let known = self.self_knn.as_ref().filter(|nb| nb.k == k);
+        let known = self.self_knn.as_ref().or_else(|| self.lazy_self_knn.get()).filter(|nb| nb.k == k);
         let (Some(known), Some(exclude)) = (known, exclude) else {
             let (nb, stats) = self.index.knn(queries, k, exclude)?;
             tracing::trace!(queries = stats.queries, "search: {:.1} candidates re-ranked per query", stats.refined as f64 / stats.queries.max(1) as f64);
