@@ -418,7 +418,7 @@ fn ctrl_c_cancels_a_cluster_run_and_the_same_command_resumes_it() {
     assert!(err.contains("cancelled"), "{err}");
     assert!(lidscope_data::find_manifests(&remote).unwrap().is_empty(), "a cancelled run committed a manifest");
     let kept = committed_shards(&remote).len();
-    assert!(kept >= 1 && kept < 32, "{kept} shards committed");
+    assert!((1..32).contains(&kept), "{kept} shards committed");
 
     let out = lidscope(&args);
     assert!(out.status.success(), "resumed run failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), cluster.logs());

@@ -99,6 +99,9 @@ pub struct Embedder {
     model: Model,
 }
 
+/// One text's tokens: their ids and their strings (the `token` column).
+pub type Tokenized = (Vec<u32>, Vec<String>);
+
 impl Embedder {
     /// Loads the checkpoint in `dir`.
     ///
@@ -205,7 +208,7 @@ impl Embedder {
     ///
     /// # Errors
     /// [`EmbedError::Tokenizer`].
-    pub fn tokenize(&self, texts: &[&str], max_length: usize) -> Result<Vec<(Vec<u32>, Vec<String>)>, EmbedError> {
+    pub fn tokenize(&self, texts: &[&str], max_length: usize) -> Result<Vec<Tokenized>, EmbedError> {
         let mut tok = self.tokenizer.clone();
         tok.with_truncation(Some(tokenizers::TruncationParams { max_length, ..Default::default() }))
             .map_err(|e| EmbedError::Tokenizer(format!("truncating to {max_length}: {e}")))?;
