@@ -197,8 +197,42 @@ unsafe fn block_avx512(a: &[f32], b: &[f32], kc: usize, partial: &mut [f32], fir
 }
 
 /// The depth slices of a `d`-dimensional product: `(first dimension, length, is last)`.
-pub(crate) fn slices(d: usize) -> impl Iterator<Item = (usize, usize, bool)> {
+fn slices(d: usize) -> impl Iterator<Item = (usize, usize, bool)> {
     (0..d).step_by(KC).map(move |k0| (k0, KC.min(d - k0), k0 + KC >= d))
+}
+
+/// The last depth slice of one block, to be run with the caller's epilogue.
+pub(crate) struct LastSlice<'a> {
+    a: &'a [f32],
+    b: &'a [f32],
+    len: usize,
+    partial: &'a mut [f32],
+    first: bool,
+}
+
+impl LastSlice<'_> {
+    /// Runs the slice and `e`.
+    pub(crate) fn finish(self, e: Epilogue<'_>) {
+        block(self.a, self.b, self.len, self.partial, self.first, Some(e));
+    }
+}
+
+/// Every micro-panel of the packed query block `packed` against the reference panel `b` (both
+/// of `d` dimensions), one depth slice at a time, so that the panel's slice stays in L1 while
+/// the micro-panels stream past; each block's last slice goes to `last(micro_panel, slice)`.
+/// `partial` holds the running sums, [`MR`] x [`NR`] per micro-panel.
+pub(crate) fn against_panel(packed: &[f32], b: &[f32], d: usize, partial: &mut [f32], mut last: impl FnMut(usize, LastSlice<'_>)) {
+    for (k0, len, is_last) in slices(d) {
+        let bs = &b[k0 * NR..(k0 + len) * NR];
+        for (ap, c) in partial.chunks_exact_mut(MR * NR).enumerate() {
+            let a = &packed[(ap * d + k0) * MR..(ap * d + k0 + len) * MR];
+            if is_last {
+                last(ap, LastSlice { a, b: bs, len, partial: c, first: k0 == 0 });
+            } else {
+                block(a, bs, len, c, k0 == 0, None);
+            }
+        }
+    }
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]

@@ -325,25 +325,16 @@ fn search_block_fused(index: &KnnIndex, panels: &[f32], panel_norms: &[f32], qc:
     let mut partial = vec![0.0f32; micro * MR * NR];
     let mut passed = fused::Passed::default();
     for (bp, b) in panels.chunks_exact(d * NR).enumerate() {
-        for (k0, len, last) in fused::slices(d) {
-            let bs = &b[k0 * NR..(k0 + len) * NR];
-            for (ap, c) in partial.chunks_exact_mut(MR * NR).enumerate() {
-                let a = &packed[(ap * d + k0) * MR..(ap * d + k0 + len) * MR];
-                if !last {
-                    fused::block(a, bs, len, c, k0 == 0, None);
-                    continue;
-                }
-                let e = Epilogue { col_norms: &panel_norms[bp * NR..], row_thresholds: &thresholds[ap * MR..], out: &mut passed, other: None };
-                fused::block(a, bs, len, c, k0 == 0, Some(e));
-                for (r, &mask) in passed.mask.iter().enumerate() {
-                    if mask != 0 {
-                        let i = ap * MR + r;
-                        cands[i].offer_masked(&passed.scores[r * NR..(r + 1) * NR], mask, (bp * NR) as u32, skips[i]);
-                        thresholds[i] = cands[i].threshold();
-                    }
+        fused::against_panel(&packed, b, d, &mut partial, |ap, slice| {
+            slice.finish(Epilogue { col_norms: &panel_norms[bp * NR..], row_thresholds: &thresholds[ap * MR..], out: &mut passed, other: None });
+            for (r, &mask) in passed.mask.iter().enumerate() {
+                if mask != 0 {
+                    let i = ap * MR + r;
+                    cands[i].offer_masked(&passed.scores[r * NR..(r + 1) * NR], mask, (bp * NR) as u32, skips[i]);
+                    thresholds[i] = cands[i].threshold();
                 }
             }
-        }
+        });
     }
     cands
 }

@@ -168,28 +168,18 @@ fn pair_fused(index: &KnnIndex, panels: &[f32], panel_norms: &[f32], blocks: &[M
     partial.resize(micro * MR * NR, 0.0);
     for q in 0..(jhi - jlo).div_ceil(NR) {
         let bp = first_panel + q;
-        let b = &panels[bp * d * NR..(bp + 1) * d * NR];
-        for (k0, len, last) in fused::slices(d) {
-            let bs = &b[k0 * NR..(k0 + len) * NR];
-            for (ap, c) in partial.chunks_exact_mut(MR * NR).enumerate() {
-                let a = &packed[(ap * d + k0) * MR..(ap * d + k0 + len) * MR];
-                if !last {
-                    fused::block(a, bs, len, c, k0 == 0, None);
-                    continue;
-                }
-                let other = symmetric.then(|| Transposed { row_norms: &row_norms[ap * MR..], col_thresholds: &col_thresholds[q * NR..], out: &mut *col_side });
-                let e = Epilogue { col_norms: &panel_norms[bp * NR..], row_thresholds: &row_thresholds[ap * MR..], out: &mut *row_side, other };
-                fused::block(a, bs, len, c, k0 == 0, Some(e));
-                for (r, &mask) in row_side.mask.iter().enumerate() {
-                    push_bits(mask, |c| row_offers.push(((ap * MR + r) as u32, (bp * NR + c) as u32, row_side.scores[r * NR + c])));
-                }
-                if symmetric {
-                    for (r, &mask) in col_side.mask.iter().enumerate() {
-                        push_bits(mask, |c| col_offers.push(((q * NR + c) as u32, (ilo + ap * MR + r) as u32, col_side.scores[r * NR + c])));
-                    }
+        fused::against_panel(packed, &panels[bp * d * NR..(bp + 1) * d * NR], d, partial, |ap, slice| {
+            let other = symmetric.then(|| Transposed { row_norms: &row_norms[ap * MR..], col_thresholds: &col_thresholds[q * NR..], out: &mut *col_side });
+            slice.finish(Epilogue { col_norms: &panel_norms[bp * NR..], row_thresholds: &row_thresholds[ap * MR..], out: &mut *row_side, other });
+            for (r, &mask) in row_side.mask.iter().enumerate() {
+                push_bits(mask, |c| row_offers.push(((ap * MR + r) as u32, (bp * NR + c) as u32, row_side.scores[r * NR + c])));
+            }
+            if symmetric {
+                for (r, &mask) in col_side.mask.iter().enumerate() {
+                    push_bits(mask, |c| col_offers.push(((q * NR + c) as u32, (ilo + ap * MR + r) as u32, col_side.scores[r * NR + c])));
                 }
             }
-        }
+        });
     }
     {
         let mut cands = blocks[bi].lock().expect("no panics while locked");
