@@ -196,6 +196,18 @@ unsafe fn block_avx512(a: &[f32], b: &[f32], kc: usize, partial: &mut [f32], fir
     }
 }
 
+/// The indices of the set bits of an epilogue's mask, lowest first.
+#[inline]
+pub(crate) fn set_bits(mut mask: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (mask != 0).then(|| {
+            let j = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            j
+        })
+    })
+}
+
 /// The depth slices of a `d`-dimensional product: `(first dimension, length, is last)`.
 fn slices(d: usize) -> impl Iterator<Item = (usize, usize, bool)> {
     (0..d).step_by(KC).map(move |k0| (k0, KC.min(d - k0), k0 + KC >= d))

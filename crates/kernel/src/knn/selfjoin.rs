@@ -172,11 +172,11 @@ fn pair_fused(index: &KnnIndex, panels: &[f32], panel_norms: &[f32], blocks: &[M
             let other = symmetric.then(|| Transposed { row_norms: &row_norms[ap * MR..], col_thresholds: &col_thresholds[q * NR..], out: &mut *col_side });
             slice.finish(Epilogue { col_norms: &panel_norms[bp * NR..], row_thresholds: &row_thresholds[ap * MR..], out: &mut *row_side, other });
             for (r, &mask) in row_side.mask.iter().enumerate() {
-                push_bits(mask, |c| row_offers.push(((ap * MR + r) as u32, (bp * NR + c) as u32, row_side.scores[r * NR + c])));
+                row_offers.extend(fused::set_bits(mask).map(|c| ((ap * MR + r) as u32, (bp * NR + c) as u32, row_side.scores[r * NR + c])));
             }
             if symmetric {
                 for (r, &mask) in col_side.mask.iter().enumerate() {
-                    push_bits(mask, |c| col_offers.push(((q * NR + c) as u32, (ilo + ap * MR + r) as u32, col_side.scores[r * NR + c])));
+                    col_offers.extend(fused::set_bits(mask).map(|c| ((q * NR + c) as u32, (ilo + ap * MR + r) as u32, col_side.scores[r * NR + c])));
                 }
             }
         });
@@ -192,15 +192,6 @@ fn pair_fused(index: &KnnIndex, panels: &[f32], panel_norms: &[f32], blocks: &[M
         for &(j, r, score) in col_offers.iter() {
             cands[j as usize].offer_one(score, r, None);
         }
-    }
-}
-
-/// Calls `f` with the index of every set bit of `mask`, lowest first.
-#[inline(always)]
-fn push_bits(mut mask: u64, mut f: impl FnMut(usize)) {
-    while mask != 0 {
-        f(mask.trailing_zeros() as usize);
-        mask &= mask - 1;
     }
 }
 

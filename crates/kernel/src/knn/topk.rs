@@ -50,11 +50,9 @@ impl Candidates {
     /// Offers `scores[j]` for row `first + j` for every bit `j` set in `mask` (the scores a tile
     /// kernel found within the threshold it was given), skipping `skip`.
     #[inline]
-    pub(crate) fn offer_masked(&mut self, scores: &[f32], mut mask: u64, first: u32, skip: Option<u32>) {
-        while mask != 0 {
-            let j = mask.trailing_zeros();
-            mask &= mask - 1;
-            self.push(scores[j as usize], first + j, skip);
+    pub(crate) fn offer_masked(&mut self, scores: &[f32], mask: u64, first: u32, skip: Option<u32>) {
+        for j in super::fused::set_bits(mask) {
+            self.push(scores[j], first + j as u32, skip);
         }
         self.settle();
     }
