@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use arrow::array::{ArrayRef, Int32Array, Int64Array};
-use lidscope_kernel::{global_twonn, pointwise_lid, Estimator, KnnIndex, LidConfig, Rows, SearchStrategy};
+use lidscope_kernel::{global_twonn, int8_search_available, pointwise_lid, Estimator, KnnIndex, LidConfig, Rows, SearchStrategy};
 
 use crate::util::*;
 
@@ -24,23 +24,42 @@ fn kernel_self_reference(file: &str, k: usize, estimator: Estimator, golden: &st
 
 #[test]
 fn kernel_mixture_small_k16() {
-    kernel_self_reference("mixture_small.parquet", 16, Estimator::TwoNN, "lid_k16", SearchStrategy::Gemm);
-    kernel_self_reference("mixture_small.parquet", 16, Estimator::TwoNN, "lid_k16", SearchStrategy::KdTree);
+    for s in product_paths(32).into_iter().chain([SearchStrategy::KdTree]) {
+        kernel_self_reference("mixture_small.parquet", 16, Estimator::TwoNN, "lid_k16", s);
+    }
+}
+
+/// Every search path this CPU runs besides the k-d tree: float32 products, and int8 candidates
+/// where the CPU has them (where it has not, asking for them must fail with a clear error).
+fn product_paths(dim: usize) -> Vec<SearchStrategy> {
+    if int8_search_available(dim) {
+        vec![SearchStrategy::Gemm, SearchStrategy::Int8]
+    } else {
+        let err = KnnIndex::new(Rows::from_flat(&vec![0.0; dim], dim).unwrap(), SearchStrategy::Int8).err().expect("int8 refused");
+        assert!(err.to_string().contains("AVX512_VNNI"), "{err}");
+        vec![SearchStrategy::Gemm]
+    }
 }
 
 #[test]
 fn kernel_mixture_small_k64() {
-    kernel_self_reference("mixture_small.parquet", 64, Estimator::TwoNN, "lid_k64", SearchStrategy::Gemm);
+    for s in product_paths(32) {
+        kernel_self_reference("mixture_small.parquet", 64, Estimator::TwoNN, "lid_k64", s);
+    }
 }
 
 #[test]
 fn kernel_mixture_small_mle_k64() {
-    kernel_self_reference("mixture_small.parquet", 64, Estimator::TwoNNMle, "lid_mle_k64", SearchStrategy::Gemm);
+    for s in product_paths(32) {
+        kernel_self_reference("mixture_small.parquet", 64, Estimator::TwoNNMle, "lid_mle_k64", s);
+    }
 }
 
 #[test]
 fn kernel_mixture_wide_k128() {
-    kernel_self_reference("mixture_wide.parquet", 128, Estimator::TwoNN, "lid_k128", SearchStrategy::Gemm);
+    for s in product_paths(256) {
+        kernel_self_reference("mixture_wide.parquet", 128, Estimator::TwoNN, "lid_k128", s);
+    }
 }
 
 #[test]
@@ -85,13 +104,17 @@ fn kernel_minilm_k128_against_flagged_reference() {
     let m = minilm();
     let ref_rows: Vec<usize> = (0..m.in_reference.len()).filter(|i| m.in_reference[*i]).collect();
     let refs: Vec<f32> = ref_rows.iter().flat_map(|i| m.corpus[i * m.dim..(i + 1) * m.dim].iter().copied()).collect();
-    let index = KnnIndex::new(Rows::from_flat(&refs, m.dim).unwrap(), SearchStrategy::Auto).unwrap();
     let position: HashMap<usize, u32> = ref_rows.iter().enumerate().map(|(j, i)| (*i, j as u32)).collect();
     let exclude: Vec<Option<u32>> = (0..m.lid.len()).map(|i| position.get(&i).copied()).collect();
-    let (lids, _) =
-        pointwise_lid(&index, Rows::from_flat(&m.corpus, m.dim).unwrap(), &LidConfig::default(), Some(&exclude)).unwrap();
+    for s in product_paths(m.dim) {
+        let index = KnnIndex::new(Rows::from_flat(&refs, m.dim).unwrap(), s).unwrap();
+        let (lids, _) = pointwise_lid(&index, Rows::from_flat(&m.corpus, m.dim).unwrap(), &LidConfig::default(), Some(&exclude)).unwrap();
+        let got: Vec<f64> = lids.iter().map(|p| p.lid).collect();
+        assert_golden(&format!("minilm lid_k128 ({s:?})"), &got, &m.lid);
+    }
+    let index = KnnIndex::new(Rows::from_flat(&refs, m.dim).unwrap(), SearchStrategy::Auto).unwrap();
+    let (lids, _) = pointwise_lid(&index, Rows::from_flat(&m.corpus, m.dim).unwrap(), &LidConfig::default(), Some(&exclude)).unwrap();
     let got: Vec<f64> = lids.iter().map(|p| p.lid).collect();
-    assert_golden("minilm lid_k128", &got, &m.lid);
     let want = fixture_json("minilm_fortunes.golden.json");
     assert_rel("minilm mean_lid_all", mean(&got), want["mean_lid_all"].as_f64().unwrap(), 1e-4);
     assert_rel("minilm global", global_twonn(&index, 0.1, Estimator::TwoNN).unwrap(), want["global_twonn_reference"].as_f64().unwrap(), 1e-4);

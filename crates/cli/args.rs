@@ -225,10 +225,14 @@ pub enum EstimatorArg {
 /// Neighbour search path.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum SearchArg {
-    /// k-d tree in low dimensions where it is faster, GEMM otherwise.
+    /// k-d tree in low dimensions where it is faster; else int8 candidates where the CPU has
+    /// them and a probe of the reference says they pay; else float32 GEMM.
     Auto,
     /// Blocked float32 GEMM with exact float64 re-ranking.
     Gemm,
+    /// Candidates from exact int8 products within a proven bound, exact float64 re-ranking
+    /// (AVX512_VNNI CPUs).
+    Int8,
     /// kiddo k-d tree (low dimensions only).
     Kdtree,
 }

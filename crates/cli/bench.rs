@@ -78,7 +78,7 @@ fn against(a: &BenchArgs, other: &Path) -> Result<serde_json::Value> {
         let out = tmp.path().join("out");
         let t = Instant::now();
         let result = Command::new(bin)
-            .args(["-q", "run", "--embedding-column", "embedding", "--id-columns", "seq_id,position", "--search", "gemm", "--overwrite", "--json"])
+            .args(["-q", "run", "--embedding-column", "embedding", "--id-columns", "seq_id,position", "--search", "auto", "--overwrite", "--json"])
             .arg("--corpus")
             .arg(&corpus)
             .arg("--out")
@@ -184,7 +184,7 @@ fn config(a: &BenchArgs, corpus: Vec<String>, out: PathBuf, reference: Reference
         reference,
         overwrite: false,
         batch_rows: 8192,
-        strategy: SearchStrategy::Gemm,
+        strategy: SearchStrategy::Auto,
         partition: Vec::new(),
     }
 }

@@ -38,6 +38,7 @@ impl From<&RunArgs> for RunConfig {
             strategy: match a.search {
                 SearchArg::Auto => SearchStrategy::Auto,
                 SearchArg::Gemm => SearchStrategy::Gemm,
+                SearchArg::Int8 => SearchStrategy::Int8,
                 SearchArg::Kdtree => SearchStrategy::KdTree,
             },
             partition: a.partition.clone(),

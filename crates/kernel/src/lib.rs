@@ -38,7 +38,7 @@ pub use error::{KernelError, Result};
 pub use estimate::{
     check_discard, fit_ratios, kept_ratios, lid_from_neighbours, pointwise_lid, twonn_from_distances, Estimator, LidConfig, LidStats, PointLid,
 };
-pub use knn::{kdtree_supports, KnnIndex, KnnStats, Neighbours, SearchStrategy, KDTREE_AUTO_MAX_DIM, KDTREE_DIMS};
+pub use knn::{int8_search_available, kdtree_supports, KnnIndex, KnnStats, Neighbours, SearchStrategy, KDTREE_AUTO_MAX_DIM, KDTREE_DIMS};
 pub use rate::{mac_rates, sgemm_gflops, MacRates};
 pub use rows::Rows;
 

@@ -73,6 +73,7 @@ impl LoadedReference {
     pub fn new(r: &Reference, source: &str, id_columns: &[String], strategy: SearchStrategy) -> Result<Self> {
         let rows_view = Rows::try_new(&r.embeddings, r.len(), r.dim).map_err(|e| EngineError::kernel(source, e))?;
         let index = KnnIndex::new(rows_view, strategy).map_err(|e| EngineError::kernel(source, e))?;
+        tracing::debug!(rows = r.len(), dim = r.dim, "neighbour search of {source}: {}", index.search_path());
         let rows = match id_columns.is_empty() {
             true => HashMap::new(),
             false => {

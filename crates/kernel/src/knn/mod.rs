@@ -9,11 +9,15 @@
 //!   expansion lose its digits; the window catches whatever rounding is left. On AVX-512 CPUs the
 //!   products come from our tile kernel with the window test in its epilogue ([`fused`]);
 //!   elsewhere from the `gemm` crate ([`gemm`]). Both give the same neighbours, to the bit.
+//!   On CPUs with AVX512_VNNI the candidates come instead from exact integer products of rows
+//!   quantized to bytes, with a window from their proven residual bounds ([`int8`]); the float64
+//!   re-rank makes the neighbours the same again.
 //! - **kd-tree** (`kiddo`, low dimensions): exact float64 coordinates, used where the benchmark
 //!   shows it is faster.
 
 mod fused;
 mod gemm;
+mod int8;
 mod kdtree;
 mod selfjoin;
 mod topk;
@@ -39,11 +43,14 @@ pub(super) const U32: f64 = f32::EPSILON as f64 / 2.0;
 /// How to search.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SearchStrategy {
-    /// The k-d tree where it is supported and measured faster, else the GEMM path.
+    /// The k-d tree where it is supported and measured faster; else the int8 candidate search
+    /// where the CPU has it and a probe of the reference says it pays; else the GEMM path.
     #[default]
     Auto,
-    /// Always the GEMM path.
+    /// Always the GEMM path (float32 products).
     Gemm,
+    /// Candidates from int8 products (CPUs with AVX512_VNNI only), whatever the probe says.
+    Int8,
     /// The k-d tree (only for dimensions in [`KDTREE_DIMS`]).
     KdTree,
 }
@@ -54,6 +61,44 @@ pub enum SearchStrategy {
 pub const KDTREE_AUTO_MAX_DIM: usize = 10;
 /// Below this many reference rows the GEMM path is always at least as fast.
 const KDTREE_AUTO_MIN_ROWS: usize = 4096;
+/// Reference rows the int8 probe searches for (spread evenly over the reference), and the `k`
+/// it searches with.
+const PROBE_ROWS: usize = 64;
+const PROBE_K: usize = 128;
+/// [`SearchStrategy::Auto`] takes the int8 search when the reference has at least this many
+/// rows per unit of `extra`, the probe's re-ranked candidates beyond `k` as a fraction of `k`.
+/// The int8 products save time per reference row, the extra candidates cost time in the re-rank:
+/// measured here (self-joins at k = 128, both paths in one process), int8 took 0.6x the float32
+/// time on synthetic 20,000 x 768 rows (extra 0.26) and 1.45x on the 13,192 MiniLM rows (extra
+/// 2.2); the break-even lies near 20,000 rows per unit of extra.
+const INT8_ROWS_PER_EXTRA: f64 = 20_000.0;
+
+/// Whether [`SearchStrategy::Int8`] can run here, for rows of `dim` values.
+pub fn int8_search_available(dim: usize) -> bool {
+    int8::available() && dim <= int8::MAX_DIM
+}
+
+/// What computes the products that find candidates; every choice gives the same neighbours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Products {
+    /// The `gemm` crate, on any CPU.
+    Gemm,
+    /// The AVX-512 float32 tile kernel ([`fused`]).
+    Float32Tile,
+    /// Integer products of quantized rows (AVX512_VNNI, [`int8`]).
+    Int8,
+}
+
+impl Products {
+    /// The fastest float32 products this CPU has.
+    fn float32() -> Self {
+        if fused::available() {
+            Products::Float32Tile
+        } else {
+            Products::Gemm
+        }
+    }
+}
 
 /// A reference matrix prepared for repeated exact searches.
 pub struct KnnIndex {
@@ -65,6 +110,8 @@ pub struct KnnIndex {
     norms: Vec<f32>,
     max_norm: f64,
     kdtree: Option<kdtree::KdIndex>,
+    /// The int8 probe's re-ranked candidates beyond `k`, as a fraction of `k` (when it ran).
+    probe: Option<f64>,
 }
 
 /// The reference rows centred on their mean, laid out for the product that searches them.
@@ -74,6 +121,17 @@ enum Centred {
     /// Packed for the AVX-512 tile kernel ([`fused::pack`], [`fused::NR`] rows per panel), with
     /// each panel's squared norms (NaN past the last row).
     Panels { data: Vec<f32>, norms: Vec<f32> },
+    /// Quantized for the int8 search.
+    Int8(Int8Reference),
+}
+
+/// The reference quantized ([`int8::Quantized`]), packed into unsigned panels of [`int8::NR`]
+/// rows, with the epilogue's per-row values and the largest dequantized norm.
+struct Int8Reference {
+    q: int8::Quantized,
+    panels: Vec<u8>,
+    lanes: int8::Lanes,
+    max_norm: f64,
 }
 
 /// The k nearest reference rows of each query, nearest first.
@@ -130,12 +188,49 @@ impl KnnIndex {
     /// `u32::MAX` rows; [`KernelError::Parameter`] when `strategy` asks for a k-d tree in an
     /// unsupported dimension.
     pub fn new(reference: Rows<'_>, strategy: SearchStrategy) -> Result<Self> {
-        Self::build(reference, strategy, fused::available())
+        let int8 = int8_search_available(reference.dim());
+        match strategy {
+            SearchStrategy::Int8 if !int8 => Err(KernelError::Parameter(format!(
+                "the int8 search needs a CPU with AVX512_VNNI and at most {} dimensions (here: {}, dimension {}); search with gemm",
+                int8::MAX_DIM,
+                if int8::available() { "AVX512_VNNI" } else { "no AVX512_VNNI" },
+                reference.dim()
+            ))),
+            SearchStrategy::Int8 => Self::build(reference, strategy, Products::Int8),
+            SearchStrategy::Gemm | SearchStrategy::KdTree => Self::build(reference, strategy, Products::float32()),
+            SearchStrategy::Auto => {
+                let index = Self::build(reference, strategy, if int8 { Products::Int8 } else { Products::float32() })?;
+                match index.int8_extra() {
+                    Some(extra) if (index.n as f64) < INT8_ROWS_PER_EXTRA * extra => {
+                        let mut index = Self::build(reference, strategy, Products::float32())?;
+                        index.probe = Some(extra);
+                        Ok(index)
+                    }
+                    _ => Ok(index),
+                }
+            }
+        }
     }
 
-    /// [`KnnIndex::new`], choosing between the AVX-512 tile kernel and the `gemm` crate (tests
-    /// compare the two on one machine).
-    pub(crate) fn build(reference: Rows<'_>, strategy: SearchStrategy, tile_kernel: bool) -> Result<Self> {
+    /// For an int8 index: the probe's re-ranked candidates beyond `k`, as a fraction of `k`.
+    fn int8_extra(&self) -> Option<f64> {
+        self.probe
+    }
+
+    /// Which search answers: for logs and benchmarks.
+    pub fn search_path(&self) -> String {
+        let probe = self.probe.map(|e| format!(" (int8 probe: {:.0}% more candidates than k)", 100.0 * e)).unwrap_or_default();
+        let path = match &self.centred {
+            _ if self.kdtree.is_some() => "k-d tree",
+            Centred::Rows(_) => "float32 products (gemm crate)",
+            Centred::Panels { .. } => "float32 products (AVX-512 tile kernel)",
+            Centred::Int8(_) => "int8 products (AVX512_VNNI)",
+        };
+        format!("{path}{probe}")
+    }
+
+    /// [`KnnIndex::new`] with the given [`Products`] (tests compare them on one machine).
+    pub(crate) fn build(reference: Rows<'_>, strategy: SearchStrategy, products: Products) -> Result<Self> {
         reference.check_finite()?;
         let (n, dim) = (reference.len(), reference.dim());
         if n > u32::MAX as usize {
@@ -155,7 +250,7 @@ impl KnnIndex {
         let norms: Vec<f32> = centred.par_chunks(dim).map(|r| sq_norm_f64(r) as f32).collect();
         let max_norm = norms.iter().fold(0.0f64, |a, b| a.max(*b as f64)).sqrt();
         let use_tree = match strategy {
-            SearchStrategy::Gemm => false,
+            SearchStrategy::Gemm | SearchStrategy::Int8 => false,
             SearchStrategy::KdTree => {
                 if !kdtree_supports(dim) {
                     return Err(KernelError::Parameter(format!("no k-d tree for dimension {dim} (supported: {KDTREE_DIMS:?})")));
@@ -165,16 +260,31 @@ impl KnnIndex {
             SearchStrategy::Auto => kdtree_supports(dim) && dim <= KDTREE_AUTO_MAX_DIM && n >= KDTREE_AUTO_MIN_ROWS,
         };
         let kdtree = if use_tree { kdtree::KdIndex::build(&data, dim) } else { None };
-        let centred = if tile_kernel && kdtree.is_none() {
-            let mut packed = Vec::new();
-            fused::pack(|i| &centred[i * dim..(i + 1) * dim], 0, n, dim, fused::NR, &mut packed);
-            let mut panel_norms = norms.clone();
-            panel_norms.resize(n.div_ceil(fused::NR) * fused::NR, f32::NAN);
-            Centred::Panels { data: packed, norms: panel_norms }
-        } else {
-            Centred::Rows(centred)
+        let centred = match products {
+            _ if kdtree.is_some() => Centred::Rows(centred),
+            Products::Gemm => Centred::Rows(centred),
+            Products::Float32Tile => {
+                let mut packed = Vec::new();
+                fused::pack(|i| &centred[i * dim..(i + 1) * dim], 0, n, dim, fused::NR, &mut packed);
+                let mut panel_norms = norms.clone();
+                panel_norms.resize(n.div_ceil(fused::NR) * fused::NR, f32::NAN);
+                Centred::Panels { data: packed, norms: panel_norms }
+            }
+            Products::Int8 => {
+                let q = int8::Quantized::new(reference, &mean);
+                let max_norm = q.max_norm();
+                let mut panels = Vec::new();
+                int8::pack(&q, 0, n, int8::NR, true, &mut panels);
+                let mut lanes = int8::Lanes::default();
+                q.lanes(0, n, int8::NR, max_norm, &mut lanes);
+                Centred::Int8(Int8Reference { q, panels, lanes, max_norm })
+            }
         };
-        Ok(Self { data, n, dim, mean, centred, norms, max_norm, kdtree })
+        let mut index = Self { data, n, dim, mean, centred, norms, max_norm, kdtree, probe: None };
+        if let Centred::Int8(r) = &index.centred {
+            index.probe = Some(probe(r, index.rows(), &index.mean));
+        }
+        Ok(index)
     }
 
     /// Number of reference rows.
@@ -226,7 +336,9 @@ impl KnnIndex {
                 .map(|(i, (idx, dist))| tree.search(&self.data, self.dim, queries.row(i), k, skip(i), idx, dist))
                 .sum()
         } else {
-            let qc = centre(queries, &self.mean);
+            // The int8 search quantizes each block itself; the float32 paths search centred rows.
+            let qc = if matches!(self.centred, Centred::Int8(_)) { Vec::new() } else { centre(queries, &self.mean) };
+            let d = self.dim;
             out.indices
                 .par_chunks_mut(QUERY_BLOCK * k)
                 .zip(out.distances.par_chunks_mut(QUERY_BLOCK * k))
@@ -235,10 +347,10 @@ impl KnnIndex {
                     let lo = b * QUERY_BLOCK;
                     let hi = (lo + QUERY_BLOCK).min(nq);
                     let skips: Vec<Option<u32>> = (lo..hi).map(skip).collect();
-                    let qc = &qc[lo * self.dim..hi * self.dim];
                     let cands = match &self.centred {
-                        Centred::Rows(centred) => search_block(self, centred, qc, &skips, k),
-                        Centred::Panels { data, norms } => search_block_fused(self, data, norms, qc, &skips, k),
+                        Centred::Rows(centred) => search_block(self, centred, &qc[lo * d..hi * d], &skips, k),
+                        Centred::Panels { data, norms } => search_block_fused(self, data, norms, &qc[lo * d..hi * d], &skips, k),
+                        Centred::Int8(r) => search_block_int8(r, queries, lo, hi, &self.mean, &skips, k),
                     };
                     rerank(self, cands, queries, lo, k, idx, dist)
                 })
@@ -339,6 +451,67 @@ fn search_block_fused(index: &KnnIndex, panels: &[f32], panel_norms: &[f32], qc:
     cands
 }
 
+/// How many more candidates than `k` the int8 search re-ranks, as a fraction of `k`: measured by
+/// searching for [`PROBE_ROWS`] reference rows spread evenly over it (each excluding itself),
+/// with `k` = [`PROBE_K`] (less for a small reference).
+fn probe(r: &Int8Reference, reference: Rows<'_>, mean: &[f64]) -> f64 {
+    let n = reference.len();
+    let k = PROBE_K.min(n.saturating_sub(1));
+    if k == 0 {
+        return 0.0;
+    }
+    let picks: Vec<usize> = (0..PROBE_ROWS.min(n)).map(|i| i * n / PROBE_ROWS.min(n)).collect();
+    let rows: Vec<f32> = picks.iter().flat_map(|&i| reference.row(i).iter().copied()).collect();
+    let skips: Vec<Option<u32>> = picks.iter().map(|&i| Some(i as u32)).collect();
+    let sample = Rows::try_new(&rows, picks.len(), reference.dim()).expect("rows of the reference");
+    let found: usize = search_block_int8(r, sample, 0, picks.len(), mean, &skips, k).into_iter().map(|c| c.finish().len()).sum();
+    (found as f64 / (picks.len() * k) as f64 - 1.0).max(0.0)
+}
+
+/// One block of queries (rows `lo..hi`) against the quantized reference: each panel meets every
+/// micro-panel of the block, and what passes the epilogue's prefilter is offered with its
+/// float64 bounds.
+fn search_block_int8(r: &Int8Reference, queries: Rows<'_>, lo: usize, hi: usize, mean: &[f64], skips: &[Option<u32>], k: usize) -> Vec<topk::Candidates> {
+    use int8::{Epilogue, MR, NR};
+    let d = queries.dim();
+    let m = hi - lo;
+    let q = int8::Quantized::new(Rows::try_new(&queries.as_slice()[lo * d..hi * d], m, d).expect("a block of checked rows"), mean);
+    let mut cands: Vec<topk::Candidates> = (0..m).map(|i| topk::Candidates::new(k, q.slack(i, r.max_norm))).collect();
+    let mut packed = Vec::new();
+    int8::pack(&q, 0, m, MR, false, &mut packed);
+    let mut rows = int8::Lanes::default();
+    q.lanes(0, m, MR, r.max_norm, &mut rows);
+    let micro = m.div_ceil(MR);
+    let mut thresholds: Vec<f32> = cands.iter().map(topk::Candidates::threshold).collect();
+    thresholds.resize(micro * MR, f32::NAN);
+    let mut partial = vec![0i32; micro * MR * NR];
+    let mut passed = int8::Passed::default();
+    let groups = r.q.groups;
+    for (bp, b) in r.panels.chunks_exact(groups * NR * 4).enumerate() {
+        int8::against_panel(&packed, b, groups, &mut partial, |ap, slice| {
+            slice.finish(Epilogue {
+                cols: r.lanes.at(bp * NR),
+                rows: rows.at(ap * MR),
+                row_thresholds: &thresholds[ap * MR..],
+                col_thresholds: None,
+                out: &mut passed,
+            });
+            for (row, &mask) in passed.mask.iter().enumerate() {
+                if mask != 0 {
+                    let i = ap * MR + row;
+                    for c in fused::set_bits(mask) {
+                        let j = bp * NR + c;
+                        let (lower, upper) = int8::bounds(q.distance(i, &r.q, j, passed.dots[row * NR + c]), r.q.rho[j]);
+                        cands[i].offer_bounds(lower, upper, j as u32, skips[i]);
+                    }
+                    thresholds[i] = cands[i].threshold();
+                }
+            }
+        });
+    }
+    cands
+}
+
 /// Re-ranks each query's candidates by exact float64 distance and writes its `k` nearest;
 /// returns the number of candidates re-ranked.
 fn rerank(index: &KnnIndex, cands: Vec<topk::Candidates>, queries: Rows<'_>, first: usize, k: usize, idx: &mut [u32], dist: &mut [f64]) -> u64 {
@@ -354,14 +527,14 @@ fn rerank(index: &KnnIndex, cands: Vec<topk::Candidates>, queries: Rows<'_>, fir
 
 /// Exact squared distances from `q` to the candidates' rows. The rows are scattered over the
 /// reference, so each is prefetched two candidates ahead of its sum.
-pub(crate) fn exact_distances(index: &KnnIndex, q: &[f32], cands: &[(f32, u32)], out: &mut Vec<(f64, u32)>) {
+pub(crate) fn exact_distances(index: &KnnIndex, q: &[f32], cands: &[u32], out: &mut Vec<(f64, u32)>) {
     const AHEAD: usize = 2;
     out.clear();
-    for &(_, r) in cands.iter().take(AHEAD) {
+    for &r in cands.iter().take(AHEAD) {
         prefetch(index.row(r as usize));
     }
-    for (j, &(_, r)) in cands.iter().enumerate() {
-        if let Some(&(_, next)) = cands.get(j + AHEAD) {
+    for (j, &r) in cands.iter().enumerate() {
+        if let Some(&next) = cands.get(j + AHEAD) {
             prefetch(index.row(next as usize));
         }
         out.push((sq_dist_f64(q, index.row(r as usize)), r));

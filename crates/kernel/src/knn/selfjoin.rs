@@ -15,8 +15,9 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use super::fused::{self, Epilogue, Passed, Transposed, MR, NR};
+use super::int8;
 use super::topk::Candidates;
-use super::{candidates, cross_product, exact_distances, take_k_nearest, Centred, KnnIndex, KnnStats, Neighbours};
+use super::{candidates, cross_product, exact_distances, take_k_nearest, Centred, Int8Reference, KnnIndex, KnnStats, Neighbours};
 use crate::error::{KernelError, Result};
 
 /// Rows per block on the `gemm` path: a `BLOCK x BLOCK` tile and its transpose stay in a core's
@@ -50,12 +51,13 @@ impl KnnIndex {
         let n = self.n;
         let block = match &self.centred {
             Centred::Rows(_) => BLOCK,
-            Centred::Panels { .. } => FUSED_BLOCK,
+            Centred::Panels { .. } | Centred::Int8(_) => FUSED_BLOCK,
         };
-        let blocks: Vec<Mutex<Vec<Candidates>>> = (0..n)
-            .step_by(block)
-            .map(|lo| Mutex::new((lo..(lo + block).min(n)).map(|i| candidates(self, (self.norms[i] as f64).sqrt(), k)).collect()))
-            .collect();
+        let new = |i: usize| match &self.centred {
+            Centred::Int8(r) => Candidates::new(k, r.q.slack(i, r.max_norm)),
+            _ => candidates(self, (self.norms[i] as f64).sqrt(), k),
+        };
+        let blocks: Vec<Mutex<Vec<Candidates>>> = (0..n).step_by(block).map(|lo| Mutex::new((lo..(lo + block).min(n)).map(new).collect())).collect();
         let nb = blocks.len();
         let pairs: Vec<(usize, usize)> = (0..nb).flat_map(|i| (0..=i).map(move |j| (i, j))).collect();
         match &self.centred {
@@ -66,6 +68,7 @@ impl KnnIndex {
             Centred::Panels { data, norms } => {
                 pairs.par_iter().for_each_init(FusedScratch::default, |s, &(bi, bj)| pair_fused(self, data, norms, &blocks, bi, bj, s))
             }
+            Centred::Int8(r) => pairs.par_iter().for_each_init(Int8Scratch::default, |s, &(bi, bj)| pair_int8(self.n, r, &blocks, bi, bj, s)),
         }
         let mut out = Neighbours { k, indices: vec![0; n * k], distances: vec![0.0; n * k] };
         let cands: Vec<Candidates> = blocks.into_iter().flat_map(|b| b.into_inner().expect("no panics while locked")).collect();
@@ -191,6 +194,94 @@ fn pair_fused(index: &KnnIndex, panels: &[f32], panel_norms: &[f32], blocks: &[M
         let mut cands = blocks[bj].lock().expect("no panics while locked");
         for &(j, r, score) in col_offers.iter() {
             cands[j as usize].offer_one(score, r, None);
+        }
+    }
+}
+
+/// One thread's buffers for [`pair_int8`], as [`FusedScratch`] for the float32 kernel.
+#[derive(Default)]
+struct Int8Scratch {
+    packed_block: Option<usize>,
+    packed: Vec<u8>,
+    rows: int8::Lanes,
+    row_thresholds: Vec<f32>,
+    col_thresholds: Vec<f32>,
+    partial: Vec<i32>,
+    passed: int8::Passed,
+    /// (row within the block, reference row, lower bound, upper bound) for each side.
+    row_offers: Vec<(u32, u32, f32, f32)>,
+    col_offers: Vec<(u32, u32, f32, f32)>,
+}
+
+/// Blocks `bi >= bj` through the int8 kernel, as [`pair_fused`]: each pair's product `D` serves
+/// both sides, each with the other row's residual in its bounds.
+fn pair_int8(n: usize, r: &Int8Reference, blocks: &[Mutex<Vec<Candidates>>], bi: usize, bj: usize, s: &mut Int8Scratch) {
+    use int8::{MR, NR};
+    let (ilo, ihi) = (bi * FUSED_BLOCK, ((bi + 1) * FUSED_BLOCK).min(n));
+    let (jlo, jhi) = (bj * FUSED_BLOCK, ((bj + 1) * FUSED_BLOCK).min(n));
+    let Int8Scratch { packed_block, packed, rows, row_thresholds, col_thresholds, partial, passed, row_offers, col_offers } = s;
+    if *packed_block != Some(bi) {
+        int8::pack(&r.q, ilo, ihi, MR, false, packed);
+        r.q.lanes(ilo, ihi, MR, r.max_norm, rows);
+        *packed_block = Some(bi);
+    }
+    let thresholds = |b: usize, out: &mut Vec<f32>, width: usize| {
+        out.clear();
+        out.extend(blocks[b].lock().expect("no panics while locked").iter().map(Candidates::threshold));
+        out.resize(out.len().div_ceil(width) * width, f32::NAN);
+    };
+    thresholds(bi, row_thresholds, MR);
+    let symmetric = bi != bj;
+    if symmetric {
+        thresholds(bj, col_thresholds, NR);
+    }
+    row_offers.clear();
+    col_offers.clear();
+    let groups = r.q.groups;
+    let micro = (ihi - ilo).div_ceil(MR);
+    partial.resize(micro * MR * NR, 0);
+    for p in 0..(jhi - jlo).div_ceil(NR) {
+        let bp = jlo / NR + p;
+        int8::against_panel(packed, &r.panels[bp * groups * NR * 4..(bp + 1) * groups * NR * 4], groups, partial, |ap, slice| {
+            let col_thresholds = symmetric.then(|| &col_thresholds[p * NR..]);
+            slice.finish(int8::Epilogue {
+                cols: r.lanes.at(bp * NR),
+                rows: rows.at(ap * MR),
+                row_thresholds: &row_thresholds[ap * MR..],
+                col_thresholds,
+                out: &mut *passed,
+            });
+            for row in 0..MR {
+                let (mask, other) = (passed.mask[row], if symmetric { passed.other[row] } else { 0 });
+                if mask | other == 0 {
+                    continue;
+                }
+                let i = ilo + ap * MR + row;
+                for c in fused::set_bits(mask | other) {
+                    let j = bp * NR + c;
+                    let dd = r.q.distance(i, &r.q, j, passed.dots[row * NR + c]);
+                    if mask >> c & 1 == 1 {
+                        let (lower, upper) = int8::bounds(dd, r.q.rho[j]);
+                        row_offers.push(((i - ilo) as u32, j as u32, lower, upper));
+                    }
+                    if other >> c & 1 == 1 {
+                        let (lower, upper) = int8::bounds(dd, r.q.rho[i]);
+                        col_offers.push(((j - jlo) as u32, i as u32, lower, upper));
+                    }
+                }
+            }
+        });
+    }
+    {
+        let mut cands = blocks[bi].lock().expect("no panics while locked");
+        for &(i, j, lower, upper) in row_offers.iter() {
+            cands[i as usize].offer_bounds(lower, upper, j, Some(ilo as u32 + i));
+        }
+    }
+    if symmetric {
+        let mut cands = blocks[bj].lock().expect("no panics while locked");
+        for &(j, i, lower, upper) in col_offers.iter() {
+            cands[j as usize].offer_bounds(lower, upper, i, None);
         }
     }
 }

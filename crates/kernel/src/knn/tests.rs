@@ -4,7 +4,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
-use super::fused;
+use super::{fused, int8};
 
 fn naive(refs: &[f32], qs: &[f32], d: usize, k: usize, skip: &[Option<u32>]) -> Vec<Vec<u32>> {
     qs.chunks_exact(d)
@@ -120,28 +120,85 @@ fn self_join_equals_excluding_queries() {
 }
 
 #[test]
-fn tile_kernel_and_gemm_crate_give_the_same_neighbours_to_the_bit() {
-    if !fused::available() {
-        return;
-    }
+fn every_product_path_gives_the_same_neighbours_to_the_bit() {
+    let paths: Vec<Products> = [Products::Gemm, Products::Float32Tile, Products::Int8]
+        .into_iter()
+        .filter(|p| match p {
+            Products::Gemm => true,
+            Products::Float32Tile => fused::available(),
+            Products::Int8 => int8::available(),
+        })
+        .collect();
     let mut rng = ChaCha8Rng::seed_from_u64(33);
-    // Sizes off every panel and block boundary, small and wide dimensions, duplicates, and a
-    // cloud far from the origin; the self-join spans several blocks of both kinds.
-    for &(n, nq, d, k, offset) in &[(1100usize, 700usize, 385usize, 33usize, 100.0f32), (47, 30, 3, 5, 0.0), (2000, 9, 64, 128, 5.0), (1500, 1500, 17, 7, 0.0)] {
+    // Sizes off every panel and block boundary, small and wide dimensions, duplicates, a cloud
+    // far from the origin, rows with one huge coordinate (coarse int8 scales); the self-join
+    // spans several blocks of every kind.
+    let cases = [
+        (1100usize, 700usize, 385usize, 33usize, 100.0f32, false),
+        (47, 30, 3, 5, 0.0, false),
+        (2000, 9, 64, 128, 5.0, false),
+        (1500, 1500, 17, 7, 0.0, false),
+        (1000, 300, 130, 20, 0.0, true),
+    ];
+    for &(n, nq, d, k, offset, spikes) in &cases {
         let mut refs = far_cloud(&mut rng, n, d, offset, 1.0);
         refs.copy_within(0..d, 5 * d);
+        if spikes {
+            for i in (0..n).step_by(7) {
+                refs[i * d + i % d] += 50.0;
+            }
+        }
         let qs = refs[..nq * d].to_vec();
         let skip: Vec<Option<u32>> = (0..nq as u32).map(|i| (i % 2 == 0).then_some(i)).collect();
         let rows = Rows::try_new(&refs, n, d).unwrap();
-        let tiled = KnnIndex::build(rows, SearchStrategy::Gemm, true).unwrap();
-        let crate_gemm = KnnIndex::build(rows, SearchStrategy::Gemm, false).unwrap();
         let q = Rows::try_new(&qs, nq, d).unwrap();
-        let (a, _) = tiled.knn(q, k, Some(&skip)).unwrap();
-        let (b, _) = crate_gemm.knn(q, k, Some(&skip)).unwrap();
-        assert_eq!(a, b, "knn: n={n} d={d} k={k}");
-        assert_eq!(a.indices, naive(&refs, &qs, d, k, &skip).concat(), "knn against the oracle: n={n} d={d} k={k}");
-        let (a, _) = tiled.self_knn(k).unwrap();
-        let (b, _) = crate_gemm.self_knn(k).unwrap();
-        assert_eq!(a, b, "self-join: n={n} d={d} k={k}");
+        let want = naive(&refs, &qs, d, k, &skip).concat();
+        let mut answers = Vec::new();
+        for &p in &paths {
+            let index = KnnIndex::build(rows, SearchStrategy::Gemm, p).unwrap();
+            let (a, _) = index.knn(q, k, Some(&skip)).unwrap();
+            assert_eq!(a.indices, want, "knn against the oracle: {p:?} n={n} d={d} k={k}");
+            let (b, _) = index.self_knn(k).unwrap();
+            answers.push((p, a, b));
+        }
+        for (p, a, b) in &answers[1..] {
+            assert_eq!(a, &answers[0].1, "knn: {p:?} against {:?}, n={n} d={d} k={k}", answers[0].0);
+            assert_eq!(b, &answers[0].2, "self-join: {p:?} against {:?}, n={n} d={d} k={k}", answers[0].0);
+        }
+    }
+}
+
+#[test]
+#[ignore]
+fn zz_bench_products() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let minilm: Vec<f32> =
+        std::fs::read("/tmp/minilm.f32").map(|b| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()).unwrap_or_default();
+    let sets: Vec<(&str, Vec<f32>, usize, usize, usize)> = vec![
+        ("minilm", minilm.clone(), minilm.len() / 384, 384, 0),
+        ("cloud768", far_cloud(&mut rng, 20000, 768, 4.0, 1.0), 20000, 768, 0),
+        ("cloud384 general", far_cloud(&mut rng, 44000, 384, 4.0, 1.0), 20000, 384, 24000),
+    ];
+    let only = std::env::var("ZZ_SET").unwrap_or_default();
+    for (name, data, n, d, nq) in &sets {
+        if !name.starts_with(only.as_str()) {
+            continue;
+        }
+        let (n, d, nq) = (*n, *d, *nq);
+        let rows = Rows::try_new(&data[..n * d], n, d).unwrap();
+        for round in 0..2 {
+            for p in [Products::Float32Tile, Products::Int8] {
+                if std::env::var("ZZ_P").is_ok_and(|v| v != format!("{p:?}")) {
+                    continue;
+                }
+                let index = KnnIndex::build(rows, SearchStrategy::Gemm, p).unwrap();
+                let auto = KnnIndex::new(rows, SearchStrategy::Auto).unwrap();
+                eprintln!("auto: {}", auto.search_path());
+                let t = std::time::Instant::now();
+                let (_, st) = if nq == 0 { index.self_knn(128).unwrap() } else { index.knn(Rows::try_new(&data[n * d..], nq, d).unwrap(), 128, None).unwrap() };
+                let s = t.elapsed().as_secs_f64();
+                eprintln!("round {round} {name} n={n} nq={nq} d={d} {p:?}: {s:.2} s, refined/q {:.1}", st.refined as f64 / st.queries as f64);
+            }
+        }
     }
 }

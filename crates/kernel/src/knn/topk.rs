@@ -1,23 +1,32 @@
 //! Candidate selection with a proven error margin.
 //!
-//! The float32 scores `s_j = |r_j|^2 - 2 q.r_j` rank reference rows by distance to `q` (the constant
-//! `|q|^2` is left out), but each score carries an absolute error of at most `margin`. So a row is
-//! kept as a candidate while its score is within `2 * margin` of the k-th smallest score seen so
-//! far: no row that is truly among the k nearest can fall outside that window. The caller then
-//! re-ranks the survivors with exact float64 distances.
+//! Each offered reference row comes with a lower and an upper bound on a key that ranks rows by
+//! distance to the query, up to a per-query error of at most `slack / 2`. A row stays a candidate
+//! while its lower bound is within `slack` of the k-th smallest upper bound seen so far: no row
+//! that is truly among the k nearest can fall outside that window. The caller then re-ranks the
+//! survivors with exact float64 distances.
+//!
+//! - float32 scores `s_j = |r_j|^2 - 2 q.r_j` (the constant `|q|^2` left out) are their own
+//!   bounds, and `slack` is twice their error bound;
+//! - int8 distances ([`super::int8`]) bound the true distance within the two rows' quantization
+//!   residuals: the reference row's goes into the bounds, the query's into `slack`.
 
-/// Candidates of one query: (approximate score, reference row).
+/// Candidates of one query: (lower bound, upper bound, reference row).
 pub(crate) struct Candidates {
     k: usize,
-    window: f32,
+    slack: f32,
     threshold: f32,
-    items: Vec<(f32, u32)>,
+    items: Vec<(f32, f32, u32)>,
+    /// Prune when the list grows past this: `4 k`, or twice what the last pruning kept when
+    /// the window holds more than that (so pruning stays O(1) per offer).
+    limit: usize,
 }
 
 impl Candidates {
-    /// `window` is twice the per-score error bound.
-    pub(crate) fn new(k: usize, window: f32) -> Self {
-        Self { k, window, threshold: f32::INFINITY, items: Vec::with_capacity(4 * k.max(64)) }
+    /// `slack` is twice the part of the error bound that the offered bounds leave out.
+    pub(crate) fn new(k: usize, slack: f32) -> Self {
+        let limit = 4 * k.max(64);
+        Self { k, slack, threshold: f32::INFINITY, items: Vec::with_capacity(limit), limit }
     }
 
     /// Offers the scores `s[j] = cross[j] + norms[j]` for rows `first + j`, skipping `skip`.
@@ -36,13 +45,15 @@ impl Candidates {
             }
             if lo <= self.threshold {
                 for l in 0..LANES {
-                    self.push(c[l] + r[l], first + (j + l) as u32, skip);
+                    let s = c[l] + r[l];
+                    self.push(s, s, first + (j + l) as u32, skip);
                 }
             }
             j += LANES;
         }
         for l in j..n {
-            self.push(cross[l] + norms[l], first + l as u32, skip);
+            let s = cross[l] + norms[l];
+            self.push(s, s, first + l as u32, skip);
         }
         self.settle();
     }
@@ -52,7 +63,7 @@ impl Candidates {
     #[inline]
     pub(crate) fn offer_masked(&mut self, scores: &[f32], mask: u64, first: u32, skip: Option<u32>) {
         for j in super::fused::set_bits(mask) {
-            self.push(scores[j], first + j as u32, skip);
+            self.push(scores[j], scores[j], first + j as u32, skip);
         }
         self.settle();
     }
@@ -60,49 +71,61 @@ impl Candidates {
     /// Offers one score.
     #[inline]
     pub(crate) fn offer_one(&mut self, score: f32, row: u32, skip: Option<u32>) {
-        self.push(score, row, skip);
+        self.push(score, score, row, skip);
         self.settle();
     }
 
-    /// Scores above this cannot be among the k nearest (infinite until k candidates are known).
+    /// Offers one row with bounds `lower <= key <= upper`.
+    #[inline]
+    pub(crate) fn offer_bounds(&mut self, lower: f32, upper: f32, row: u32, skip: Option<u32>) {
+        self.push(lower, upper, row, skip);
+        self.settle();
+    }
+
+    /// Rows whose lower bound is above this cannot be among the k nearest (infinite until k
+    /// candidates are known).
     pub(crate) fn threshold(&self) -> f32 {
         self.threshold
     }
 
     #[inline(always)]
-    fn push(&mut self, s: f32, row: u32, skip: Option<u32>) {
-        if s <= self.threshold && Some(row) != skip {
-            self.items.push((s, row));
+    fn push(&mut self, lower: f32, upper: f32, row: u32, skip: Option<u32>) {
+        if lower <= self.threshold && Some(row) != skip {
+            self.items.push((lower, upper, row));
         }
     }
 
     /// Prunes once the list has grown well past `k`, so pruning costs O(1) per offer.
     #[inline(always)]
     fn settle(&mut self) {
-        if self.items.len() > 4 * self.k.max(64) {
+        if self.items.len() > self.limit {
             self.prune();
+            self.limit = self.limit.max(2 * self.items.len());
         }
     }
 
-    /// Drops every candidate outside the window above the current k-th smallest score.
+    /// Drops every candidate outside the window above the current k-th smallest upper bound.
     fn prune(&mut self) {
         if self.items.len() < self.k {
             return;
         }
         let kth = {
-            let (_, v, _) = self.items.select_nth_unstable_by(self.k - 1, |a, b| a.0.total_cmp(&b.0));
-            v.0
+            let (_, v, _) = self.items.select_nth_unstable_by(self.k - 1, |a, b| a.1.total_cmp(&b.1));
+            v.1
         };
         // Round the window's edge up so float32 rounding of the sum cannot shrink it.
-        self.threshold = (kth + self.window).next_up();
+        self.threshold = (kth + self.slack).next_up();
         let t = self.threshold;
         self.items.retain(|c| c.0 <= t);
     }
 
-    /// The surviving reference rows (every row that can be among the k nearest).
-    pub(crate) fn finish(mut self) -> Vec<(f32, u32)> {
+    /// The surviving reference rows (every row that can be among the k nearest), in row order,
+    /// so that the exact re-rank reads the reference front to back.
+    pub(crate) fn finish(mut self) -> Vec<u32> {
         self.prune();
-        self.items
+        let mut rows: Vec<u32> = self.items.into_iter().map(|c| c.2).collect();
+        rows.sort_unstable();
+        rows
     }
 }
 
@@ -116,8 +139,7 @@ mod tests {
         let cross: Vec<f32> = (0..40).map(|j| j as f32).collect();
         let norms = vec![0.0f32; 40];
         c.offer(&cross, &norms, 100, Some(100));
-        let mut rows: Vec<u32> = c.finish().into_iter().map(|x| x.1).collect();
-        rows.sort();
+        let rows = c.finish();
         // Row 100 is skipped; k-th smallest of the rest is 2.0, window 0.5: rows 101 and 102.
         assert_eq!(rows, vec![101, 102]);
     }
