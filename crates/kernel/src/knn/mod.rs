@@ -107,6 +107,7 @@ pub struct KnnIndex {
     dim: usize,
     mean: Vec<f64>,
     centred: Centred,
+    /// The centred rows' squared norms, for the float32 paths (empty for the int8 search).
     norms: Vec<f32>,
     max_norm: f64,
     kdtree: Option<kdtree::KdIndex>,
@@ -246,9 +247,6 @@ impl KnnIndex {
         if n > 0 {
             mean.iter_mut().for_each(|m| *m /= n as f64);
         }
-        let centred = centre(reference, &mean);
-        let norms: Vec<f32> = centred.par_chunks(dim).map(|r| sq_norm_f64(r) as f32).collect();
-        let max_norm = norms.iter().fold(0.0f64, |a, b| a.max(*b as f64)).sqrt();
         let use_tree = match strategy {
             SearchStrategy::Gemm | SearchStrategy::Int8 => false,
             SearchStrategy::KdTree => {
@@ -260,6 +258,11 @@ impl KnnIndex {
             SearchStrategy::Auto => kdtree_supports(dim) && dim <= KDTREE_AUTO_MAX_DIM && n >= KDTREE_AUTO_MIN_ROWS,
         };
         let kdtree = if use_tree { kdtree::KdIndex::build(&data, dim) } else { None };
+        // The int8 search quantizes the rows instead (and keeps its own norms).
+        let int8 = products == Products::Int8 && kdtree.is_none();
+        let centred = if int8 { Vec::new() } else { centre(reference, &mean) };
+        let norms: Vec<f32> = centred.par_chunks(dim).map(|r| sq_norm_f64(r) as f32).collect();
+        let max_norm = norms.iter().fold(0.0f64, |a, b| a.max(*b as f64)).sqrt();
         let centred = match products {
             _ if kdtree.is_some() => Centred::Rows(centred),
             Products::Gemm => Centred::Rows(centred),
