@@ -96,14 +96,19 @@ fn same_answer_on_one_and_two_threads() {
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     let (n, d) = (1500, 96);
     let refs = far_cloud(&mut rng, n, d, 20.0, 1.0);
-    let run = |threads| {
+    let run = |threads, strategy| {
         rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
-            let index = KnnIndex::new(Rows::try_new(&refs, n, d).unwrap(), SearchStrategy::Gemm).unwrap();
+            let index = KnnIndex::new(Rows::try_new(&refs, n, d).unwrap(), strategy).unwrap();
             let cfg = crate::LidConfig { k: 24, ..Default::default() };
             crate::pointwise_lid(&index, index.rows(), &cfg, None).unwrap().0
         })
     };
-    assert_eq!(run(1), run(2));
+    let one = run(1, SearchStrategy::Gemm);
+    assert_eq!(one, run(2, SearchStrategy::Gemm));
+    if int8_search_available(d) {
+        assert_eq!(one, run(1, SearchStrategy::Int8));
+        assert_eq!(one, run(2, SearchStrategy::Int8));
+    }
 }
 
 #[test]
