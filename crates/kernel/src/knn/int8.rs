@@ -108,17 +108,20 @@ impl Quantized {
         self.sq_norm.iter().fold(0.0f64, |a, b| a.max(*b)).sqrt()
     }
 
-    /// The float64 distance `D` between the dequantized rows `i` (here) and `j` (of `other`),
-    /// from their exact integer product `dot`.
+    /// The distance `D` between the dequantized rows `i` (here) and `j` (of `other`), from their
+    /// exact integer product `dot`: `D^2` in float64, its root in float32 (the faster square
+    /// root: offers are a tenth of the search), within `3u` of `D` relative, which [`bounds`]
+    /// widens by.
     #[inline]
-    pub(crate) fn distance(&self, i: usize, other: &Quantized, j: usize, dot: i32) -> f64 {
+    pub(crate) fn distance(&self, i: usize, other: &Quantized, j: usize, dot: i32) -> f32 {
         let d2 = self.sq_norm[i] + other.sq_norm[j] - 2.0 * self.scale[i] * other.scale[j] * dot as f64;
-        d2.max(0.0).sqrt()
+        (d2.max(0.0) as f32).sqrt()
     }
 
     /// Twice the part of a query's error bound that the offered bounds leave out: its own
-    /// residual (the bounds carry the reference row's) and the float64 rounding of `D`, with
-    /// `max_norm` the reference's largest dequantized norm.
+    /// residual (the bounds carry the reference row's) and the float64 rounding of `D^2` (whose
+    /// root can move by up to the root of that rounding), with `max_norm` the reference's
+    /// largest dequantized norm.
     pub(crate) fn slack(&self, i: usize, max_norm: f64) -> f32 {
         let rounding = 1e-7 * (self.sq_norm[i].sqrt() + max_norm);
         (2.0 * (self.rho[i] as f64 + rounding)) as f32 * (1.0 + 4.0 * U)
@@ -144,11 +147,13 @@ impl Quantized {
     }
 }
 
-/// The bounds `D -+ rho` of a reference row at dequantized distance `D` from a query, as float32
-/// rounded outward (`rho` being the reference row's residual bound).
+/// The bounds `D -+ rho` of a reference row at dequantized distance `D` (from
+/// [`Quantized::distance`]) from a query, rounded outward (`rho` being the reference row's
+/// residual bound): `D` is first widened by its own error, `3u` relative, then each sum's
+/// rounding is undone by one step.
 #[inline]
-pub(crate) fn bounds(distance: f64, rho: f32) -> (f32, f32) {
-    (((distance - rho as f64) as f32).next_down(), ((distance + rho as f64) as f32).next_up())
+pub(crate) fn bounds(distance: f32, rho: f32) -> (f32, f32) {
+    ((distance * (1.0 - 4.0 * U) - rho).next_down(), (distance * (1.0 + 4.0 * U) + rho).next_up())
 }
 
 /// Quantizes one row into `out`; returns (scale, `|s q|^2`, residual bound, `128 * sum(q)`).
@@ -271,10 +276,12 @@ pub(crate) fn block(_: &[u8], _: &[u8], _: usize, _: &mut [i32], _: bool, _: Opt
 /// AVX-512F and AVX512_VNNI must be available, and the slices as long as [`block`] asserts.
 ///
 /// The prefilter passes column `c` for row `r` when `D^2 <= (T_r + rho_c)^2 + margin_r`,
-/// computed in float32. `D^2 = |x|^2 + |y|^2 - 2 s_x s_y dot` is evaluated with an error of at
-/// most `6 u (|x| + |y|)^2` and the threshold's square loses at most `3 u` of itself, which the
-/// factor `1 + 8u` on `T + rho` more than restores; `margin = 16 u (|x| + M)^2` covers the rest
-/// and the float64 rounding of the offered bounds.
+/// computed in float32, so that it passes every pair whose offered lower bound ([`bounds`]) is
+/// within `T_r`. `D^2 = |x|^2 + |y|^2 - 2 s_x s_y dot` is evaluated here with an error of at
+/// most `6 u (|x| + |y|)^2`, which `margin = 16 u (|x| + M)^2` covers together with the float64
+/// rounding of the offered `D^2`. The offered `D` may be `3u` low and its lower bound is widened
+/// by `4u` (together `14u` of `(T + rho)^2`), and the threshold's square loses at most `3u` of
+/// itself: the factor `1 + 16u` on `T + rho` restores all of it.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vnni")]
 unsafe fn block_vnni(a: &[u8], b: &[u8], groups: usize, partial: &mut [i32], first: bool, epilogue: Option<Epilogue<'_>>) {
@@ -311,7 +318,7 @@ unsafe fn block_vnni(a: &[u8], b: &[u8], groups: usize, partial: &mut [i32], fir
         }
         return;
     };
-    let grow = _mm512_set1_ps(1.0 + 8.0 * U);
+    let grow = _mm512_set1_ps(1.0 + 16.0 * U);
     // SAFETY: every load addresses lanes < NR of the column slices or < MR of the row slices
     // (as `block` asserts), and every store r * NR + lanes < MR * NR of `dots`.
     unsafe {
@@ -415,7 +422,7 @@ mod tests {
         // Thresholds that cut through the distances, so both outcomes occur.
         let dist = |i: usize, j: usize| {
             let dot: i32 = qx.row(i).iter().zip(qy.row(j)).map(|(x, y)| *x as i32 * *y as i32).sum();
-            (dot, qx.distance(i, &qy, j, dot))
+            (dot, qx.distance(i, &qy, j, dot) as f64)
         };
         let row_thr: Vec<f32> = (0..MR).map(|i| if i < m { dist(i, i).1 as f32 } else { f32::NAN }).collect();
         let col_thr: Vec<f32> = (0..NR).map(|j| if j < n { dist(j % m, j).1 as f32 * 0.999 } else { f32::NAN }).collect();
@@ -437,11 +444,11 @@ mod tests {
                 }
                 let (dot, dd) = dist(r, c);
                 assert_eq!(out.dots[r * NR + c], dot, "product ({r}, {c})");
-                // Every pair the float64 test keeps passes the prefilter.
-                if dd - qy.rho[c] as f64 <= row_thr[r] as f64 {
+                // Every pair whose offered lower bound is within the threshold passes.
+                if bounds(dd as f32, qy.rho[c]).0 <= row_thr[r] {
                     assert!(row_bit, "row {r} lost column {c}");
                 }
-                if dd - qx.rho[r] as f64 <= col_thr[c] as f64 {
+                if bounds(dd as f32, qx.rho[r]).0 <= col_thr[c] {
                     assert!(col_bit, "column {c} lost row {r}");
                 }
                 if row_bit {
@@ -465,10 +472,10 @@ mod tests {
         for i in 0..n {
             for j in 0..n {
                 let dot: i32 = q.row(i).iter().zip(q.row(j)).map(|(x, y)| *x as i32 * *y as i32).sum();
-                let dd = q.distance(i, &q, j, dot);
+                let (lower, upper) = bounds(q.distance(i, &q, j, dot), q.rho[j]);
                 let truth = xs[i * d..(i + 1) * d].iter().zip(&xs[j * d..(j + 1) * d]).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>().sqrt();
-                let r = (q.rho[i] + q.rho[j]) as f64;
-                assert!(truth >= dd - r && truth <= dd + r, "({i}, {j}): {truth} outside {dd} -+ {r}");
+                let r = q.rho[i] as f64;
+                assert!(truth >= lower as f64 - r && truth <= upper as f64 + r, "({i}, {j}): {truth} outside [{lower}, {upper}] -+ {r}");
             }
         }
     }
