@@ -64,7 +64,11 @@ fn mac_rates_line() -> serde_json::Value {
         }
         None => eprintln!("one core: float32 FMA {:.1} G multiply-adds/s; no bfloat16 dot product on this CPU", r.fma_f32),
     }
-    json!({ "fma_f32_gmacs": r.fma_f32, "dot_bf16_gmacs": r.dot_bf16 })
+    match r.dot_int8 {
+        Some(i8) => eprintln!("one core: int8 dot (vpdpbusd) {i8:.1} G multiply-adds/s = {:.2}x float32 FMA: the int8 candidate search's rate", i8 / r.fma_f32),
+        None => eprintln!("one core: no int8 dot product (AVX512_VNNI) on this CPU: candidates come from float32 products"),
+    }
+    json!({ "fma_f32_gmacs": r.fma_f32, "dot_bf16_gmacs": r.dot_bf16, "dot_int8_gmacs": r.dot_int8 })
 }
 
 /// Times this executable and `other` on one corpus, as separate processes in the order

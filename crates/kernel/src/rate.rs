@@ -33,13 +33,16 @@ pub struct MacRates {
     pub fma_f32: f64,
     /// `vdpbf16ps` (32 bfloat16 products summed in pairs into float32), where the CPU has it.
     pub dot_bf16: Option<f64>,
+    /// `vpdpbusd` (64 byte products summed in fours into `i32`), where the CPU has AVX512_VNNI:
+    /// the int8 candidate search's instruction.
+    pub dot_int8: Option<f64>,
 }
 
-/// Measures [`MacRates`] on the calling thread: eight independent accumulator chains (more
-/// than either instruction's latency times its throughput), best of three.
+/// Measures [`MacRates`] on the calling thread: independent accumulator chains, at least as
+/// many as each instruction's latency times its throughput, best of three.
 ///
-/// This is the measurement behind the search staying in float32: a bfloat16 candidate search
-/// pays off only where `dot_bf16` is well above `fma_f32`.
+/// This is the measurement behind the choice of candidate search: a bfloat16 one pays off only
+/// where `dot_bf16` is well above `fma_f32` (it is not, here), the int8 one where `dot_int8` is.
 pub fn mac_rates() -> MacRates {
     const STEPS: usize = 20_000_000;
     let best = |f: &dyn Fn() -> f64| (0..3).map(|_| f()).fold(0.0f64, f64::max);
@@ -60,7 +63,15 @@ pub fn mac_rates() -> MacRates {
                     (8 * 32 * STEPS) as f64 / t.elapsed().as_secs_f64() / 1e9
                 })
             });
-            return MacRates { fma_f32: fma, dot_bf16: bf16 };
+            let int8 = std::arch::is_x86_feature_detected!("avx512vnni").then(|| {
+                best(&|| {
+                    let t = Instant::now();
+                    // SAFETY: AVX-512F and AVX512_VNNI checked above.
+                    std::hint::black_box(unsafe { chains_dpbusd(STEPS) });
+                    (10 * 64 * STEPS) as f64 / t.elapsed().as_secs_f64() / 1e9
+                })
+            });
+            return MacRates { fma_f32: fma, dot_bf16: bf16, dot_int8: int8 };
         }
     }
     let fma = best(&|| {
@@ -75,7 +86,7 @@ pub fn mac_rates() -> MacRates {
         std::hint::black_box(acc);
         (8 * STEPS) as f64 / t.elapsed().as_secs_f64() / 1e9
     });
-    MacRates { fma_f32: fma, dot_bf16: None }
+    MacRates { fma_f32: fma, dot_bf16: None, dot_int8: None }
 }
 
 /// # Safety
@@ -93,6 +104,24 @@ unsafe fn chains_fma512(steps: usize) -> f32 {
         }
     }
     acc.iter().fold(0.0, |s, a| s + _mm512_reduce_add_ps(*a))
+}
+
+/// # Safety
+/// AVX-512F and AVX512_VNNI must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn chains_dpbusd(steps: usize) -> i32 {
+    use std::arch::x86_64::*;
+    // Bytes of one times one: each step adds 4 to every lane, far from overflow.
+    let ones = _mm512_set1_epi32(std::hint::black_box(0x0101_0101));
+    // Ten chains: the instruction's latency (5 cycles) times its throughput (2 per cycle).
+    let mut acc = [_mm512_setzero_si512(); 10];
+    for _ in 0..steps {
+        for a in &mut acc {
+            *a = _mm512_dpbusd_epi32(*a, ones, ones);
+        }
+    }
+    acc.iter().fold(0, |s, a| s.wrapping_add(_mm512_reduce_add_epi32(*a)))
 }
 
 /// # Safety

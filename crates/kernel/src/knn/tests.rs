@@ -172,38 +172,3 @@ fn every_product_path_gives_the_same_neighbours_to_the_bit() {
         }
     }
 }
-
-#[test]
-#[ignore]
-fn zz_bench_products() {
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let minilm: Vec<f32> =
-        std::fs::read("/tmp/minilm.f32").map(|b| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()).unwrap_or_default();
-    let sets: Vec<(&str, Vec<f32>, usize, usize, usize)> = vec![
-        ("minilm", minilm.clone(), minilm.len() / 384, 384, 0),
-        ("cloud768", far_cloud(&mut rng, 20000, 768, 4.0, 1.0), 20000, 768, 0),
-        ("cloud384 general", far_cloud(&mut rng, 44000, 384, 4.0, 1.0), 20000, 384, 24000),
-    ];
-    let only = std::env::var("ZZ_SET").unwrap_or_default();
-    for (name, data, n, d, nq) in &sets {
-        if !name.starts_with(only.as_str()) {
-            continue;
-        }
-        let (n, d, nq) = (*n, *d, *nq);
-        let rows = Rows::try_new(&data[..n * d], n, d).unwrap();
-        for round in 0..2 {
-            for p in [Products::Float32Tile, Products::Int8] {
-                if std::env::var("ZZ_P").is_ok_and(|v| v != format!("{p:?}")) {
-                    continue;
-                }
-                let index = KnnIndex::build(rows, SearchStrategy::Gemm, p).unwrap();
-                let auto = KnnIndex::new(rows, SearchStrategy::Auto).unwrap();
-                eprintln!("auto: {}", auto.search_path());
-                let t = std::time::Instant::now();
-                let (_, st) = if nq == 0 { index.self_knn(128).unwrap() } else { index.knn(Rows::try_new(&data[n * d..], nq, d).unwrap(), 128, None).unwrap() };
-                let s = t.elapsed().as_secs_f64();
-                eprintln!("round {round} {name} n={n} nq={nq} d={d} {p:?}: {s:.2} s, refined/q {:.1}", st.refined as f64 / st.queries as f64);
-            }
-        }
-    }
-}
