@@ -25,7 +25,7 @@ pub fn sgemm_gflops(m: usize, dim: usize, repeats: usize) -> f64 {
     2.0 * (m * m * dim) as f64 / best / 1e9
 }
 
-/// One core's peak rate of the two multiply-add instructions a float32 search could be built
+/// One core's peak rate of the multiply-add instructions a candidate search could be built
 /// on, in billions of scalar multiply-adds per second.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MacRates {

@@ -399,6 +399,7 @@ mod tests {
     /// The block's products equal the integer sums, its masks the float64 test they prefilter,
     /// over several depth slices and with padding past the last rows.
     #[test]
+    #[allow(clippy::needless_range_loop)] // (r, c) index the block, the thresholds and the rows alike
     fn products_and_masks_match_the_definition() {
         if !available() {
             return;

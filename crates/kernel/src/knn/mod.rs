@@ -69,8 +69,8 @@ const PROBE_K: usize = 128;
 /// rows per unit of `extra`, the probe's re-ranked candidates beyond `k` as a fraction of `k`.
 /// The int8 products save time per reference row, the extra candidates cost time in the re-rank:
 /// measured here (self-joins at k = 128, both paths in one process), int8 took 0.6x the float32
-/// time on synthetic 20,000 x 768 rows (extra 0.26) and 1.45x on the 13,192 MiniLM rows (extra
-/// 2.2); the break-even lies near 20,000 rows per unit of extra.
+/// time on synthetic 20,000 x 768 rows (extra 0.26) and 1.4 to 1.7x on the 13,192 MiniLM rows
+/// (extra 2.1); the break-even lies near 20,000 rows per unit of extra.
 const INT8_ROWS_PER_EXTRA: f64 = 20_000.0;
 
 /// Whether [`SearchStrategy::Int8`] can run here, for rows of `dim` values.
@@ -123,7 +123,7 @@ enum Centred {
     /// each panel's squared norms (NaN past the last row).
     Panels { data: Vec<f32>, norms: Vec<f32> },
     /// Quantized for the int8 search.
-    Int8(Int8Reference),
+    Int8(Box<Int8Reference>),
 }
 
 /// The reference quantized ([`int8::Quantized`]), packed into unsigned panels of [`int8::NR`]
@@ -187,7 +187,8 @@ impl KnnIndex {
     /// # Errors
     /// [`KernelError::NonFinite`] for NaN or infinite values; [`KernelError::Shape`] for more than
     /// `u32::MAX` rows; [`KernelError::Parameter`] when `strategy` asks for a k-d tree in an
-    /// unsupported dimension.
+    /// unsupported dimension, or for the int8 search where it cannot run
+    /// ([`int8_search_available`]).
     pub fn new(reference: Rows<'_>, strategy: SearchStrategy) -> Result<Self> {
         let int8 = int8_search_available(reference.dim());
         match strategy {
@@ -201,7 +202,7 @@ impl KnnIndex {
             SearchStrategy::Gemm | SearchStrategy::KdTree => Self::build(reference, strategy, Products::float32()),
             SearchStrategy::Auto => {
                 let index = Self::build(reference, strategy, if int8 { Products::Int8 } else { Products::float32() })?;
-                match index.int8_extra() {
+                match index.probe {
                     Some(extra) if (index.n as f64) < INT8_ROWS_PER_EXTRA * extra => {
                         let mut index = Self::build(reference, strategy, Products::float32())?;
                         index.probe = Some(extra);
@@ -211,11 +212,6 @@ impl KnnIndex {
                 }
             }
         }
-    }
-
-    /// For an int8 index: the probe's re-ranked candidates beyond `k`, as a fraction of `k`.
-    fn int8_extra(&self) -> Option<f64> {
-        self.probe
     }
 
     /// Which search answers: for logs and benchmarks.
@@ -280,7 +276,7 @@ impl KnnIndex {
                 int8::pack(&q, 0, n, int8::NR, true, &mut panels);
                 let mut lanes = int8::Lanes::default();
                 q.lanes(0, n, int8::NR, max_norm, &mut lanes);
-                Centred::Int8(Int8Reference { q, panels, lanes, max_norm })
+                Centred::Int8(Box::new(Int8Reference { q, panels, lanes, max_norm }))
             }
         };
         let mut index = Self { data, n, dim, mean, centred, norms, max_norm, kdtree, probe: None };

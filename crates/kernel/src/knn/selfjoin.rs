@@ -154,16 +154,7 @@ fn pair_fused(index: &KnnIndex, panels: &[f32], panel_norms: &[f32], blocks: &[M
         row_norms.resize((ihi - ilo).div_ceil(MR) * MR, f32::NAN);
         *packed_block = Some(bi);
     }
-    let thresholds = |b: usize, out: &mut Vec<f32>, width: usize| {
-        out.clear();
-        out.extend(blocks[b].lock().expect("no panics while locked").iter().map(Candidates::threshold));
-        out.resize(out.len().div_ceil(width) * width, f32::NAN);
-    };
-    thresholds(bi, row_thresholds, MR);
-    let symmetric = bi != bj;
-    if symmetric {
-        thresholds(bj, col_thresholds, NR);
-    }
+    let symmetric = thresholds_at_start(blocks, bi, bj, (MR, NR), row_thresholds, col_thresholds);
     row_offers.clear();
     col_offers.clear();
     let first_panel = jlo / NR;
@@ -198,6 +189,22 @@ fn pair_fused(index: &KnnIndex, panels: &[f32], panel_norms: &[f32], blocks: &[M
     }
 }
 
+/// The thresholds of blocks `bi` (into `rows`, padded to whole micro-panels of `widths.0`) and,
+/// when `bi != bj`, `bj` (into `cols`, padded to whole panels of `widths.1`) as the pair begins;
+/// NaN pads pass nothing. Returns whether the pair is symmetric (`bi != bj`).
+fn thresholds_at_start(blocks: &[Mutex<Vec<Candidates>>], bi: usize, bj: usize, widths: (usize, usize), rows: &mut Vec<f32>, cols: &mut Vec<f32>) -> bool {
+    let take = |b: usize, out: &mut Vec<f32>, width: usize| {
+        out.clear();
+        out.extend(blocks[b].lock().expect("no panics while locked").iter().map(Candidates::threshold));
+        out.resize(out.len().div_ceil(width) * width, f32::NAN);
+    };
+    take(bi, rows, widths.0);
+    if bi != bj {
+        take(bj, cols, widths.1);
+    }
+    bi != bj
+}
+
 /// One thread's buffers for [`pair_int8`], as [`FusedScratch`] for the float32 kernel.
 #[derive(Default)]
 struct Int8Scratch {
@@ -225,16 +232,7 @@ fn pair_int8(n: usize, r: &Int8Reference, blocks: &[Mutex<Vec<Candidates>>], bi:
         r.q.lanes(ilo, ihi, MR, r.max_norm, rows);
         *packed_block = Some(bi);
     }
-    let thresholds = |b: usize, out: &mut Vec<f32>, width: usize| {
-        out.clear();
-        out.extend(blocks[b].lock().expect("no panics while locked").iter().map(Candidates::threshold));
-        out.resize(out.len().div_ceil(width) * width, f32::NAN);
-    };
-    thresholds(bi, row_thresholds, MR);
-    let symmetric = bi != bj;
-    if symmetric {
-        thresholds(bj, col_thresholds, NR);
-    }
+    let symmetric = thresholds_at_start(blocks, bi, bj, (MR, NR), row_thresholds, col_thresholds);
     row_offers.clear();
     col_offers.clear();
     let groups = r.q.groups;
