@@ -87,6 +87,8 @@ pub(crate) enum Products {
     Float32Tile,
     /// Integer products of quantized rows (AVX512_VNNI, [`int8`]).
     Int8,
+    /// [`Products::Int8`] where the probe says it pays, else the fastest float32 products.
+    Int8IfItPays,
 }
 
 impl Products {
@@ -133,6 +135,19 @@ struct Int8Reference {
     panels: Vec<u8>,
     lanes: int8::Lanes,
     max_norm: f64,
+}
+
+impl Int8Reference {
+    /// Quantizes and packs `reference - mean`.
+    fn new(reference: Rows<'_>, mean: &[f64]) -> Self {
+        let q = int8::Quantized::new(reference, mean);
+        let max_norm = q.max_norm();
+        let mut panels = Vec::new();
+        int8::pack(&q, 0, reference.len(), int8::NR, true, &mut panels);
+        let mut lanes = int8::Lanes::default();
+        q.lanes(0, reference.len(), int8::NR, max_norm, &mut lanes);
+        Int8Reference { q, panels, lanes, max_norm }
+    }
 }
 
 /// The k nearest reference rows of each query, nearest first.
@@ -200,17 +215,7 @@ impl KnnIndex {
             ))),
             SearchStrategy::Int8 => Self::build(reference, strategy, Products::Int8),
             SearchStrategy::Gemm | SearchStrategy::KdTree => Self::build(reference, strategy, Products::float32()),
-            SearchStrategy::Auto => {
-                let index = Self::build(reference, strategy, if int8 { Products::Int8 } else { Products::float32() })?;
-                match index.probe {
-                    Some(extra) if (index.n as f64) < INT8_ROWS_PER_EXTRA * extra => {
-                        let mut index = Self::build(reference, strategy, Products::float32())?;
-                        index.probe = Some(extra);
-                        Ok(index)
-                    }
-                    _ => Ok(index),
-                }
-            }
+            SearchStrategy::Auto => Self::build(reference, strategy, if int8 { Products::Int8IfItPays } else { Products::float32() }),
         }
     }
 
@@ -254,14 +259,26 @@ impl KnnIndex {
             SearchStrategy::Auto => kdtree_supports(dim) && dim <= KDTREE_AUTO_MAX_DIM && n >= KDTREE_AUTO_MIN_ROWS,
         };
         let kdtree = if use_tree { kdtree::KdIndex::build(&data, dim) } else { None };
-        // The int8 search quantizes the rows instead (and keeps its own norms).
-        let int8 = products == Products::Int8 && kdtree.is_none();
-        let centred = if int8 { Vec::new() } else { centre(reference, &mean) };
+        let mut probed = None;
+        if kdtree.is_none() && matches!(products, Products::Int8 | Products::Int8IfItPays) {
+            let r = Int8Reference::new(reference, &mean);
+            let extra = probe(&r, reference, &mean);
+            if products == Products::Int8 || n as f64 >= INT8_ROWS_PER_EXTRA * extra {
+                // The quantized rows carry their own norms: no float32 centred copy.
+                let centred = Centred::Int8(Box::new(r));
+                return Ok(Self { data, n, dim, mean, centred, norms: Vec::new(), max_norm: 0.0, kdtree, probe: Some(extra) });
+            }
+            probed = Some(extra);
+        }
+        let centred = centre(reference, &mean);
         let norms: Vec<f32> = centred.par_chunks(dim).map(|r| sq_norm_f64(r) as f32).collect();
         let max_norm = norms.iter().fold(0.0f64, |a, b| a.max(*b as f64)).sqrt();
-        let centred = match products {
+        let float32 = match products {
+            Products::Gemm | Products::Float32Tile => products,
+            Products::Int8 | Products::Int8IfItPays => Products::float32(),
+        };
+        let centred = match float32 {
             _ if kdtree.is_some() => Centred::Rows(centred),
-            Products::Gemm => Centred::Rows(centred),
             Products::Float32Tile => {
                 let mut packed = Vec::new();
                 fused::pack(|i| &centred[i * dim..(i + 1) * dim], 0, n, dim, fused::NR, &mut packed);
@@ -269,21 +286,9 @@ impl KnnIndex {
                 panel_norms.resize(n.div_ceil(fused::NR) * fused::NR, f32::NAN);
                 Centred::Panels { data: packed, norms: panel_norms }
             }
-            Products::Int8 => {
-                let q = int8::Quantized::new(reference, &mean);
-                let max_norm = q.max_norm();
-                let mut panels = Vec::new();
-                int8::pack(&q, 0, n, int8::NR, true, &mut panels);
-                let mut lanes = int8::Lanes::default();
-                q.lanes(0, n, int8::NR, max_norm, &mut lanes);
-                Centred::Int8(Box::new(Int8Reference { q, panels, lanes, max_norm }))
-            }
+            _ => Centred::Rows(centred),
         };
-        let mut index = Self { data, n, dim, mean, centred, norms, max_norm, kdtree, probe: None };
-        if let Centred::Int8(r) = &index.centred {
-            index.probe = Some(probe(r, index.rows(), &index.mean));
-        }
-        Ok(index)
+        Ok(Self { data, n, dim, mean, centred, norms, max_norm, kdtree, probe: probed })
     }
 
     /// Number of reference rows.

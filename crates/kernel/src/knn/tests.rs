@@ -131,7 +131,7 @@ fn every_product_path_gives_the_same_neighbours_to_the_bit() {
         .filter(|p| match p {
             Products::Gemm => true,
             Products::Float32Tile => fused::available(),
-            Products::Int8 => int8::available(),
+            Products::Int8 | Products::Int8IfItPays => int8::available(),
         })
         .collect();
     let mut rng = ChaCha8Rng::seed_from_u64(33);
