@@ -124,6 +124,26 @@ fn reference_file_without_identity_warns_on_zero_distances() {
     assert!(f64_column(&read_batches(&d.path().join("o2/data")), "r1").iter().all(|v| *v > 0.0));
 }
 
+/// A reference file of other rows, measured by enough corpus rows for the reference rows' own
+/// neighbour lists to pay: the global TwoNN takes each reference row's two nearest other rows
+/// from those lists, and equals the kernel's own search over the reference to the bit.
+#[test]
+fn global_twonn_of_a_reference_file_equals_the_kernels() {
+    let d = tempfile::tempdir().unwrap();
+    write_corpus(&d.path().join("c"), 2, 300, 0.0, false);
+    let (n, dim) = (150, 24);
+    let vecs = vectors(n, dim, 11);
+    let seq: ArrayRef = Arc::new(Int64Array::from_iter_values((0..n).map(|i| 1_000_000 + i as i64)));
+    let pos: ArrayRef = Arc::new(Int64Array::from_iter_values((0..n).map(|_| 0)));
+    let reference = d.path().join("reference.parquet");
+    write_parquet(&reference, &batch(vec![("seq_id", seq), ("position", pos), ("emb", fsl(vecs.clone(), dim))]));
+    let r = reference.display().to_string();
+    let m = run(&d.path().join("c"), &d.path().join("out"), &["--id-columns", "seq_id,position", "--reference", &r]);
+    let index = lidscope_kernel::KnnIndex::new(lidscope_kernel::Rows::try_new(&vecs, n, dim).unwrap(), lidscope_kernel::SearchStrategy::Auto).unwrap();
+    let want = lidscope_kernel::global_twonn(&index, 0.1, lidscope_kernel::Estimator::TwoNN).unwrap();
+    assert_eq!(m["global_twonn"].as_f64().unwrap().to_bits(), want.to_bits(), "{} against {want}", m["global_twonn"]);
+}
+
 #[test]
 fn overwrite_replaces_a_result() {
     let d = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use arrow::array::Float64Array;
 use lidscope_data::{vectors_sha256, Manifest};
-use lidscope_kernel::{twonn_from_distances, Estimator, KnnIndex, Rows};
+use lidscope_kernel::{twonn_from_distances, Estimator, KnnIndex, Neighbours, Rows};
 
 use super::config::{ReferenceSource, RunConfig, ValidRun};
 use super::reference::Drawn;
@@ -74,18 +74,26 @@ impl Accumulator {
         }
     }
 
-    /// TwoNN of the reference set, searching only the rows no query has covered.
-    pub fn global_twonn(&self, index: &KnnIndex, discard_fraction: f64) -> Result<f64> {
+    /// TwoNN of the reference set. The rows no query has covered take their two nearest other
+    /// rows from `lists` (the reference rows' own lists, when the run built them), else from a
+    /// search.
+    pub fn global_twonn(&self, index: &KnnIndex, lists: Option<&Neighbours>, discard_fraction: f64) -> Result<f64> {
         let missing: Vec<usize> = (0..self.covered.len()).filter(|r| self.covered[*r].is_none()).collect();
         let mut r1r2: Vec<(f64, f64)> = self.covered.iter().flatten().copied().collect();
-        if !missing.is_empty() {
-            let dim = index.dim();
-            let all = index.rows();
-            let data: Vec<f32> = missing.iter().flat_map(|r| all.row(*r).iter().copied()).collect();
-            let me: Vec<Option<u32>> = missing.iter().map(|r| Some(*r as u32)).collect();
-            let rows = Rows::try_new(&data, missing.len(), dim).map_err(|e| EngineError::kernel("global estimate", e))?;
-            let (nb, _) = index.knn(rows, 2, Some(&me)).map_err(|e| EngineError::kernel("global estimate", e))?;
-            r1r2.extend(nb.distances.chunks_exact(2).map(|d| (d[0], d[1])));
+        match lists.filter(|l| l.k >= 2 && l.len() == index.len()) {
+            // The reference rows' own lists already hold their two nearest other rows, with the
+            // distances a search would give (the same exact float64 values, the same order).
+            Some(l) => r1r2.extend(missing.iter().map(|r| (l.distances_of(*r)[0], l.distances_of(*r)[1]))),
+            None if !missing.is_empty() => {
+                let dim = index.dim();
+                let all = index.rows();
+                let data: Vec<f32> = missing.iter().flat_map(|r| all.row(*r).iter().copied()).collect();
+                let me: Vec<Option<u32>> = missing.iter().map(|r| Some(*r as u32)).collect();
+                let rows = Rows::try_new(&data, missing.len(), dim).map_err(|e| EngineError::kernel("global estimate", e))?;
+                let (nb, _) = index.knn(rows, 2, Some(&me)).map_err(|e| EngineError::kernel("global estimate", e))?;
+                r1r2.extend(nb.distances.chunks_exact(2).map(|d| (d[0], d[1])));
+            }
+            None => {}
         }
         let (r1, r2): (Vec<f64>, Vec<f64>) = r1r2.into_iter().unzip();
         Ok(twonn_from_distances(&r1, &r2, discard_fraction, Estimator::TwoNN))

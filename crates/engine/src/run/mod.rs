@@ -96,7 +96,7 @@ pub fn run(cfg: &RunConfig, progress: &dyn Progress) -> Result<RunSummary> {
     timings.record("write", sink.seconds);
 
     let t = Instant::now();
-    let global_twonn = acc.global_twonn(&indexed.loaded.index, cfg.lid.discard_fraction)?;
+    let global_twonn = acc.global_twonn(&indexed.loaded.index, indexed.loaded.lists(), cfg.lid.discard_fraction)?;
     timings.record("global", t.elapsed().as_secs_f64());
     acc.warnings(cfg).into_iter().for_each(&mut warn);
 

@@ -165,7 +165,7 @@ impl ShardedRun {
             }
         }
         let t = std::time::Instant::now();
-        let global_twonn = acc.global_twonn(&self.loaded.index, self.cfg.lid.discard_fraction)?;
+        let global_twonn = acc.global_twonn(&self.loaded.index, self.loaded.lists(), self.cfg.lid.discard_fraction)?;
         let mut timings = Timings::from(timings);
         timings.record("global", t.elapsed().as_secs_f64());
         timings.record("total", elapsed);

@@ -108,6 +108,12 @@ impl LoadedReference {
         Ok(self)
     }
 
+    /// Every reference row's nearest other rows, when some were built (the self-join's, or
+    /// the lists built for the estimates): exact, and ordered as a search orders them.
+    pub fn lists(&self) -> Option<&Neighbours> {
+        self.self_knn.as_ref().or_else(|| self.lazy_self_knn.get()).or_else(|| self.lazy_lists.get())
+    }
+
     /// Kernel time spent so far.
     pub fn times(&self) -> KernelTimes {
         *self.times.lock().expect("times poisoned")
@@ -118,7 +124,7 @@ impl LoadedReference {
     pub fn lid(&self, queries: Rows<'_>, exclude: Option<&[Option<u32>]>, cfg: &LidConfig) -> std::result::Result<Vec<PointLid>, KernelError> {
         cfg.validate()?;
         let (nb, knn_seconds) = self.neighbours(queries, exclude, cfg.k)?;
-        let lists = self.self_knn.as_ref().or_else(|| self.lazy_self_knn.get()).or_else(|| self.lazy_lists.get());
+        let lists = self.lists();
         let (lids, stats) = lid_from_neighbours(&self.index, queries, &nb, cfg, lists)?;
         let mut built_seconds = 0.0;
         let n = self.index.len();
