@@ -154,11 +154,12 @@ impl LoadedReference {
 
     /// Neighbourhoods of `queries`: rows that are reference rows (same identity, same vector)
     /// take theirs from the self-join, the others are searched. Returns them with the search's
-    /// wall seconds.
+    /// wall seconds. A searched neighbourhood carries only the distances the estimates read
+    /// (the nearest two and the k-th: [`KnnIndex::knn_for_estimates`]).
     fn neighbours(&self, queries: Rows<'_>, exclude: Option<&[Option<u32>]>, k: usize) -> std::result::Result<(Neighbours, f64), KernelError> {
         let known = self.self_knn.as_ref().or_else(|| self.lazy_self_knn.get()).filter(|nb| nb.k == k);
         let (Some(known), Some(exclude)) = (known, exclude) else {
-            let (nb, stats) = self.index.knn(queries, k, exclude)?;
+            let (nb, stats) = self.index.knn_for_estimates(queries, k, exclude)?;
             tracing::trace!(queries = stats.queries, "search: {:.1} candidates re-ranked per query", stats.refined as f64 / stats.queries.max(1) as f64);
             return Ok((nb, stats.seconds));
         };
@@ -180,7 +181,7 @@ impl LoadedReference {
         }
         let data: Vec<f32> = search.iter().flat_map(|i| queries.row(*i).iter().copied()).collect();
         let ex: Vec<Option<u32>> = search.iter().map(|i| exclude[*i]).collect();
-        let (found, stats) = self.index.knn(Rows::try_new(&data, search.len(), queries.dim())?, k, Some(&ex))?;
+        let (found, stats) = self.index.knn_for_estimates(Rows::try_new(&data, search.len(), queries.dim())?, k, Some(&ex))?;
         for (j, i) in search.iter().enumerate() {
             nb.indices[i * k..(i + 1) * k].copy_from_slice(found.indices_of(j));
             nb.distances[i * k..(i + 1) * k].copy_from_slice(found.distances_of(j));

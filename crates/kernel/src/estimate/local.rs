@@ -125,13 +125,16 @@ pub fn pointwise_lid(
     exclude: Option<&[Option<u32>]>,
 ) -> Result<(Vec<PointLid>, LidStats)> {
     cfg.validate()?;
-    let (nb, knn) = index.knn(queries, cfg.k, exclude)?;
+    let (nb, knn) = index.knn_for_estimates(queries, cfg.k, exclude)?;
     let (out, mut stats) = lid_from_neighbours(index, queries, &nb, cfg, None)?;
     stats.knn = knn;
     Ok((out, stats))
 }
 
 /// LID of every query from neighbourhoods already found (e.g. by [`KnnIndex::self_knn`]).
+///
+/// Of each neighbourhood's distances only the nearest two and the k-th are read (`r1`, `r2`,
+/// `rk`): neighbourhoods from [`KnnIndex::knn_for_estimates`] carry no others.
 ///
 /// `nb` holds `queries.len()` rows of `cfg.k` reference rows, nearest first. `lists`, when given,
 /// holds every reference row's nearest other reference rows, nearest first (any length of at

@@ -124,6 +124,29 @@ fn self_join_equals_excluding_queries() {
     }
 }
 
+/// `e` (from [`KnnIndex::knn_for_estimates`]) holds the same neighbourhoods as `a` (from
+/// [`KnnIndex::knn`]): the same members, the same nearest two and k-th rows with the same
+/// distance bits, and NaN between them (for `k >= 3`).
+fn assert_same_ends(a: &Neighbours, e: &Neighbours, what: &str) {
+    let k = a.k;
+    assert_eq!((e.k, e.len()), (k, a.len()), "{what}");
+    if k < 3 {
+        assert_eq!(e, a, "{what}");
+        return;
+    }
+    for i in 0..a.len() {
+        let (ai, ei, ad, ed) = (a.indices_of(i), e.indices_of(i), a.distances_of(i), e.distances_of(i));
+        for j in [0, 1, k - 1] {
+            assert_eq!((ei[j], ed[j].to_bits()), (ai[j], ad[j].to_bits()), "{what}: query {i}, position {j}");
+        }
+        let (mut am, mut em) = (ai.to_vec(), ei.to_vec());
+        am.sort_unstable();
+        em.sort_unstable();
+        assert_eq!(em, am, "{what}: query {i}, members");
+        assert!(ed[2..k - 1].iter().all(|d| d.is_nan()), "{what}: query {i}, distances between the ends");
+    }
+}
+
 #[test]
 fn every_product_path_gives_the_same_neighbours_to_the_bit() {
     let paths: Vec<Products> = [Products::Gemm, Products::Float32Tile, Products::Int8]
@@ -161,8 +184,11 @@ fn every_product_path_gives_the_same_neighbours_to_the_bit() {
         let mut answers = Vec::new();
         for &p in &paths {
             let index = KnnIndex::build(rows, SearchStrategy::Gemm, p).unwrap();
-            let (a, _) = index.knn(q, k, Some(&skip)).unwrap();
+            let (a, full) = index.knn(q, k, Some(&skip)).unwrap();
             assert_eq!(a.indices, want, "knn against the oracle: {p:?} n={n} d={d} k={k}");
+            let (e, ends) = index.knn_for_estimates(q, k, Some(&skip)).unwrap();
+            assert_same_ends(&a, &e, &format!("{p:?} n={n} d={d} k={k}"));
+            assert!(ends.refined <= full.refined, "{p:?} n={n} d={d} k={k}: {} exact distances for the ends, {} in full", ends.refined, full.refined);
             let (b, _) = index.self_knn(k).unwrap();
             answers.push((p, a, b));
         }

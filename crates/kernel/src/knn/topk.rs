@@ -119,6 +119,13 @@ impl Candidates {
         self.items.retain(|c| c.0 <= t);
     }
 
+    /// The surviving candidates with their bounds (every row that can be among the k nearest),
+    /// and the slack their bounds leave out.
+    pub(crate) fn finish_with_bounds(mut self) -> (Vec<(f32, f32, u32)>, f32) {
+        self.prune();
+        (self.items, self.slack)
+    }
+
     /// The surviving reference rows (every row that can be among the k nearest), in row order,
     /// so that the exact re-rank reads the reference front to back.
     pub(crate) fn finish(mut self) -> Vec<u32> {
