@@ -16,7 +16,7 @@
 //! candidates surely precede each of them.
 
 use super::topk::Candidates;
-use super::{exact_distances, KnnIndex};
+use super::{exact_distances, nearer as by, KnnIndex};
 use crate::rows::sq_dist_f64;
 
 /// Writes query `q`'s neighbourhood from its candidates: `idx[0]` and `idx[1]` its nearest two
@@ -57,7 +57,6 @@ pub(crate) fn rerank_ends(index: &KnnIndex, c: Candidates, q: &[f32], k: usize, 
     let mut exact = Vec::with_capacity(wanted.len() + 8);
     exact_distances(index, q, &wanted, &mut exact);
     let find = |row: u32, exact: &[(f64, u32)]| exact.binary_search_by_key(&row, |e| e.1).ok().map(|at| exact[at]);
-    let by = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
     // The undecided fill the members' remaining places, nearest first.
     let mut ranked: Vec<((f64, u32), usize)> = undecided.iter().map(|&j| (find(items[j].2, &exact).expect("measured"), j)).collect();
     let open = k - members.len();

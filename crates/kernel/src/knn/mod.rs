@@ -334,8 +334,8 @@ impl KnnIndex {
     /// only three distances: `indices_of(i)` holds query `i`'s `k` nearest rows, the nearest two
     /// first and the k-th last, with their exact distances; the members in between come by row,
     /// with NaN distances. The candidates' bounds settle most members without an exact distance
-    /// (`ends` module): at k = 128 half of them, and a quarter of the re-rank's time. With `k < 3`, or on the k-d tree
-    /// path, this is [`Self::knn`].
+    /// (`ends` module): at k = 128 about half of the exact distances, and a quarter of the
+    /// re-rank's time, are saved. With `k < 3`, or on the k-d tree path, this is [`Self::knn`].
     ///
     /// # Errors
     /// As [`Self::knn`].
@@ -568,15 +568,20 @@ pub(crate) fn exact_distances(index: &KnnIndex, q: &[f32], cands: &[u32], out: &
     }
 }
 
+/// The order of neighbours: `(squared distance, row)` by distance, ties to the lower row. Every
+/// path ranks by it, so every path picks the same neighbours.
+pub(crate) fn nearer(a: &(f64, u32), b: &(f64, u32)) -> std::cmp::Ordering {
+    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
+}
+
 /// Sorts `(squared distance, row)` pairs by distance, then row, and writes the first `k`.
 pub(crate) fn take_k_nearest(pairs: &mut [(f64, u32)], k: usize, idx: &mut [u32], dist: &mut [f64]) {
     debug_assert!(pairs.len() >= k);
-    let by = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
     if pairs.len() > k {
-        pairs.select_nth_unstable_by(k - 1, by);
+        pairs.select_nth_unstable_by(k - 1, nearer);
     }
     let head = &mut pairs[..k];
-    head.sort_unstable_by(by);
+    head.sort_unstable_by(nearer);
     for (j, (d2, r)) in head.iter().enumerate() {
         idx[j] = *r;
         dist[j] = d2.sqrt();
