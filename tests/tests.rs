@@ -9,6 +9,7 @@ mod errors;
 mod faults;
 mod golden;
 mod report;
+mod schema;
 mod sql;
 mod sweep;
 mod util;

@@ -4,7 +4,9 @@ Writes a result directory holding several partitioned runs with the built `lidsc
 opens `<DIR>/data` with pandas, pyarrow.dataset (hive partitioning), polars and DuckDB, and checks
 that each sees every row exactly once, the partition keys as columns, and per run the row count and
 mean LID of that run's manifest. Also checks that a part file copied out of its directory still
-names its run's parameters in its key-value metadata.
+names its run's parameters in its key-value metadata, and that runs of corpora written with
+differently typed carried columns (integer widths, string kinds, dictionaries, nullability; made
+here with pyarrow) read as one table with every value.
 
     python tests/clients/readers.py --lidscope target/release/lidscope --fixtures ../shared/fixtures
 
@@ -22,8 +24,10 @@ import traceback
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import polars as pl
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -100,6 +104,71 @@ def self_describing_parts(data: Path, manifests: dict) -> None:
     assert json.loads(kv["lidscope.partition"]) == {"model": model, "k": k}, kv
 
 
+MIXED_ROWS = 300
+
+# The same tokens and vectors, typed as three writers would: pyarrow's defaults; Int32 ids, large
+# strings and a dictionary; unsigned and narrow ids, string views, no nulls.
+MIXED = {
+    "py": {"seq_id": pa.int64(), "position": pa.int64(), "token": pa.string(), "label": pa.string()},
+    "embed": {"seq_id": pa.int32(), "position": pa.int32(), "token": pa.large_string(), "label": pa.dictionary(pa.int16(), pa.string())},
+    "narrow": {"seq_id": pa.uint32(), "position": pa.int16(), "token": pa.string_view(), "label": pa.dictionary(pa.int8(), pa.large_string())},
+}
+
+
+def write_mixed_results(lidscope: str, tmp: Path, out: Path) -> None:
+    """Writes one corpus per typing with pyarrow and runs lidscope on each into one directory."""
+    n = MIXED_ROWS
+    rng = np.random.default_rng(5)
+    emb = rng.random((n, 8), dtype=np.float32)
+    for name, types in MIXED.items():
+        labels = [None if i % 5 == 0 and name != "narrow" else f"l{i % 3}" for i in range(n)]
+        columns = {
+            "seq_id": pa.array([i // 20 for i in range(n)], type=types["seq_id"]),
+            "position": pa.array([i % 20 for i in range(n)], type=types["position"]),
+            "token": pa.array([f"t{i % 7}" for i in range(n)], type=types["token"]),
+            "label": pa.array(labels).cast(types["label"]),
+            "emb": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), 8),
+        }
+        table = pa.table(columns)
+        if name == "narrow":
+            table = table.cast(pa.schema([f.with_nullable(f.name == "emb") for f in table.schema]))
+        corpus = tmp / f"corpus-{name}.parquet"
+        pq.write_table(table, corpus)
+        cmd = [lidscope, "-q", "run", "--corpus", str(corpus), "--embedding-column", "emb", "--id-columns",
+               "seq_id,position", "--k", "10", "--reference-size", "150", "--pool", "300", "--out", str(out),
+               "--partition", f"writer={name}"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr}")
+
+
+def check_mixed(name: str, df: pd.DataFrame) -> None:
+    """Every run's rows, ids and strings as written; nulls where the corpus had them."""
+    n = MIXED_ROWS
+    assert len(df) == n * len(MIXED), f"{name}: {len(df)} rows"
+    df = df.assign(writer=df["writer"].astype(str))
+    for writer in MIXED:
+        run = df[df["writer"] == writer]
+        assert len(run) == n, f"{name}: writer={writer}: {len(run)} rows"
+        assert int(run["seq_id"].sum()) == sum(i // 20 for i in range(n)), f"{name}: writer={writer}: seq_id"
+        assert int(run["position"].sum()) == sum(i % 20 for i in range(n)), f"{name}: writer={writer}: position"
+        assert sorted(set(run["token"].astype(str))) == [f"t{i}" for i in range(7)], f"{name}: writer={writer}: token"
+        nulls = 0 if writer == "narrow" else len(range(0, n, 5))
+        assert int(run["label"].isna().sum()) == nulls, f"{name}: writer={writer}: {run['label'].isna().sum()} null labels"
+    lids = {w: df[df["writer"] == w].sort_values(["seq_id", "position"])["lid"].to_numpy() for w in MIXED}
+    for w in MIXED:
+        assert np.array_equal(lids[w], lids["py"]), f"{name}: writer={w}: LIDs differ from writer=py"
+
+
+def mixed_types(out: Path) -> None:
+    data = out / "data"
+    check_mixed("pandas.read_parquet", pd.read_parquet(data))
+    check_mixed("pyarrow.dataset", ds.dataset(data, partitioning="hive").to_table().to_pandas())
+    check_mixed("polars.scan_parquet", pl.scan_parquet(f"{data}/**/*.parquet", hive_partitioning=True).collect().to_pandas())
+    con = duckdb.connect()
+    check_mixed("duckdb read_parquet", con.execute(f"SELECT * FROM read_parquet('{data}/**/*.parquet', hive_partitioning = true)").df())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lidscope", required=True, help="the built lidscope binary")
@@ -119,6 +188,16 @@ def main() -> int:
                 print(f"FAIL {check.__name__}")
                 traceback.print_exc()
                 failed += 1
+        try:
+            mixed = Path(tmp) / "mixed"
+            write_mixed_results(args.lidscope, Path(tmp), mixed)
+            mixed_types(mixed)
+            print("ok   mixed_types")
+            passed += 1
+        except Exception:
+            print("FAIL mixed_types")
+            traceback.print_exc()
+            failed += 1
     print(f"readers: {passed} passed, {failed} failed")
     return 1 if failed else 0
 

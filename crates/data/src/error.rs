@@ -190,6 +190,15 @@ pub enum DataError {
         /// The manifest's file name.
         manifest: String,
     },
+    /// Runs of one result directory carry a column in types that no one type holds without loss
+    /// (see [`crate::table_schema`]), so they cannot be read as one table.
+    #[error("{}: {message}", .dir.display())]
+    IncompatibleRuns {
+        /// The result directory.
+        dir: PathBuf,
+        /// The column, both types, and the runs and files that hold them.
+        message: String,
+    },
     /// A caller-supplied setting is unusable (e.g. a reference size of zero).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -35,6 +35,7 @@ mod manifest;
 mod reader;
 mod reference;
 mod sample;
+mod table_schema;
 #[cfg(test)]
 mod test_util;
 mod writer;
@@ -49,4 +50,5 @@ pub use manifest::{read_manifest, write_manifest, Manifest, PART_METADATA_PREFIX
 pub use reader::{inspect, slice_corpus, CorpusBatch, CorpusInfo, CorpusReader, CorpusSlice, CorpusSpec};
 pub use reference::{read_reference, vectors_sha256, write_reference, Reference};
 pub use sample::{count_corpus_identities, merge_pools, pool_candidates, sample_from_pool, sample_identities, sample_reference, PoolCandidate, SampleConfig, SampleStats};
+pub use table_schema::{check_new_run, result_field, result_schema, result_type, table_parts, table_schema, to_result_column, unify_types, TablePart};
 pub use writer::{write_atomic, AtomicParquetWriter};

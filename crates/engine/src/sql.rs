@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTableUrl};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use lidscope_data::{find_manifests, is_result_dir, read_manifest, Manifest};
+use lidscope_data::{find_manifests, is_result_dir, read_manifest, table_schema, Manifest};
 
 use crate::error::{EngineError, Result};
 
@@ -54,7 +54,11 @@ pub async fn register(ctx: &SessionContext, name: &str, path: &str) -> Result<()
     let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let parts = options.infer_partitions(&ctx.state(), &url).await.map_err(df(format!("--table {name}={path}: partitions")))?;
     let options = options.with_table_partition_cols(parts.iter().map(|c| (c.clone(), DataType::Utf8)).collect());
-    ctx.register_listing_table(name, url.as_str(), options, None, None).await.map_err(df(format!("--table {name}={path}")))?;
+    // Runs whose corpora typed a carried column differently (lidscope 0.1 wrote them as the corpus
+    // had them) read as one table at the lossless common type, where DataFusion's own inference
+    // would refuse the table.
+    let schema = table_schema(p)?.map(Arc::new);
+    ctx.register_listing_table(name, url.as_str(), options, schema, None).await.map_err(df(format!("--table {name}={path}")))?;
     let runs = runs_table(p)?;
     ctx.register_batch(format!("{name}_runs"), runs).map_err(df(format!("--table {name}={path}: manifests")))?;
     let columns: Vec<String> = ctx.table(name).await.map_err(df(format!("--table {name}={path}")))?.schema().fields().iter().map(|f| f.name().clone()).collect();

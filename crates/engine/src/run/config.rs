@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use lidscope_data::{inspect, resolve_inputs, CorpusInfo, CorpusSpec, InputStamp, SampleConfig};
+use lidscope_data::{check_new_run, inspect, resolve_inputs, CorpusInfo, CorpusSpec, InputStamp, Layout, SampleConfig};
 use lidscope_kernel::{LidConfig, SearchStrategy};
 
 use super::OUTPUT_COLUMNS;
@@ -62,7 +62,9 @@ pub struct ValidRun {
 impl RunConfig {
     /// Checks the parameters ([`EngineError::Usage`] when they cannot work whatever the data),
     /// resolves and inspects the corpus, and refuses corpus columns that would collide with the
-    /// run's own. Reads Parquet footers only, so a bad file deep in a corpus fails at once.
+    /// run's own or whose types the runs already committed in `out` could not be read with
+    /// ([`lidscope_data::check_new_run`]). Reads Parquet footers only, so a bad file deep in a
+    /// corpus fails at once.
     ///
     /// # Errors
     /// [`EngineError::Usage`] for bad parameters; data errors naming the file and column.
@@ -91,6 +93,8 @@ impl RunConfig {
                 spec.files[0].display()
             )));
         }
+        // Runs committed beside this one with other column types: refuse now, not after the work.
+        check_new_run(&Layout::new(&self.out, &self.partition), &super::drive::output_schema(&info))?;
         let inputs = InputStamp::all(&spec.files)?;
         Ok(ValidRun { spec, info, inputs })
     }

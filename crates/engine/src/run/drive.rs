@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{ArrayRef, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, UInt32Type, UInt64Type};
+use arrow::datatypes::{Field, Float64Type, Schema, SchemaRef, UInt32Type, UInt64Type};
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
-use lidscope_data::{AtomicParquetWriter, CorpusInfo, IdentityEncoder, Layout};
+use lidscope_data::{result_schema, to_result_column, AtomicParquetWriter, CorpusInfo, IdentityEncoder, Layout};
 
 use super::config::RunConfig;
 use super::finish::Accumulator;
@@ -108,7 +108,11 @@ pub(crate) async fn drive(
             acc.record(column("lid").as_primitive::<Float64Type>(), column("r1").as_primitive::<Float64Type>(), column("r2").as_primitive::<Float64Type>(), &exclude);
         }
 
-        let mut columns: Vec<ArrayRef> = batch.columns()[..info.carried.len()].to_vec();
+        let mut columns: Vec<ArrayRef> = batch.columns()[..info.carried.len()]
+            .iter()
+            .zip(sink.schema.fields())
+            .map(|(c, f)| to_result_column(c, f, Path::new(path)))
+            .collect::<std::result::Result<_, _>>()?;
         columns.extend(OUTPUT_COLUMNS.map(column));
         let out = RecordBatch::try_new(sink.schema.clone(), columns).map_err(|e| EngineError::Invalid(format!("{path}: building the result batch: {e}")))?;
         sink.write(file_index, &out)?;
@@ -129,9 +133,8 @@ fn identity_batch(cfg: &RunConfig, identity: &[String], batch: &RecordBatch, pat
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| EngineError::Invalid(format!("{path}: identity columns: {e}")))
 }
 
-/// Carried columns, then `lid`, `r1`, `r2`, `rk` (Float64).
-fn output_schema(info: &CorpusInfo) -> SchemaRef {
-    let mut fields: Vec<Field> = info.carried.iter().map(|c| info.schema.field_with_name(c).expect("carried column").clone()).collect();
-    fields.extend(OUTPUT_COLUMNS.iter().map(|c| Field::new(*c, DataType::Float64, false)));
-    Arc::new(Schema::new(fields))
+/// Carried columns in their result types ([`lidscope_data::result_type`]: one schema for runs of
+/// differently typed corpora), then `lid`, `r1`, `r2`, `rk` (Float64).
+pub(crate) fn output_schema(info: &CorpusInfo) -> SchemaRef {
+    result_schema(info.carried.iter().map(|c| info.schema.field_with_name(c).expect("carried column")), &OUTPUT_COLUMNS)
 }

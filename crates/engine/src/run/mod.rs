@@ -105,6 +105,8 @@ pub fn run(cfg: &RunConfig, progress: &dyn Progress) -> Result<RunSummary> {
     let files = std::mem::take(&mut sink.files);
     drop(sink);
     let manifest = finish::manifest(params, &acc, global_twonn, timings, files, elapsed);
+    // A run into another partition may have committed other column types meanwhile.
+    lidscope_data::check_new_run(staging.layout(), &drive::output_schema(&valid.info))?;
     staging.commit(&manifest)?;
     Ok(RunSummary { manifest, warnings })
 }
