@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod embed;
 mod errors;
+mod estimators;
 mod faults;
 mod golden;
 mod report;

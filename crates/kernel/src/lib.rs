@@ -1,5 +1,6 @@
-//! The numeric kernel of lidscope: exact k-nearest-neighbour search and the TwoNN local
-//! intrinsic dimension estimators. No I/O, no logging: callers pass `&[f32]` rows and get numbers
+//! The numeric kernel of lidscope: exact k-nearest-neighbour search and the local intrinsic
+//! dimension estimators (TwoNN in both scikit-dimension conventions, Levina-Bickel MLE, method of
+//! moments, TLE, local PCA; [`pointwise_estimates`] computes several from one search). No I/O, no logging: callers pass `&[f32]` rows and get numbers
 //! and [`KnnStats`]/[`LidStats`] back.
 //!
 //! # Numerics
@@ -36,7 +37,10 @@ mod rows;
 
 pub use error::{KernelError, Result};
 pub use estimate::{
-    check_discard, fit_ratios, kept_ratios, lid_from_neighbours, pointwise_lid, twonn_from_distances, Estimator, LidConfig, LidStats, PointLid,
+    check_discard, check_estimates, estimates_from_neighbours, fit_ratios, fit_ratios_v05, kept_ratios, lid_from_neighbours, lpca_from_spectrum, lpca_spectrum,
+    mackay_ghahramani_mean, mle_from_distances, mom_from_distances, parse_estimators, pointwise_estimates, pointwise_lid, symmetric_eigenvalues,
+    tle_from_distances, twonn_from_distances, Estimator, LidConfig, LidStats, LocalEstimator, LpcaVersion, PointEstimates, PointLid, SpectrumScratch,
+    LOCAL_ESTIMATOR_NAMES, TLE_EPSILON,
 };
 pub use knn::{int8_search_available, kdtree_supports, KnnIndex, KnnStats, Neighbours, SearchStrategy, KDTREE_AUTO_MAX_DIM, KDTREE_DIMS};
 pub use rate::{mac_rates, sgemm_gflops, MacRates};

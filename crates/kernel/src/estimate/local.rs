@@ -176,19 +176,10 @@ pub fn lid_from_neighbours(
             let (mut fallbacks, mut looked_up, mut direct) = (0, 0, 0);
             for (o, p) in chunk.iter_mut().enumerate() {
                 let i = c * ESTIMATE_CHUNK + o;
-                let members = nb.indices_of(i);
-                match lists.map(|l| from_lists(index, l, members, s)) {
-                    Some(Looked::All) => looked_up += k as u64,
-                    Some(Looked::Some(missed)) => {
-                        looked_up += (k - missed) as u64;
-                        direct += missed as u64;
-                    }
-                    Some(Looked::TooFew) => {
-                        direct += k as u64;
-                        fallbacks += neighbourhood_ratios(index, queries.row(i), members, s);
-                    }
-                    None => fallbacks += neighbourhood_ratios(index, queries.row(i), members, s),
-                }
+                let (f, l, d) = neighbourhood_mu(index, queries.row(i), nb.indices_of(i), lists, s);
+                fallbacks += f;
+                looked_up += l;
+                direct += d;
                 let d = nb.distances_of(i);
                 *p = PointLid {
                     lid: fit_ratios(&mut s.mu, cfg.discard_fraction, cfg.estimator),
@@ -210,6 +201,20 @@ pub fn lid_from_neighbours(
             direct_members: counts.2,
         },
     ))
+}
+
+/// Fills `s.mu` with the ratio r2/r1 of every member of one neighbourhood (`members`, of the
+/// reference), from the lists when given (module docs), else directly. Returns the counts of
+/// [`LidStats`]: (rows recomputed exactly, members looked up, members computed directly although
+/// lists were given).
+pub(super) fn neighbourhood_mu(index: &KnnIndex, query: &[f32], members: &[u32], lists: Option<&Neighbours>, s: &mut Scratch) -> (u64, u64, u64) {
+    let k = members.len() as u64;
+    match lists.map(|l| from_lists(index, l, members, s)) {
+        Some(Looked::All) => (0, k, 0),
+        Some(Looked::Some(missed)) => (0, k - missed as u64, missed as u64),
+        Some(Looked::TooFew) => (neighbourhood_ratios(index, query, members, s), 0, k),
+        None => (neighbourhood_ratios(index, query, members, s), 0, 0),
+    }
 }
 
 /// What [`from_lists`] managed.
@@ -271,14 +276,16 @@ fn from_lists(index: &KnnIndex, lists: &Neighbours, members: &[u32], s: &mut Scr
     Looked::Some(n)
 }
 
+/// Per-worker buffers of the TwoNN ratios.
 #[derive(Default)]
-struct Scratch {
+pub(super) struct Scratch {
     y: Vec<f32>,
     norms: Vec<f64>,
     gram: Vec<f32>,
     row: Vec<f32>,
     best: Vec<(f64, f64)>,
-    mu: Vec<f64>,
+    /// The ratios of the last neighbourhood filled.
+    pub(super) mu: Vec<f64>,
     /// Exact squared distances already computed in this neighbourhood, by pair (k x k, NaN =
     /// not yet); mutual nearest neighbours would otherwise be computed twice.
     exact: Vec<f64>,
