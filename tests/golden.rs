@@ -159,17 +159,25 @@ fn cli_mixture_fixtures() {
     }
 }
 
-#[test]
-fn cli_minilm_against_flagged_reference() {
+/// The minilm fixture's flagged reference rows as a `--reference` file in `dir`: their identity and
+/// vectors, in corpus order.
+pub(crate) fn minilm_reference_file(dir: &std::path::Path) -> std::path::PathBuf {
     let m = minilm();
-    let dir = tempfile::tempdir().unwrap();
-    // The reference file: the flagged rows' identity and vectors, in corpus order.
     let idx: Vec<usize> = (0..m.in_reference.len()).filter(|i| m.in_reference[*i]).collect();
     let seq: ArrayRef = std::sync::Arc::new(Int64Array::from_iter_values(idx.iter().map(|i| m.seq[*i] as i64)));
     let pos: ArrayRef = std::sync::Arc::new(Int32Array::from_iter_values(idx.iter().map(|i| m.pos[*i] as i32)));
     let vecs: Vec<f32> = idx.iter().flat_map(|i| m.corpus[i * m.dim..(i + 1) * m.dim].iter().copied()).collect();
-    let ref_path = dir.path().join("reference.parquet");
+    let ref_path = dir.join("reference.parquet");
     write_parquet(&ref_path, &batch(vec![("seq_id", seq), ("position", pos), ("hidden_L6", fsl(vecs, m.dim))]));
+    ref_path
+}
+
+#[test]
+fn cli_minilm_against_flagged_reference() {
+    let m = minilm();
+    let dir = tempfile::tempdir().unwrap();
+    let idx: Vec<usize> = (0..m.in_reference.len()).filter(|i| m.in_reference[*i]).collect();
+    let ref_path = minilm_reference_file(dir.path());
     let corpus = fixture("minilm_fortunes.parquet").display().to_string();
     let r = ref_path.display().to_string();
     let (got, manifest) = cli_run(

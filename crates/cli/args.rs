@@ -136,6 +136,10 @@ const RUN_EXAMPLES: &str = "Examples:
   lidscope run --corpus 'ckpt-*/part-*.parquet' --embedding-column emb --id-columns seq_id,position \\
                --reference ref.parquet --estimator twonn-mle --out results/mle --json
 
+  # Three estimators from one search: lid (TwoNN), lid_twonn, lid_mle, lid_lpca_fo
+  lidscope run --corpus emb/ --embedding-column hidden_L6 --id-columns seq_id,position \\
+               --estimator twonn,mle,lpca-fo --out results/three
+
   # On a cluster (paths on storage every node sees at the same path); Ctrl-C cancels, and the
   # same command resumes an interrupted run
   lidscope run --cluster http://10.0.0.5:50050 --token-file token --corpus /shared/hidden/ \\
@@ -171,6 +175,8 @@ const REPORT_EXAMPLES: &str = "Examples:
   lidscope report sweep --out sweep-report
   # Another key on the x axis (its values must be numbers), finer histograms
   lidscope report sweep --out sweep-report --x layer --bins 100
+  # Runs made with --estimator twonn,mle: the report of their MLE values
+  lidscope report sweep --out mle-report --estimator mle
 
 The x axis of the trend chart is the partition key step, else checkpoint, else epoch, else the
 first key whose values are all numbers; one line per combination of the other keys. Open
@@ -211,15 +217,16 @@ const BENCH_EXAMPLES: &str = "Examples:
   # The cluster's overhead and recovery: 2 million 64-d tokens, a 4,000-row reference, k = 32
   lidscope bench --cluster --rows 2000000 --dim 64 --k 32
   # Tokens per second of `lidscope embed` on a checkpoint (256 texts of 128 tokens, batches of 16)
-  lidscope bench --embed models/all-MiniLM-L6-v2";
+  lidscope bench --embed models/all-MiniLM-L6-v2
+  # What each estimator costs per query beside the search (the paper's setting, k = 128)
+  lidscope bench --estimators --rows 20000";
 
-/// Local estimator.
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum EstimatorArg {
-    /// TwoNN, least squares through the origin (the paper's).
-    Twonn,
-    /// TwoNN maximum likelihood, ratios beyond the kept fraction censored.
-    TwonnMle,
+/// The estimators of `--estimator a,b,...`, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EstimatorList(pub Vec<lidscope_kernel::LocalEstimator>);
+
+fn parse_estimators(s: &str) -> Result<EstimatorList, String> {
+    lidscope_kernel::parse_estimators(s).map(EstimatorList).map_err(|e| e.to_string())
 }
 
 /// Neighbour search path.
@@ -258,9 +265,16 @@ pub struct RunArgs {
     /// Neighbourhood size.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(3..))]
     pub k: u32,
-    /// Local estimator.
-    #[arg(long, value_enum, default_value_t = EstimatorArg::Twonn)]
-    pub estimator: EstimatorArg,
+    /// Local estimators, comma-separated, all from one neighbour search [default: twonn].
+    ///
+    /// The first is the `lid` column; with the option given, each also gets a column
+    /// `lid_<name>` (`-` as `_`) and its mean in the manifest. Names: twonn (the paper's,
+    /// scikit-dimension 0.3.4), twonn-v05 (scikit-dimension 0.5.0's convention), twonn-mle, mle,
+    /// mle-unbiased (Levina-Bickel), mom, tle, lpca-fo, lpca-fan, lpca-ratio, lpca-pr
+    /// (participation ratio), lpca-kaiser, lpca-broken-stick. lPCA thresholds after a colon:
+    /// lpca-fo:alpha=0.1, lpca-fan:alpha=10:beta=0.8:p=0.95.
+    #[arg(long, value_name = "NAME[,NAME...]", value_parser = parse_estimators)]
+    pub estimator: Option<EstimatorList>,
     /// Fraction of the largest distance ratios discarded by TwoNN.
     #[arg(long, default_value_t = 0.1, value_parser = parse_fraction)]
     pub discard_fraction: f64,
@@ -416,6 +430,10 @@ pub struct PlotArgs {
     /// Histogram bins over the range of all runs' LIDs.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub bins: u32,
+    /// Draw this estimator's values (a name of `run --estimator`, e.g. mle) from results whose
+    /// runs computed several, instead of each run's first estimator (`lid`).
+    #[arg(long, value_name = "NAME")]
+    pub estimator: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -436,6 +454,10 @@ pub struct ReportArgs {
     /// Histogram bins over the range of all runs' LIDs.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub bins: u32,
+    /// Draw this estimator's values (a name of `run --estimator`, e.g. mle) from results whose
+    /// runs computed several, instead of each run's first estimator (`lid`).
+    #[arg(long, value_name = "NAME")]
+    pub estimator: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -500,6 +522,10 @@ pub struct BenchArgs {
     /// With --cluster: reference rows sampled from the corpus (default 4,000).
     #[arg(long, requires = "cluster")]
     pub reference_size: Option<usize>,
+    /// Instead: what each local estimator costs per query beside the neighbour search, on the
+    /// paper's setting (--rows x --dim as its own reference, --k), and all of them in one pass.
+    #[arg(long, conflicts_with_all = ["against", "kdtree", "cluster"])]
+    pub estimators: bool,
     /// Instead: tokens per second of `lidscope embed` with this checkpoint, beside the sgemm rate
     /// (256 texts of 128 tokens, batches of 16, the last layer).
     #[arg(long, value_name = "MODEL_DIR", conflicts_with_all = ["against", "kdtree", "cluster"])]

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use lidscope_data::SampleConfig;
 use lidscope_engine::{run, NoProgress, ReferenceSource, RunConfig};
-use lidscope_kernel::{sgemm_gflops, KnnIndex, LidConfig, Rows, SearchStrategy, KDTREE_DIMS};
+use lidscope_kernel::{estimates_from_neighbours, sgemm_gflops, KnnIndex, LidConfig, LocalEstimator, Rows, SearchStrategy, KDTREE_DIMS};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
@@ -27,7 +27,9 @@ pub fn main(a: &BenchArgs) -> Result<()> {
     if a.kdtree {
         report["kdtree"] = kdtree_crossover(a.k.min(64));
     }
-    if a.cluster {
+    if a.estimators {
+        report["estimators"] = estimator_costs(a);
+    } else if a.cluster {
         report["cluster"] = crate::bench_cluster::main(a)?;
     } else if let Some(other) = &a.against {
         report["against"] = against(a, other)?;
@@ -185,6 +187,7 @@ fn config(a: &BenchArgs, corpus: Vec<String>, out: PathBuf, reference: Reference
         id_columns: vec!["seq_id".into(), "position".into()],
         out,
         lid: LidConfig { k: a.k, ..LidConfig::default() },
+        estimators: Vec::new(),
         reference,
         overwrite: false,
         batch_rows: 8192,
@@ -226,6 +229,50 @@ fn summarise(a: &BenchArgs, r: Timed, rate: f64) -> serde_json::Value {
 }
 
 /// Times the GEMM path and the k-d tree on the same data for each compiled k-d tree dimension.
+/// What each estimator costs per query beside the search, on the paper's setting (the corpus is
+/// its own reference: one self-join finds every neighbourhood and is every member's list): the
+/// self-join timed once, then every estimator alone on the same neighbourhoods, then all of them
+/// in one pass.
+fn estimator_costs(a: &BenchArgs) -> serde_json::Value {
+    let (n, d, k) = (a.rows, a.dim, a.k);
+    let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
+    let m = a.manifold_dim.clamp(1, d);
+    let basis: Vec<f32> = (0..m * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let data: Vec<f32> = (0..n)
+        .flat_map(|_| {
+            let z: Vec<f32> = (0..m).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let noise: Vec<f32> = (0..d).map(|_| rng.random_range(-0.01f32..0.01)).collect();
+            let basis = &basis;
+            (0..d).map(move |p| (0..m).map(|j| basis[j * d + p] * z[j]).sum::<f32>() + noise[p]).collect::<Vec<_>>()
+        })
+        .collect();
+    let rows = Rows::try_new(&data, n, d).expect("shape");
+    let index = KnnIndex::new(rows, SearchStrategy::Auto).expect("index");
+    let t = Instant::now();
+    let (lists, _) = index.self_knn(k).expect("self-join");
+    let search = t.elapsed().as_secs_f64();
+    let per_query = |s: f64| s / n as f64 * 1e6;
+    eprintln!("estimator costs, {n} x {d} near a {m}-d subspace as its own reference, k = {k} ({}):", index.search_path());
+    eprintln!("  {:<18} {:>9.2} s  {:>8.1} us/query", "search (self-join)", search, per_query(search));
+    let time = |est: &[LocalEstimator]| {
+        let t = Instant::now();
+        estimates_from_neighbours(&index, rows, &lists, 0.1, est, Some(&lists)).expect("estimates");
+        t.elapsed().as_secs_f64()
+    };
+    let all = LocalEstimator::all();
+    let twonn = time(&[LocalEstimator::TwoNN]);
+    let mut out = Vec::new();
+    for e in &all {
+        let s = if *e == LocalEstimator::TwoNN { twonn } else { time(std::slice::from_ref(e)) };
+        eprintln!("  {:<18} {s:>9.2} s  {:>8.1} us/query  {:>6.2}x twonn  {:>6.2}x the search", e.name(), per_query(s), s / twonn, s / search);
+        out.push(json!({ "estimator": e.name(), "seconds": s, "us_per_query": per_query(s), "vs_twonn": s / twonn, "vs_search": s / search }));
+    }
+    let together = time(&all);
+    let sum: f64 = out.iter().map(|o| o["seconds"].as_f64().unwrap_or(0.0)).sum();
+    eprintln!("  {:<18} {together:>9.2} s  {:>8.1} us/query  (the {} alone: {sum:.2} s)", "all in one pass", per_query(together), all.len());
+    json!({ "rows": n, "dim": d, "k": k, "search_seconds": search, "estimators": out, "all_seconds": together, "sum_alone_seconds": sum })
+}
+
 fn kdtree_crossover(k: usize) -> serde_json::Value {
     let n = 20_000;
     let mut rows = Vec::new();

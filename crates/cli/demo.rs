@@ -22,6 +22,7 @@ pub fn main(a: &DemoArgs, quiet: bool) -> Result<()> {
         id_columns: vec!["seq_id".into(), "position".into()],
         out: results.clone(),
         lid: LidConfig::default(),
+        estimators: Vec::new(),
         reference: ReferenceSource::Sample(SampleConfig::new(a.rows, a.rows / 2, 42)),
         // The demo owns its directory: a new demo replaces the last one.
         overwrite: true,

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use crate::args::PlotArgs;
 
 pub fn main(a: &PlotArgs) -> Result<()> {
-    let results = lidscope_report::load(&a.results, a.bins as usize)?;
+    let results = lidscope_report::load_estimator(&a.results, a.bins as usize, a.estimator.as_deref())?;
     let svg = lidscope_report::plot_svg(&results)?;
     std::fs::write(&a.out, svg).with_context(|| format!("writing {}", a.out.display()))?;
     eprintln!("lidscope plot: {} run(s) -> {}", results.runs.len(), a.out.display());

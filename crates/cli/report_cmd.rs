@@ -6,7 +6,7 @@ use anyhow::Result;
 use crate::args::ReportArgs;
 
 pub fn main(a: &ReportArgs, quiet: bool) -> Result<()> {
-    let results = lidscope_report::load(&a.results, a.bins as usize)?;
+    let results = lidscope_report::load_estimator(&a.results, a.bins as usize, a.estimator.as_deref())?;
     let report = lidscope_report::write_report(&results, &a.out, a.x.as_deref())?;
     if !quiet {
         let x = match &report.x {

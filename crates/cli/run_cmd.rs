@@ -5,7 +5,7 @@ use lidscope_data::SampleConfig;
 use lidscope_engine::{run, ReferenceSource, RunConfig, RunSummary};
 use lidscope_kernel::{Estimator, LidConfig, SearchStrategy};
 
-use crate::args::{EstimatorArg, RunArgs, SearchArg};
+use crate::args::{RunArgs, SearchArg};
 use crate::progress::Bar;
 
 impl From<&RunArgs> for RunConfig {
@@ -17,12 +17,10 @@ impl From<&RunArgs> for RunConfig {
             out: a.out.clone(),
             lid: LidConfig {
                 k: a.k as usize,
-                estimator: match a.estimator {
-                    EstimatorArg::Twonn => Estimator::TwoNN,
-                    EstimatorArg::TwonnMle => Estimator::TwoNNMle,
-                },
+                estimator: a.estimator.as_ref().and_then(|e| e.0[0].as_twonn()).unwrap_or(Estimator::TwoNN),
                 discard_fraction: a.discard_fraction,
             },
+            estimators: a.estimator.clone().map(|e| e.0).unwrap_or_default(),
             reference: match &a.reference {
                 Some(p) => ReferenceSource::File(p.clone()),
                 None => ReferenceSource::Sample(SampleConfig {

@@ -37,7 +37,11 @@ pub fn to_spec(cfg: &RunConfig, shard_rows: u64) -> Result<RunSpec> {
         id_columns: cfg.id_columns.clone(),
         out: abs(&cfg.out)?.display().to_string(),
         k: cfg.lid.k as u32,
-        estimator: cfg.lid.estimator.name().to_string(),
+        // Empty for the default run, so that the coordinator writes no `lid_<name>` column.
+        estimator: match (cfg.estimators.is_empty(), cfg.lid.estimator) {
+            (true, lidscope_kernel::Estimator::TwoNN) => String::new(),
+            _ => cfg.estimator_arg(),
+        },
         discard_fraction: cfg.lid.discard_fraction,
         reference: Some(reference),
         overwrite: cfg.overwrite,

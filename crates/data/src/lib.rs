@@ -46,7 +46,7 @@ pub use error::{DataError, Result};
 pub use identity::{canonical_identity_type, positional_key, priority, IdentityEncoder};
 pub use inputs::{resolve_inputs, InputStamp};
 pub use layout::{find_manifests, is_result_dir, Layout, MANIFEST_FILE, PARTITION_MANIFEST_FILE};
-pub use manifest::{read_manifest, write_manifest, Manifest, PART_METADATA_PREFIX};
+pub use manifest::{read_manifest, write_manifest, EstimateMeans, Manifest, PART_METADATA_PREFIX};
 pub use reader::{inspect, slice_corpus, CorpusBatch, CorpusInfo, CorpusReader, CorpusSlice, CorpusSpec};
 pub use reference::{read_reference, vectors_sha256, write_reference, Reference};
 pub use sample::{count_corpus_identities, merge_pools, pool_candidates, sample_from_pool, sample_identities, sample_reference, PoolCandidate, SampleConfig, SampleStats};

@@ -62,6 +62,11 @@ pub struct Manifest {
     pub sample_exclude: Option<String>,
     /// Global TwoNN estimate of the reference.
     pub global_twonn: f64,
+    /// Per estimator named for the run (`--estimator twonn,mle`), keyed by its result column
+    /// (`lid_mle`): its means over the finite values. Absent for a run of the default estimator
+    /// alone, whose mean is `mean_lid`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub estimates: BTreeMap<String, EstimateMeans>,
     /// Run keys (model, checkpoint, layer, dataset) that partition the results.
     #[serde(default)]
     pub partition: BTreeMap<String, String>,
@@ -77,6 +82,21 @@ pub struct Manifest {
     /// with the files as they are now to decide whether the run must be done again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<crate::inputs::InputStamp>,
+}
+
+/// The run's summary of one estimate column.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EstimateMeans {
+    /// The estimator as named (`mle`, `lpca-fo`, `lpca-fo:alpha=0.1`).
+    pub estimator: String,
+    /// Arithmetic mean of the finite values (absent when none is finite).
+    pub mean: Option<f64>,
+    /// Rows with a finite value.
+    pub n_finite: u64,
+    /// For the MLE estimators, the MacKay-Ghahramani mean `1 / mean(1 / m_i)` over the finite
+    /// values: the average the MLE literature reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mackay_ghahramani: Option<f64>,
 }
 
 /// Prefix of the Parquet key-value metadata keys that [`Manifest::part_metadata`] writes.

@@ -40,8 +40,22 @@ fn df(context: impl Into<String>) -> impl FnOnce(datafusion::error::DataFusionEr
 /// # Errors
 /// A path that does not exist, a table that cannot be read, or a name already taken.
 pub async fn register(ctx: &SessionContext, name: &str, path: &str) -> Result<()> {
+    register_measuring(ctx, name, path, None).await
+}
+
+/// As [`register`]; with `estimator` (a name of `lidscope run --estimator`, e.g. `mle`), the
+/// result table's `lid` column, and so its `_summary` and `_tokens` views, is that estimator's
+/// `lid_<name>` column: a report of a run with several estimators, drawn for one of them.
+///
+/// # Errors
+/// Those of [`register`]; [`EngineError::Invalid`] when the results have no column of
+/// `estimator` (naming those they have) or `path` is not a result directory.
+pub async fn register_measuring(ctx: &SessionContext, name: &str, path: &str, estimator: Option<&str>) -> Result<()> {
     let p = Path::new(path);
     if !is_result_dir(p) {
+        if estimator.is_some() {
+            return Err(EngineError::Invalid(format!("{path}: not a result directory, so it has no estimator columns")));
+        }
         let has_glob = path.contains(['*', '?', '[']);
         if !has_glob && !p.exists() {
             return Err(EngineError::Invalid(format!("--table {name}={path}: no such file or directory")));
@@ -58,10 +72,29 @@ pub async fn register(ctx: &SessionContext, name: &str, path: &str) -> Result<()
     // had them) read as one table at the lossless common type, where DataFusion's own inference
     // would refuse the table.
     let schema = table_schema(p)?.map(Arc::new);
-    ctx.register_listing_table(name, url.as_str(), options, schema, None).await.map_err(df(format!("--table {name}={path}")))?;
+    let table = match estimator {
+        None => name.to_string(),
+        Some(_) => format!("{name}_all_estimators"),
+    };
+    ctx.register_listing_table(&table, url.as_str(), options, schema, None).await.map_err(df(format!("--table {name}={path}")))?;
+    let columns = |t: String| async move {
+        Ok::<Vec<String>, EngineError>(ctx.table(&t).await.map_err(df(format!("--table {name}={path}")))?.schema().fields().iter().map(|f| f.name().clone()).collect())
+    };
+    if let Some(e) = estimator {
+        let column = format!("lid_{}", e.replace('-', "_"));
+        let all = columns(table.clone()).await?;
+        if !all.contains(&column) {
+            let have = estimator_columns(&all);
+            let have = if have.is_empty() { "none: its runs computed one estimator each, as lid".to_string() } else { have.join(", ") };
+            return Err(EngineError::Invalid(format!("no column {column:?} for estimator {e:?} (estimators in these results: {have})")));
+        }
+        ctx.sql(&format!("CREATE VIEW {} AS SELECT * REPLACE ({} AS lid) FROM {}", quote(name), quote(&column), quote(&table)))
+            .await
+            .map_err(df(format!("--table {name}={path}: estimator {e}")))?;
+    }
     let runs = runs_table(p)?;
     ctx.register_batch(format!("{name}_runs"), runs).map_err(df(format!("--table {name}={path}: manifests")))?;
-    let columns: Vec<String> = ctx.table(name).await.map_err(df(format!("--table {name}={path}")))?.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let columns = columns(name.to_string()).await?;
     for (view, query) in views(name, &parts, &columns) {
         ctx.sql(&format!("CREATE VIEW {} AS {query}", quote(&view))).await.map_err(df(format!("--table {name}={path}: view {view}")))?;
     }
@@ -81,14 +114,27 @@ pub const TOKEN_COLUMNS: [&str; 3] = ["token", "token_str", "token_id"];
 ///   away.
 ///
 /// Rows whose LID is not finite (duplicate vectors in a neighbourhood) count in `n` only, as in
-/// the manifest's `mean_lid`.
+/// the manifest's `mean_lid`. Results of runs with several estimators (`lid_<name>` columns) get
+/// `mean_<name>` for each, and for the MLE ones `mg_mean_<name>`, the MacKay-Ghahramani mean
+/// `1 / mean(1 / m)` (the manifest's `estimates`).
 pub fn views(name: &str, parts: &[String], columns: &[String]) -> Vec<(String, String)> {
-    let finite = format!(
-        "SELECT *, CASE WHEN isnan(lid) OR abs(lid) = 'Infinity'::double THEN NULL ELSE lid END AS __finite_lid FROM {}",
-        quote(name)
-    );
-    let stats = "count(*) AS n, count(__finite_lid) AS n_finite, avg(__finite_lid) AS mean, stddev(__finite_lid) AS std, \
-                 median(__finite_lid) AS median, percentile_cont(__finite_lid, 0.1) AS p10, percentile_cont(__finite_lid, 0.9) AS p90";
+    let finite_of = |c: &str, alias: &str| format!("CASE WHEN isnan({c}) OR abs({c}) = 'Infinity'::double THEN NULL ELSE {c} END AS {alias}");
+    // The estimators of a run with several (`lid_mle`, ...): a mean each, and for MLE the
+    // MacKay-Ghahramani mean, 1 / mean(1 / m).
+    let named = estimator_columns(columns);
+    let mut finite_cols = vec![finite_of("lid", "__finite_lid")];
+    finite_cols.extend(named.iter().map(|e| finite_of(&quote(&format!("lid_{e}")), &quote(&format!("__finite_lid_{e}")))));
+    let finite = format!("SELECT *, {} FROM {}", finite_cols.join(", "), quote(name));
+    let mut stats = "count(*) AS n, count(__finite_lid) AS n_finite, avg(__finite_lid) AS mean, stddev(__finite_lid) AS std, \
+                 median(__finite_lid) AS median, percentile_cont(__finite_lid, 0.1) AS p10, percentile_cont(__finite_lid, 0.9) AS p90"
+        .to_string();
+    for e in &named {
+        let f = quote(&format!("__finite_lid_{e}"));
+        stats.push_str(&format!(", avg({f}) AS {}", quote(&format!("mean_{e}"))));
+        if matches!(*e, "mle" | "mle_unbiased") {
+            stats.push_str(&format!(", 1.0 / avg(1.0 / {f}) AS {}", quote(&format!("mg_mean_{e}"))));
+        }
+    }
     let keys: Vec<String> = parts.iter().map(|p| quote(p)).collect();
     let group = |extra: &[String]| {
         let all: Vec<String> = keys.iter().chain(extra).cloned().collect();
@@ -104,6 +150,13 @@ pub fn views(name: &str, parts: &[String], columns: &[String]) -> Vec<(String, S
         out.push((format!("{name}_tokens"), format!("SELECT {select}{stats} FROM ({finite}){group_by}")));
     }
     out
+}
+
+/// The estimators whose `lid_<name>` columns are among `columns` (`<name>` with `_` for `-`),
+/// leaving out carried columns that merely start with `lid_`.
+fn estimator_columns(columns: &[String]) -> Vec<&str> {
+    let known: Vec<&str> = lidscope_kernel::LocalEstimator::all().iter().map(|e| e.column_suffix()).collect();
+    columns.iter().filter_map(|c| c.strip_prefix("lid_")).filter(|e| known.contains(e)).collect()
 }
 
 /// `s` as a SQL identifier, whatever its case or characters.

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ReportError, Result};
 pub use figures::{plot_svg, X_KEYS};
-pub use load::{load, load_async, Bins, Results, Run, RunManifest};
+pub use load::{load, load_async, load_estimator, Bins, Results, Run, RunManifest};
 pub use summary::{summary_table, write_summary, SUMMARY_COLUMNS};
 
 use error::write_error;

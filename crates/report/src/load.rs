@@ -111,12 +111,22 @@ impl Run {
 /// [`ReportError::Input`] when `dir` is not a result directory or holds no finite LID,
 /// [`ReportError::Read`] when its tables cannot be read.
 pub fn load(dir: &Path, bins: usize) -> Result<Results> {
+    load_estimator(dir, bins, None)
+}
+
+/// [`load`], the LID of each row being estimator `estimator`'s (`lid_<name>`, a run with
+/// several estimators) instead of its first estimator's.
+///
+/// # Errors
+/// As [`load`], and [`ReportError::Read`] naming the estimators the results have when
+/// `estimator` is not one of them.
+pub fn load_estimator(dir: &Path, bins: usize, estimator: Option<&str>) -> Result<Results> {
     check_dir(dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| ReportError::Read { path: dir.to_path_buf(), message: format!("starting the query runtime: {e}") })?;
-    rt.block_on(load_async(dir, bins))
+    rt.block_on(load_async_estimator(dir, bins, estimator))
 }
 
 /// [`load`] for callers already inside a Tokio runtime.
@@ -124,12 +134,16 @@ pub fn load(dir: &Path, bins: usize) -> Result<Results> {
 /// # Errors
 /// As [`load`].
 pub async fn load_async(dir: &Path, bins: usize) -> Result<Results> {
+    load_async_estimator(dir, bins, None).await
+}
+
+async fn load_async_estimator(dir: &Path, bins: usize, estimator: Option<&str>) -> Result<Results> {
     check_dir(dir)?;
     let bins = bins.max(1);
     let read = |message: String| ReportError::Read { path: dir.to_path_buf(), message };
     let ctx = sql::session();
     let path = dir.to_str().ok_or_else(|| ReportError::Input { path: dir.to_path_buf(), reason: "not a UTF-8 path".into() })?;
-    sql::register(&ctx, TABLE, path).await.map_err(|e| read(e.to_string()))?;
+    sql::register_measuring(&ctx, TABLE, path, estimator).await.map_err(|e| read(e.to_string()))?;
     let q = |query: String| {
         let ctx = ctx.clone();
         async move {
@@ -190,6 +204,10 @@ pub async fn load_async(dir: &Path, bins: usize) -> Result<Results> {
     }
     for r in &mut runs {
         r.manifest = by_values.get(&r.values).copied();
+        // A manifest's mean is its first estimator's: the chosen one's comes from the data.
+        if let (Some(m), Some(_)) = (r.manifest.as_mut(), estimator) {
+            m.mean_lid = r.mean;
+        }
     }
 
     // Shared bins: from the smallest finite LID to the 99.5th percentile of all of them.

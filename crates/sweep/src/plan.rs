@@ -52,6 +52,7 @@ impl PlannedRun {
             id_columns: p.id_columns.clone(),
             out: spec.results.clone(),
             lid: LidConfig { k: p.k, estimator: p.estimator, discard_fraction: p.discard_fraction },
+            estimators: p.estimators.clone(),
             reference,
             overwrite,
             batch_rows: p.batch_rows,
@@ -219,8 +220,8 @@ fn difference(spec: &Spec, run: &PlannedRun, m: &Manifest, now: &[InputStamp]) -
     if m.k != p.k {
         return Some(format!("k was {}, is {}", m.k, p.k));
     }
-    if m.estimator != p.estimator.name() {
-        return Some(format!("estimator was {}, is {}", m.estimator, p.estimator.name()));
+    if m.estimator != cfg.estimator_arg() {
+        return Some(format!("estimator was {}, is {}", m.estimator, cfg.estimator_arg()));
     }
     if m.discard_fraction != p.discard_fraction {
         return Some(format!("discard_fraction was {}, is {}", m.discard_fraction, p.discard_fraction));

@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use lidscope_data::SampleConfig;
-use lidscope_kernel::Estimator;
+use lidscope_kernel::{parse_estimators, Estimator, LocalEstimator};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -144,8 +144,11 @@ pub struct RunParameters {
     pub id_columns: Vec<String>,
     /// Neighbourhood size.
     pub k: usize,
-    /// Local estimator.
+    /// The TwoNN estimator of the paper's path (the first named, when it is a TwoNN).
     pub estimator: Estimator,
+    /// The estimators named by `estimator = "twonn,mle"`, in order (empty: the default, TwoNN
+    /// alone, as `lid`); see `lidscope_engine::RunConfig::estimators`.
+    pub estimators: Vec<LocalEstimator>,
     /// TwoNN discard fraction.
     pub discard_fraction: f64,
     /// The reference.
@@ -325,14 +328,11 @@ fn resolve(
     let embedding_column = p.embedding_column.clone().ok_or_else(|| missing("missing key `embedding_column` (at the top or in the block)".into()))?;
     let id_columns = p.id_columns.clone().unwrap_or_default();
     let k = positive(&p.k, "k", 128, 3)?;
-    let estimator = match &p.estimator {
-        None => Estimator::TwoNN,
-        Some(s) => match s.get_ref().as_str() {
-            "twonn" => Estimator::TwoNN,
-            "twonn-mle" => Estimator::TwoNNMle,
-            other => return Err(at(s.span().start, format!("estimator {other:?}: expected \"twonn\" or \"twonn-mle\""))),
-        },
+    let estimators = match &p.estimator {
+        None => Vec::new(),
+        Some(s) => parse_estimators(s.get_ref()).map_err(|e| at(s.span().start, format!("estimator = {:?}: {e}", s.get_ref())))?,
     };
+    let estimator = estimators.first().and_then(LocalEstimator::as_twonn).unwrap_or(Estimator::TwoNN);
     let discard_fraction = match &p.discard_fraction {
         None => 0.1,
         Some(s) if (0.0..1.0).contains(s.get_ref()) => *s.get_ref(),
@@ -366,7 +366,7 @@ fn resolve(
         }
     };
     let batch_rows = positive(&p.batch_rows, "batch_rows", 8192, 1)?;
-    Ok(RunParameters { embedding_column, id_columns, k, estimator, discard_fraction, reference, batch_rows, completion_marker: p.completion_marker.clone() })
+    Ok(RunParameters { embedding_column, id_columns, k, estimator, estimators, discard_fraction, reference, batch_rows, completion_marker: p.completion_marker.clone() })
 }
 
 #[cfg(test)]

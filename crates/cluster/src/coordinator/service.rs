@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use futures::Stream;
 use lidscope_data::{Layout, SampleConfig, Staging};
 use lidscope_engine::{ReferenceSource, RunConfig, ValidRun};
-use lidscope_kernel::{Estimator, LidConfig, SearchStrategy};
+use lidscope_kernel::{parse_estimators, Estimator, LidConfig, LocalEstimator, SearchStrategy};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
@@ -38,11 +38,12 @@ impl Api {
 /// # Errors
 /// `INVALID_ARGUMENT` naming the field.
 pub(crate) fn to_config(spec: &RunSpec, default_shard_rows: u64) -> Result<(RunConfig, u64), Status> {
-    let estimator = match spec.estimator.as_str() {
-        "" | "twonn" => Estimator::TwoNN,
-        "twonn-mle" => Estimator::TwoNNMle,
-        other => return Err(Status::invalid_argument(format!("estimator {other:?}: expected twonn or twonn-mle"))),
+    // Empty: the default run (TwoNN alone, as `lid`); else the estimators named, as `--estimator`.
+    let estimators = match spec.estimator.as_str() {
+        "" => Vec::new(),
+        list => parse_estimators(list).map_err(|e| Status::invalid_argument(format!("estimator {list:?}: {e}")))?,
     };
+    let estimator = estimators.first().and_then(LocalEstimator::as_twonn).unwrap_or(Estimator::TwoNN);
     let reference = match &spec.reference {
         Some(Reference::ReferenceFile(p)) => ReferenceSource::File(PathBuf::from(p)),
         Some(Reference::Sample(s)) => ReferenceSource::Sample(SampleConfig {
@@ -62,6 +63,7 @@ pub(crate) fn to_config(spec: &RunSpec, default_shard_rows: u64) -> Result<(RunC
         id_columns: spec.id_columns.clone(),
         out,
         lid: LidConfig { k: spec.k as usize, estimator, discard_fraction: spec.discard_fraction },
+        estimators,
         reference,
         overwrite: spec.overwrite,
         batch_rows: spec.batch_rows as usize,
@@ -92,7 +94,8 @@ fn run_key(cfg: &RunConfig, valid: &ValidRun) -> Result<String, ClusterError> {
         "embedding_column": cfg.embedding_column,
         "id_columns": cfg.id_columns,
         "k": cfg.lid.k,
-        "estimator": cfg.lid.estimator.name(),
+        "estimator": cfg.estimator_arg(),
+        "estimators_named": !cfg.estimators.is_empty(),
         "discard_fraction": cfg.lid.discard_fraction,
         "reference": reference,
         "partition": cfg.partition,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use lidscope_data::{check_new_run, inspect, resolve_inputs, CorpusInfo, CorpusSpec, InputStamp, Layout, SampleConfig};
-use lidscope_kernel::{LidConfig, SearchStrategy};
+use lidscope_kernel::{check_estimates, LidConfig, LocalEstimator, SearchStrategy};
 
 use super::OUTPUT_COLUMNS;
 use crate::error::{EngineError, Result};
@@ -35,6 +35,10 @@ pub struct RunConfig {
     pub out: PathBuf,
     /// Neighbourhood size, estimator, discard fraction.
     pub lid: LidConfig,
+    /// The estimators asked for by name, in order (`--estimator twonn,mle`): all computed from
+    /// one search, the first as `lid`, each also as a `lid_<name>` column and with its mean in
+    /// the manifest. Empty: `lid.estimator` alone, as `lid` (the paper's default run).
+    pub estimators: Vec<LocalEstimator>,
     /// Reference rows.
     pub reference: ReferenceSource,
     /// Replace an existing complete result.
@@ -70,6 +74,7 @@ impl RunConfig {
     /// [`EngineError::Usage`] for bad parameters; data errors naming the file and column.
     pub fn validate(&self) -> Result<ValidRun> {
         self.lid.validate().map_err(|e| EngineError::Usage(format!("parameters: {e}")))?;
+        check_estimates(self.lid.k, self.lid.discard_fraction, &self.estimator_list()).map_err(|e| EngineError::Usage(format!("parameters: {e}")))?;
         for (k, v) in &self.partition {
             let ok = |s: &str| !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\', '=']);
             if !ok(k) || !ok(v) {
@@ -81,7 +86,8 @@ impl RunConfig {
         }
         let spec = CorpusSpec { files: resolve_inputs(&self.corpus)?, embedding_column: self.embedding_column.clone(), id_columns: self.id_columns.clone() };
         let info = inspect(&spec)?;
-        if let Some(c) = OUTPUT_COLUMNS.iter().find(|c| info.carried.iter().any(|x| x == *c)) {
+        let outputs = self.output_columns();
+        if let Some(c) = outputs.iter().find(|c| info.carried.iter().any(|x| x == *c)) {
             return Err(EngineError::Invalid(format!(
                 "{}: column {c:?} would collide with the output column of the same name; rename it first",
                 spec.files[0].display()
@@ -94,9 +100,30 @@ impl RunConfig {
             )));
         }
         // Runs committed beside this one with other column types: refuse now, not after the work.
-        check_new_run(&Layout::new(&self.out, &self.partition), &super::drive::output_schema(&info))?;
+        check_new_run(&Layout::new(&self.out, &self.partition), &super::drive::output_schema(&info, &outputs))?;
         let inputs = InputStamp::all(&spec.files)?;
         Ok(ValidRun { spec, info, inputs })
+    }
+
+    /// The estimators computed: those named, or `lid.estimator` alone.
+    pub fn estimator_list(&self) -> Vec<LocalEstimator> {
+        match self.estimators.is_empty() {
+            true => vec![self.lid.estimator.into()],
+            false => self.estimators.clone(),
+        }
+    }
+
+    /// The estimators as `lid()` and the manifest name them: `twonn`, `twonn,mle`, ...
+    pub fn estimator_arg(&self) -> String {
+        self.estimator_list().iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    }
+
+    /// The result columns after the carried ones: `lid`, `r1`, `r2`, `rk`, then `lid_<name>` for
+    /// each estimator named.
+    pub fn output_columns(&self) -> Vec<String> {
+        let mut out: Vec<String> = OUTPUT_COLUMNS.map(String::from).to_vec();
+        out.extend(self.estimators.iter().map(crate::udf::estimate_column));
+        out
     }
 
     /// The identity columns `lid()` gets (as the reference names them): the id columns; for a

@@ -13,7 +13,6 @@ use lidscope_data::{result_schema, to_result_column, AtomicParquetWriter, Corpus
 use super::config::RunConfig;
 use super::finish::Accumulator;
 use super::plan::LID_STRUCT;
-use super::OUTPUT_COLUMNS;
 use crate::error::{EngineError, Result};
 use crate::progress::Progress;
 use crate::scan::{FILE_COLUMN, FILE_INDEX_COLUMN, ROW_COLUMN};
@@ -37,8 +36,8 @@ pub(crate) struct PartSink<'a> {
 
 impl<'a> PartSink<'a> {
     /// Writes parts into `dir` (the staging directory's `data/`), listed as `layout` places them.
-    pub fn new(dir: PathBuf, layout: &'a Layout, info: &CorpusInfo, metadata: Vec<(String, String)>, suffix: String) -> Self {
-        Self { dir, layout, suffix, schema: output_schema(info), metadata, open: None, files: Vec::new(), seconds: 0.0 }
+    pub fn new(dir: PathBuf, layout: &'a Layout, info: &CorpusInfo, outputs: &[String], metadata: Vec<(String, String)>, suffix: String) -> Self {
+        Self { dir, layout, suffix, schema: output_schema(info, outputs), metadata, open: None, files: Vec::new(), seconds: 0.0 }
     }
 
     fn write(&mut self, file_index: u32, batch: &RecordBatch) -> Result<()> {
@@ -91,7 +90,8 @@ pub(crate) async fn drive(
         let file_index = batch.column_by_name(FILE_INDEX_COLUMN).expect("selected").as_primitive::<UInt32Type>().value(0);
         let path = &source_file(&batch);
         let lids = batch.column_by_name(LID_STRUCT).expect("selected").as_struct().clone();
-        let column = |name: &str| lids.column_by_name(name).expect("lid() result field").clone();
+        // A `lid_<name>` column is its own struct field with several estimators; with one, `lid`.
+        let column = |name: &str| lids.column_by_name(name).or_else(|| lids.column_by_name("lid")).expect("lid() result field").clone();
         if let (Some(loaded), Some(acc)) = (loaded, acc.as_deref_mut()) {
             let exclude = match identity.is_empty() {
                 true => vec![None; n],
@@ -106,6 +106,8 @@ pub(crate) async fn drive(
                 }
             };
             acc.record(column("lid").as_primitive::<Float64Type>(), column("r1").as_primitive::<Float64Type>(), column("r2").as_primitive::<Float64Type>(), &exclude);
+            let estimates: Vec<ArrayRef> = acc.estimate_columns().map(column).collect();
+            acc.record_estimates(&estimates.iter().map(|c| c.as_primitive::<Float64Type>()).collect::<Vec<_>>());
         }
 
         let mut columns: Vec<ArrayRef> = batch.columns()[..info.carried.len()]
@@ -113,7 +115,7 @@ pub(crate) async fn drive(
             .zip(sink.schema.fields())
             .map(|(c, f)| to_result_column(c, f, Path::new(path)))
             .collect::<std::result::Result<_, _>>()?;
-        columns.extend(OUTPUT_COLUMNS.map(column));
+        columns.extend(sink.schema.fields().iter().skip(info.carried.len()).map(|f| column(f.name())));
         let out = RecordBatch::try_new(sink.schema.clone(), columns).map_err(|e| EngineError::Invalid(format!("{path}: building the result batch: {e}")))?;
         sink.write(file_index, &out)?;
         progress.advance(n as u64);
@@ -134,7 +136,9 @@ fn identity_batch(cfg: &RunConfig, identity: &[String], batch: &RecordBatch, pat
 }
 
 /// Carried columns in their result types ([`lidscope_data::result_type`]: one schema for runs of
-/// differently typed corpora), then `lid`, `r1`, `r2`, `rk` (Float64).
-pub(crate) fn output_schema(info: &CorpusInfo) -> SchemaRef {
-    result_schema(info.carried.iter().map(|c| info.schema.field_with_name(c).expect("carried column")), &OUTPUT_COLUMNS)
+/// differently typed corpora), then the run's `outputs` (Float64: `lid`, `r1`, `r2`, `rk`, and a
+/// `lid_<name>` per estimator named, [`RunConfig::output_columns`]).
+pub(crate) fn output_schema(info: &CorpusInfo, outputs: &[String]) -> SchemaRef {
+    let outputs: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    result_schema(info.carried.iter().map(|c| info.schema.field_with_name(c).expect("carried column")), &outputs)
 }

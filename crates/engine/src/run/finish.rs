@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use arrow::array::Float64Array;
-use lidscope_data::{vectors_sha256, Manifest};
-use lidscope_kernel::{twonn_from_distances, Estimator, KnnIndex, Neighbours, Rows};
+use lidscope_data::{vectors_sha256, EstimateMeans, Manifest};
+use lidscope_kernel::{twonn_from_distances, Estimator, KnnIndex, LocalEstimator, Neighbours, Rows};
 
 use super::config::{ReferenceSource, RunConfig, ValidRun};
 use super::reference::Drawn;
@@ -37,11 +37,58 @@ pub(crate) struct Accumulator {
     pub zero_r1: u64,
     /// Per reference row, its (r1, r2) inside the reference, when it was seen as a query.
     covered: Vec<Option<(f64, f64)>>,
+    /// Per estimator named: its result column and running sums.
+    estimates: Vec<(String, LocalEstimator, Tally)>,
+}
+
+/// Running sums of one estimate column, in row order (so the means do not depend on threads).
+#[derive(Clone, Copy, Default)]
+struct Tally {
+    sum: f64,
+    inverse_sum: f64,
+    finite: u64,
 }
 
 impl Accumulator {
     pub fn new(reference_rows: usize) -> Self {
-        Self { rows: 0, sum: 0.0, finite: 0, nonfinite: 0, zero_r1: 0, covered: vec![None; reference_rows] }
+        Self { rows: 0, sum: 0.0, finite: 0, nonfinite: 0, zero_r1: 0, covered: vec![None; reference_rows], estimates: Vec::new() }
+    }
+
+    /// Also tallies the columns of the estimators `cfg` names (see [`Self::record_estimates`]).
+    pub fn with_estimates(mut self, cfg: &RunConfig) -> Self {
+        self.estimates = cfg.estimators.iter().map(|e| (crate::udf::estimate_column(e), *e, Tally::default())).collect();
+        self
+    }
+
+    /// The estimate columns of the named estimators, by name, as [`Self::with_estimates`] set
+    /// them up.
+    pub fn estimate_columns(&self) -> impl Iterator<Item = &str> {
+        self.estimates.iter().map(|(c, _, _)| c.as_str())
+    }
+
+    /// Tallies a batch of the named estimators' columns, in [`Self::estimate_columns`] order.
+    pub fn record_estimates(&mut self, columns: &[&Float64Array]) {
+        for ((_, _, t), col) in self.estimates.iter_mut().zip(columns) {
+            for v in col.values().iter().filter(|v| v.is_finite()) {
+                t.sum += v;
+                t.inverse_sum += 1.0 / v;
+                t.finite += 1;
+            }
+        }
+    }
+
+    /// The manifest's `estimates`: per named estimator its mean and, for MLE, the
+    /// MacKay-Ghahramani mean ([`lidscope_kernel::mackay_ghahramani_mean`]'s definition).
+    pub fn estimate_means(&self) -> BTreeMap<String, EstimateMeans> {
+        self.estimates
+            .iter()
+            .map(|(column, e, t)| {
+                let mean = (t.finite > 0).then(|| t.sum / t.finite as f64);
+                let mle = matches!(e, LocalEstimator::Mle | LocalEstimator::MleUnbiased);
+                let mackay_ghahramani = (mle && t.finite > 0).then(|| 1.0 / (t.inverse_sum / t.finite as f64));
+                (column.clone(), EstimateMeans { estimator: e.to_string(), mean, n_finite: t.finite, mackay_ghahramani })
+            })
+            .collect()
     }
 
     /// Tallies a batch; `exclude[i]` is the reference row that query `i` is, if any.
@@ -133,7 +180,7 @@ pub(crate) fn parameters(cfg: &RunConfig, valid: &ValidRun, drawn: &Drawn) -> Ma
         id_columns: cfg.id_columns.clone(),
         dim: reference.dim,
         k: cfg.lid.k,
-        estimator: cfg.lid.estimator.name().into(),
+        estimator: cfg.estimator_arg(),
         discard_fraction: cfg.lid.discard_fraction,
         reference_rows: reference.len(),
         reference_source: drawn.source.clone(),
@@ -156,6 +203,7 @@ pub(crate) fn manifest(params: Manifest, acc: &Accumulator, global_twonn: f64, t
         rows: acc.rows,
         mean_lid: acc.mean(),
         global_twonn,
+        estimates: acc.estimate_means(),
         elapsed_seconds: elapsed,
         timings: timings.0,
         files,

@@ -82,8 +82,9 @@ pub fn run(cfg: &RunConfig, progress: &dyn Progress) -> Result<RunSummary> {
     };
     // One partition in corpus order: the kernel spreads each batch over the cores.
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
-    let mut sink = PartSink::new(staging.data_dir(), staging.layout(), &valid.info, params.part_metadata(), String::new());
-    let mut acc = Accumulator::new(drawn.reference.len());
+    let outputs = cfg.output_columns();
+    let mut sink = PartSink::new(staging.data_dir(), staging.layout(), &valid.info, &outputs, params.part_metadata(), String::new());
+    let mut acc = Accumulator::new(drawn.reference.len()).with_estimates(cfg);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| EngineError::io(&cfg.out, e))?;
     runtime.block_on(async {
         let stream = plan::lid_plan(&ctx, scan, cfg, &reference_path)?.execute_stream().await?;
@@ -106,7 +107,7 @@ pub fn run(cfg: &RunConfig, progress: &dyn Progress) -> Result<RunSummary> {
     drop(sink);
     let manifest = finish::manifest(params, &acc, global_twonn, timings, files, elapsed);
     // A run into another partition may have committed other column types meanwhile.
-    lidscope_data::check_new_run(staging.layout(), &drive::output_schema(&valid.info))?;
+    lidscope_data::check_new_run(staging.layout(), &drive::output_schema(&valid.info, &outputs))?;
     staging.commit(&manifest)?;
     Ok(RunSummary { manifest, warnings })
 }

@@ -37,7 +37,7 @@ fn lid_expr(cfg: &RunConfig, reference: &Path) -> Expr {
         ident(&cfg.embedding_column),
         lit(reference.to_string_lossy().into_owned()),
         lit(cfg.lid.k as i64),
-        lit(cfg.lid.estimator.name()),
+        lit(cfg.estimator_arg()),
         lit(cfg.lid.discard_fraction),
     ];
     let identity = cfg.identity();

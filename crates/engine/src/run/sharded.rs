@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray, UInt64Array};
+use arrow::array::{ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Float64Type, Schema};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::SendableRecordBatchStream;
@@ -109,7 +109,7 @@ impl ShardedRun {
     /// # Errors
     /// The plan's errors (bad input met by a worker) or a failed write.
     pub async fn write_shard(&self, stream: SendableRecordBatchStream, dir: &Path, layout: &Layout, suffix: &str) -> Result<Vec<String>> {
-        let mut sink = PartSink::new(dir.to_path_buf(), layout, &self.valid.info, self.params.part_metadata(), suffix.to_string());
+        let mut sink = PartSink::new(dir.to_path_buf(), layout, &self.valid.info, &self.cfg.output_columns(), self.params.part_metadata(), suffix.to_string());
         drive(stream, &self.cfg, &self.valid.info, None, &mut sink, &NoProgress).await?;
         Ok(std::mem::take(&mut sink.files))
     }
@@ -121,7 +121,8 @@ impl ShardedRun {
     /// # Errors
     /// A part that cannot be read back.
     pub fn finish(&self, parts: &[CommittedPart], timings: BTreeMap<String, f64>, elapsed: f64) -> Result<(Manifest, Vec<String>)> {
-        let mut acc = Accumulator::new(self.drawn.reference.len());
+        let mut acc = Accumulator::new(self.drawn.reference.len()).with_estimates(&self.cfg);
+        let estimates: Vec<String> = acc.estimate_columns().map(String::from).collect();
         let identity = self.cfg.identity();
         let positional = !identity.is_empty() && self.cfg.id_columns.is_empty();
         let mut encoder: Option<IdentityEncoder> = None;
@@ -129,6 +130,7 @@ impl ShardedRun {
             let file = std::fs::File::open(&part.path).map_err(|e| EngineError::io(&part.path, e))?;
             let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| DataError::NotParquet { path: part.path.clone(), source })?;
             let mut wanted = vec!["lid", "r1", "r2"];
+            wanted.extend(estimates.iter().map(String::as_str));
             if !positional {
                 wanted.extend(identity.iter().map(String::as_str));
             }
@@ -161,6 +163,8 @@ impl ShardedRun {
                 };
                 let col = |c: &str| batch.column_by_name(c).expect("projected above").as_primitive::<Float64Type>().clone();
                 acc.record(&col("lid"), &col("r1"), &col("r2"), &exclude);
+                let named: Vec<Float64Array> = estimates.iter().map(|c| col(c)).collect();
+                acc.record_estimates(&named.iter().collect::<Vec<_>>());
                 row += n as u64;
             }
         }

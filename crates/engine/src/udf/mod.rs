@@ -7,7 +7,7 @@ mod reference_cache;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
-pub use lid::{lid_fields, LidUdf};
+pub use lid::{estimate_column, lid_fields, LidUdf};
 pub(crate) use reference::{lists_pay, member_list_len, LoadedReference};
 pub(crate) use reference_cache::{adopt, file_sha256, Adopted};
 

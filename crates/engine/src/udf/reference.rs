@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use lidscope_data::{IdentityEncoder, Reference};
-use lidscope_kernel::{lid_from_neighbours, KernelError, KnnIndex, LidConfig, Neighbours, PointLid, Rows, SearchStrategy};
+use lidscope_kernel::{
+    check_estimates, estimates_from_neighbours, lid_from_neighbours, KernelError, KnnIndex, LidConfig, LocalEstimator, Neighbours, PointEstimates, PointLid, Rows,
+    SearchStrategy,
+};
 
 use crate::error::{EngineError, Result};
 
@@ -124,23 +127,48 @@ impl LoadedReference {
     pub fn lid(&self, queries: Rows<'_>, exclude: Option<&[Option<u32>]>, cfg: &LidConfig) -> std::result::Result<Vec<PointLid>, KernelError> {
         cfg.validate()?;
         let (nb, knn_seconds) = self.neighbours(queries, exclude, cfg.k)?;
-        let lists = self.lists();
-        let (lids, stats) = lid_from_neighbours(&self.index, queries, &nb, cfg, lists)?;
+        let (lids, stats) = lid_from_neighbours(&self.index, queries, &nb, cfg, self.lists())?;
+        self.served(queries.len(), exclude, cfg.k, knn_seconds, stats.estimate_seconds);
+        Ok(lids)
+    }
+
+    /// Every estimator of `estimators` for `queries`, from one search (as [`Self::lid`]): the
+    /// estimators that need all `k` distances (MLE, MOM, TLE) get them computed exactly for the
+    /// members the search found.
+    pub fn estimates(
+        &self,
+        queries: Rows<'_>,
+        exclude: Option<&[Option<u32>]>,
+        k: usize,
+        discard_fraction: f64,
+        estimators: &[LocalEstimator],
+    ) -> std::result::Result<PointEstimates, KernelError> {
+        check_estimates(k, discard_fraction, estimators)?;
+        let (nb, knn_seconds) = self.neighbours(queries, exclude, k)?;
+        let (out, stats) = estimates_from_neighbours(&self.index, queries, &nb, discard_fraction, estimators, self.lists())?;
+        self.served(queries.len(), exclude, k, knn_seconds, stats.estimate_seconds);
+        Ok(out)
+    }
+
+    /// Counts `queries` queries (of which those with an `exclude` entry are reference rows) as
+    /// served, builds the lazy self-join or lists once they pay, and adds the kernel's seconds.
+    fn served(&self, queries: usize, exclude: Option<&[Option<u32>]>, k: usize, knn_seconds: f64, estimate_seconds: f64) {
         let mut built_seconds = 0.0;
         let n = self.index.len();
+        let lists = self.lists().is_some();
         let members = exclude.map_or(0, |e| e.iter().filter(|r| r.is_some()).count() as u64);
         let served_members = self.served_members.fetch_add(members, Ordering::Relaxed) + members;
-        let served = self.served.fetch_add(queries.len() as u64, Ordering::Relaxed) + queries.len() as u64;
+        let served = self.served.fetch_add(queries as u64, Ordering::Relaxed) + queries as u64;
         // Optimisations only: if one fails, the search and the estimates keep their direct paths.
-        if self.self_knn.is_none() && n > cfg.k && 2 * served_members >= n as u64 && !self.joining.swap(true, Ordering::AcqRel) {
-            if let Ok((built, stats)) = self.index.self_knn(cfg.k) {
-                tracing::debug!(rows = n, k = cfg.k, seconds = stats.seconds, "self-join of the reference, after {served_members} of its rows came as queries");
+        if self.self_knn.is_none() && n > k && 2 * served_members >= n as u64 && !self.joining.swap(true, Ordering::AcqRel) {
+            if let Ok((built, stats)) = self.index.self_knn(k) {
+                tracing::debug!(rows = n, k, seconds = stats.seconds, "self-join of the reference, after {served_members} of its rows came as queries");
                 built_seconds += stats.seconds;
                 let _ = self.lazy_self_knn.set(built);
             }
         }
-        if lists.is_none() && self.lazy_self_knn.get().is_none() && lists_pay(served, cfg.k, n) && !self.building.swap(true, Ordering::AcqRel) {
-            if let Ok((built, stats)) = self.index.self_knn(member_list_len(cfg.k, n)) {
+        if !lists && self.lazy_self_knn.get().is_none() && lists_pay(served, k, n) && !self.building.swap(true, Ordering::AcqRel) {
+            if let Ok((built, stats)) = self.index.self_knn(member_list_len(k, n)) {
                 tracing::debug!(rows = n, seconds = stats.seconds, "neighbour lists of the reference rows, after {served} queries");
                 built_seconds += stats.seconds;
                 let _ = self.lazy_lists.set(built);
@@ -148,8 +176,7 @@ impl LoadedReference {
         }
         let mut t = self.times.lock().expect("times poisoned");
         t.knn += knn_seconds + built_seconds;
-        t.estimate += stats.estimate_seconds;
-        Ok(lids)
+        t.estimate += estimate_seconds;
     }
 
     /// Neighbourhoods of `queries`: rows that are reference rows (same identity, same vector)
