@@ -259,6 +259,23 @@ fn a_cluster_run_equals_the_local_run_and_refuses_bad_tokens_and_input() {
     assert_eq!(fm["reference_sha256"], lm["reference_sha256"]);
     assert_eq!(fm["rows"], lm["rows"]);
 
+    // Several estimators on the cluster: the columns and means of the same local run.
+    let est = ["--k", "16", "--reference", &reference, "--estimator", "twonn,mle"];
+    let (local_est, remote_est) = (s(&d.join("local-est")), s(&d.join("cluster-est")));
+    let le = json(&lidscope_ok(&run_args(&cs, &local_est, &est)));
+    let mut args = run_args(&cs, &remote_est, &est);
+    args.extend(["--cluster", &url, "--token-file", &token]);
+    let ce = json(&lidscope_ok(&args));
+    assert_eq!(ce["estimator"], "twonn,mle");
+    assert_eq!(ce["estimates"]["lid_mle"]["n_finite"], le["estimates"]["lid_mle"]["n_finite"]);
+    for (column, field) in [("lid_mle", "mean"), ("lid_mle", "mackay_ghahramani"), ("lid_twonn", "mean")] {
+        let (x, y) = (ce["estimates"][column][field].as_f64().unwrap(), le["estimates"][column][field].as_f64().unwrap());
+        assert!((x - y).abs() <= 1e-12 * y.abs(), "{column} {field}: {x} on the cluster, {y} locally");
+    }
+    let q = "SELECT count(*) AS n, round(sum(lid_mle), 6) AS m FROM lid";
+    let sum = |dir: &str| lidscope_ok(&["sql", "--table", &format!("lid={dir}"), "--format", "csv", q]);
+    assert_eq!(sum(&remote_est), sum(&local_est));
+
     // Without the token, or with another one: refused, nothing written.
     let denied = d.join("denied");
     let wrong = d.join("wrong-token");

@@ -245,3 +245,33 @@ fn cli_bad_estimators_are_usage_errors() {
     }
     assert!(!d.path().join("out").exists());
 }
+
+/// A sweep spec's `estimator` list: every run computes them all; a changed list redoes the runs.
+#[test]
+fn a_sweep_with_an_estimator_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for step in [100, 200] {
+        crate::sweep::checkpoint(&crate::sweep::corpus_path(root, "a", step), 300, 3, step as u64);
+    }
+    let spec = root.join("sweep.toml");
+    let write = |est: &str| {
+        std::fs::write(
+            &spec,
+            format!(
+                "results = \"results\"\nembedding_column = \"hidden\"\nid_columns = [\"seq_id\", \"position\"]\nk = 16\nreference_size = 200\npool = 300\n\
+                 estimator = \"{est}\"\n[[corpus]]\npattern = \"emb/{{model}}/step-{{step}}/{{dataset}}/layer-{{layer}}.parquet\"\n"
+            ),
+        )
+        .unwrap()
+    };
+    write("twonn,mle");
+    let out = lidscope_ok(&["sweep", &s(&spec)]);
+    assert_eq!(out.lines().filter(|l| l.starts_with("committed")).count(), 2, "{out}");
+    let results = s(&root.join("results"));
+    let csv = lidscope_ok(&["sql", "--table", &format!("lid={results}"), "--format", "csv", "SELECT (SELECT count(lid_mle) FROM lid) AS m, (SELECT count(mean_mle) FROM lid_summary) AS s"]);
+    assert_eq!(csv, "m,s\n600,2\n");
+    write("twonn");
+    let plan = lidscope_ok(&["sweep", &s(&spec), "--dry-run"]);
+    assert_eq!(plan.lines().filter(|l| l.starts_with("changed") && l.contains("estimator was twonn,mle, is twonn")).count(), 2, "{plan}");
+}

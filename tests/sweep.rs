@@ -235,7 +235,8 @@ fn bad_specs_are_refused_naming_the_line_or_key() {
     generate(root, 100);
     let spec = root.join("bad.toml");
     let base = "results = \"results\"\nembedding_column = \"hidden\"\nid_columns = [\"seq_id\", \"position\"]\n";
-    let cases: [(&str, &str); 6] = [
+    let cases: [(&str, &str); 7] = [
+        ("estimator = \"twonn,nope\"\n[[corpus]]\npattern = \"emb/{model}/step-{step}/{dataset}/layer-{layer}.parquet\"\n", ":4: estimator = \"twonn,nope\": invalid parameter: unknown estimator \"nope\" (expected one of: twonn,"),
         ("kk = 16\n[[corpus]]\npattern = \"emb/{model}/step-{step}/{dataset}/layer-{layer}.parquet\"\n", ":4: unknown field `kk`"),
         ("[[corpus]]\npattern = \"emb/a/step-100/wiki/layer-6.parquet\"\n", ":5: pattern \"emb/a/step-100/wiki/layer-6.parquet\" has no capture"),
         ("[[corpus]]\npattern = \"emb/{model}/step-{lid}/{dataset}/layer-{layer}.parquet\"\n", ":5: capture {lid} has the name of a column of the results"),
