@@ -201,3 +201,67 @@ fn report_refuses_what_is_not_a_result_directory() {
     let e = lidscope_err(&["report", &s(&sweep), "--out", &s(&sweep.join("data/report"))]);
     assert!(e.contains("would be read as results"), "{e}");
 }
+
+/// `--metrics`: a training log matched to the runs by step (and by model where it has one),
+/// its columns in the summary, a panel per metric, and the correlations of mean LID with each.
+#[test]
+fn report_sets_training_metrics_beside_mean_lid() {
+    let d = tempfile::tempdir().unwrap();
+    let sweep = d.path().join("sweep");
+    // Model a's manifold shrinks with the step, b's grows: mean LID falls for a, rises for b.
+    let plan = [("a", "100", 10), ("a", "200", 8), ("a", "400", 6), ("a", "800", 4), ("a", "1600", 2), ("b", "100", 2), ("b", "200", 4), ("b", "400", 6), ("b", "800", 8), ("b", "1600", 10)];
+    for (i, (model, step, manifold)) in plan.iter().enumerate() {
+        let corpus = d.path().join(format!("{model}-{step}.parquet"));
+        write_corpus(&corpus, *manifold, i as u64 + 1);
+        run(&corpus, &sweep, Some(&format!("model={model},step={step}")));
+    }
+    // Accuracy rises with the step for both models; step 300 is no run's checkpoint.
+    let metrics = d.path().join("metrics.csv");
+    std::fs::write(&metrics, "step,accuracy,loss\n100,0.1,3.0\n200,0.3,2.0\n300,0.4,1.8\n400,0.6,1.0\n800,0.8,0.5\n1600,0.9,0.2\n").unwrap();
+    let out = d.path().join("report");
+    let o = lidscope(&["report", &s(&sweep), "--out", &s(&out), "--metrics", &s(&metrics)]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("1 rows of the metrics file are no run's checkpoint: step=300"), "{stderr}");
+
+    let rows = csv(&std::fs::read_to_string(out.join("summary.csv")).unwrap());
+    let at = |name: &str| rows[0].iter().position(|c| c == name).unwrap_or_else(|| panic!("no {name} in {:?}", rows[0]));
+    let (step, acc) = (at("step"), at("accuracy"));
+    for r in &rows[1..] {
+        let want = match r[step].as_str() { "100" => "0.1", "200" => "0.3", "400" => "0.6", "800" => "0.8", _ => "0.9" };
+        assert_eq!(r[acc], want, "{r:?}");
+    }
+    // Mean LID falls with accuracy for a (Spearman -1), rises for b (+1); loss the other way.
+    let c = csv(&std::fs::read_to_string(out.join("correlations.csv")).unwrap());
+    assert_eq!(c[0], ["model", "metric", "n", "spearman", "pearson", "lagged_spearman"]);
+    let get = |model: &str, metric: &str| c[1..].iter().find(|r| r[0] == model && r[1] == metric).unwrap_or_else(|| panic!("{model} {metric}: {c:?}")).clone();
+    for (model, metric, sign) in [("a", "accuracy", -1.0), ("b", "accuracy", 1.0), ("a", "loss", 1.0), ("b", "loss", -1.0)] {
+        let r = get(model, metric);
+        assert_eq!(r[2], "5");
+        assert_eq!(r[3].parse::<f64>().unwrap(), sign, "{model} {metric} spearman: {r:?}");
+        assert!(r[4].parse::<f64>().unwrap() * sign > 0.8, "{model} {metric} pearson: {r:?}");
+        // Over 5 checkpoints, 3 pairs of (this interval's LID change, the next one's metric change).
+        assert!(r[5].parse::<f64>().is_ok_and(|v| (-1.0..=1.0).contains(&v)), "lagged: {r:?}");
+    }
+    let page = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(page.contains("Training metrics against step") && page.contains("correlations.csv") && page.contains("step=300"));
+    let svg = std::fs::read_to_string(out.join("metrics.svg")).unwrap();
+    assert!(svg.contains("accuracy against step") && svg.contains("loss against step"));
+    assert_offline(&out.join("index.html"));
+
+    // Without --metrics the report is as before: no metric columns, no correlations.
+    lidscope_ok(&["report", &s(&sweep), "--out", &s(&out)]);
+    assert!(!out.join("correlations.csv").exists() && !out.join("metrics.svg").exists());
+
+    // Bad metrics files name the file and the column, before anything is written.
+    let bad = d.path().join("bad.csv");
+    for (body, want) in [
+        ("epoch,accuracy\n1,0.5\n", "no column \"step\", the trend's x key"),
+        ("step,accuracy,note\n100,0.5,good\n", "column \"note\" is Utf8: metrics must be numbers"),
+        ("step,accuracy\n7,0.5\n", "no row matches a run by step (the runs' values: 100, 200, 400, 800, 1600"),
+    ] {
+        std::fs::write(&bad, body).unwrap();
+        let e = lidscope_err(&["report", &s(&sweep), "--out", &s(&d.path().join("r2")), "--metrics", &s(&bad)]);
+        assert!(e.contains("bad.csv") && e.contains(want), "{body}: {e}");
+    }
+}

@@ -278,3 +278,25 @@ fn lid_in_sql_over_parallel_partitions_equals_the_run() {
     assert_eq!(got.len(), all.num_rows() - 2000);
     assert_eq!(got, want, "lid() in SQL without identities and lidscope run disagree outside the sample");
 }
+
+/// A training log as a CSV table beside the results: LID and metrics in one query.
+#[test]
+fn csv_training_logs_join_the_results() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("sweep");
+    let m16 = mixture_run(&out, "16", Some("step=100"));
+    let m64 = mixture_run(&out, "64", Some("step=200"));
+    let log = d.path().join("metrics.csv");
+    std::fs::write(&log, "step,val_acc,val_loss\n100,0.25,2.5\n150,0.5,1.5\n200,0.75,0.5\n").unwrap();
+    let q = "SELECT m.step, m.val_acc, s.mean FROM m JOIN lid_summary s ON CAST(s.step AS BIGINT) = m.step ORDER BY m.step";
+    let rows = json_rows(&lidscope_ok(&["sql", "--table", &format!("lid={}", s(&out)), "--table", &format!("m={}", s(&log)), "--format", "json", q]));
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!((rows[0]["step"].as_i64(), rows[0]["val_acc"].as_f64()), (Some(100), Some(0.25)));
+    assert_rel("step 100 mean", rows[0]["mean"].as_f64().unwrap(), m16["mean_lid"].as_f64().unwrap(), 1e-9);
+    assert_rel("step 200 mean", rows[1]["mean"].as_f64().unwrap(), m64["mean_lid"].as_f64().unwrap(), 1e-9);
+    // The grokking run's own log reads as it is.
+    let grok = s(&fixture("grokking/metrics.csv"));
+    let rows = json_rows(&lidscope_ok(&["sql", "--table", &format!("m={grok}"), "--format", "json", "SELECT max(val_acc) AS a, min(step) AS s FROM m"]));
+    assert_eq!(rows[0]["s"].as_i64(), Some(0));
+    assert!(rows[0]["a"].as_f64().unwrap() > 0.99, "{rows:?}");
+}

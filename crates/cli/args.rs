@@ -175,6 +175,8 @@ const REPORT_EXAMPLES: &str = "Examples:
   lidscope report sweep --out sweep-report
   # Another key on the x axis (its values must be numbers), finer histograms
   lidscope report sweep --out sweep-report --x layer --bins 100
+  # Training metrics (metrics.csv: step, val_acc, ...) beside mean LID, with their correlations
+  lidscope report sweep --out sweep-report --metrics metrics.csv
   # Runs made with --estimator twonn,mle: the report of their MLE values
   lidscope report sweep --out mle-report --estimator mle
 
@@ -451,6 +453,15 @@ pub struct ReportArgs {
     /// all numbers.
     #[arg(long, value_name = "KEY")]
     pub x: Option<String>,
+    /// Training metrics to set beside mean LID: a CSV (header line) or Parquet file with one row
+    /// per checkpoint, a column named like the x key (e.g. step), optionally other partition keys
+    /// (e.g. model), then numeric metric columns (loss, accuracy, ...).
+    ///
+    /// The summary gets the metric columns, the page a panel per metric on the same axis, and
+    /// correlations.csv the Spearman, Pearson and lagged Spearman correlations of mean LID with
+    /// each metric per trend line. Rows that are no run's checkpoint are reported.
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
     /// Histogram bins over the range of all runs' LIDs.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub bins: u32,

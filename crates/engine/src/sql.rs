@@ -8,7 +8,7 @@ use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTableUrl};
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
 use lidscope_data::{find_manifests, is_result_dir, read_manifest, table_schema, Manifest};
 
 use crate::error::{EngineError, Result};
@@ -35,7 +35,9 @@ fn df(context: impl Into<String>) -> impl FnOnce(datafusion::error::DataFusionEr
 ///
 /// A result directory (holding `data/` or a `manifest.json`) becomes `name` over its `data/`
 /// files, hive partitions (`key=value` directories) as Utf8 columns, and `<name>_runs` with one
-/// row per run manifest. Anything else is read as Parquet: a file, a directory or a glob.
+/// row per run manifest. A `.csv` file (with a header line; e.g. a training log of loss and
+/// accuracy per step) is read as CSV, its column types inferred. Anything else is read as
+/// Parquet: a file, a directory or a glob.
 ///
 /// # Errors
 /// A path that does not exist, a table that cannot be read, or a name already taken.
@@ -59,6 +61,10 @@ pub async fn register_measuring(ctx: &SessionContext, name: &str, path: &str, es
         let has_glob = path.contains(['*', '?', '[']);
         if !has_glob && !p.exists() {
             return Err(EngineError::Invalid(format!("--table {name}={path}: no such file or directory")));
+        }
+        // Training logs beside the results: a CSV file with a header line, types inferred.
+        if path.ends_with(".csv") {
+            return ctx.register_csv(name, path, CsvReadOptions::new().has_header(true)).await.map_err(df(format!("--table {name}={path}")));
         }
         return ctx.register_parquet(name, path, ParquetReadOptions::default()).await.map_err(df(format!("--table {name}={path}")));
     }

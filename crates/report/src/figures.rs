@@ -40,14 +40,17 @@ type Drawn = std::result::Result<(), DrawingAreaErrorKind<std::io::Error>>;
 pub(crate) struct Axis {
     pub key: String,
     index: usize,
-    x: Vec<f64>,
+    /// Each run's value of the key, by run.
+    pub x: Vec<f64>,
 }
 
 /// Runs that differ only in the x key: one line of the trend chart.
 pub(crate) struct Line {
     pub label: String,
     /// Indices into `Results::runs`, by x value.
-    runs: Vec<usize>,
+    pub runs: Vec<usize>,
+    /// The line's values of the partition keys other than the axis, in key order.
+    pub values: Vec<String>,
 }
 
 /// The x axis: `requested` if given, else the first of [`X_KEYS`] present, else the first key,
@@ -100,7 +103,7 @@ pub(crate) fn lines(results: &Results, axis: &Axis) -> Vec<Line> {
         .map(|(values, mut runs)| {
             runs.sort_by(|a, b| axis.x[*a].total_cmp(&axis.x[*b]));
             let label = if names.is_empty() { "all runs".to_string() } else { crate::load::label(&names, &values) };
-            Line { label, runs }
+            Line { label, runs, values }
         })
         .collect()
 }
@@ -181,6 +184,53 @@ pub(crate) fn trend_svg(results: &Results, axis: &Axis, lines: &[Line]) -> Resul
     })
 }
 
+/// Each metric against the axis key, one panel per metric stacked below each other on the trend
+/// chart's x range, one line per [`Line`] in the trend chart's colours: LID and the metrics move
+/// together or not, checkpoint by checkpoint.
+pub(crate) fn metrics_svg(axis: &Axis, lines: &[Line], metrics: &crate::metrics::Metrics) -> Result<String> {
+    let panels = metrics.names.len();
+    let (x0, x1) = axis.x.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
+    let xpad = if x1 > x0 { (x1 - x0) * 0.04 } else { x0.abs().max(1.0) * 0.5 };
+    svg("the metrics chart", (1000, 60 + 240 * panels as u32), |root| {
+        let areas = root.split_evenly((panels, 1));
+        for (m, (area, name)) in areas.iter().zip(&metrics.names).enumerate() {
+            let pts = |line: &Line| -> Vec<(f64, f64)> {
+                line.runs.iter().filter_map(|r| Some((axis.x[*r], metrics.values[*r].as_ref()?[m]))).filter(|(_, v)| v.is_finite()).collect()
+            };
+            let all: Vec<f64> = lines.iter().flat_map(|l| pts(l).into_iter().map(|(_, v)| v)).collect();
+            let (lo, hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
+            let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+            let pad = ((hi - lo) * 0.08).max(1e-6);
+            let mut chart = ChartBuilder::on(area)
+                .caption(format!("{name} against {}", axis.key), ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(70)
+                .build_cartesian_2d(x0 - xpad..x1 + xpad, lo - pad..hi + pad)?;
+            chart
+                .configure_mesh()
+                .x_desc(axis.key.as_str())
+                .y_desc(name.as_str())
+                .x_labels(10)
+                .x_label_formatter(&|x| number(*x))
+                .label_style(LABELS)
+                .axis_desc_style(AXIS_DESC)
+                .light_line_style(TRANSPARENT)
+                .draw()?;
+            for (i, line) in lines.iter().enumerate() {
+                let colour = PALETTE[i % PALETTE.len()];
+                let p = pts(line);
+                chart.draw_series(LineSeries::new(p.iter().copied(), colour.stroke_width(2)))?.label(line.label.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+                chart.draw_series(p.iter().map(|(x, v)| Circle::new((*x, *v), 3, colour.filled())))?;
+            }
+            if lines.len() > 1 {
+                chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::UpperRight).draw()?;
+            }
+        }
+        Ok(())
+    })
+}
+
 /// The distributions: one panel per [`Line`] (its runs shaded from light, the smallest x, to full
 /// colour, the largest, in the line's colour of the trend chart), or every run in one panel when
 /// there is no axis.
@@ -238,7 +288,7 @@ fn lighten(c: RGBColor, amount: f64) -> RGBColor {
 }
 
 /// An axis value as a person writes it: `5000`, not `5000.0`.
-fn number(x: f64) -> String {
+pub(crate) fn number(x: f64) -> String {
     if x.fract().abs() < 1e-9 && x.abs() < 1e15 {
         format!("{}", x.round() as i64)
     } else {

@@ -26,6 +26,9 @@ pub(crate) struct Page<'a> {
     /// Figures, in order; an `Err` is a figure not drawn: its title and the reason.
     pub figures: Vec<Result<Figure, (String, String)>>,
     pub table: &'a RecordBatch,
+    /// With `--metrics`: the correlations of mean LID with each metric, and the rows of the
+    /// metrics file that matched no run.
+    pub correlations: Option<(&'a RecordBatch, &'a [String])>,
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em auto;max-width:1040px;padding:0 1em;color:#222}\
@@ -66,6 +69,20 @@ pub(crate) fn page(p: &Page<'_>) -> String {
             Err((title, why)) => {
                 let _ = write!(h, "<h2>{}</h2>\n<p class=\"note\">Not drawn: {}.</p>\n", esc(title), esc(why));
             }
+        }
+    }
+    if let Some((c, unmatched)) = p.correlations {
+        let _ = write!(
+            h,
+            "<h2>Mean LID and the training metrics</h2>\n<p>Per trend line and metric, over the checkpoints with both: Spearman and Pearson correlation of \
+             mean LID with the metric, and <code>lagged_spearman</code>, the change of mean LID over one interval against the change of the metric \
+             over the next (does a fall in LID come before a gain?). Also as <a href=\"correlations.csv\">correlations.csv</a>.</p>\n{}",
+            table(c)
+        );
+        if !unmatched.is_empty() {
+            let shown: Vec<&str> = unmatched.iter().take(12).map(String::as_str).collect();
+            let more = if unmatched.len() > shown.len() { format!(" and {} more", unmatched.len() - shown.len()) } else { String::new() };
+            let _ = write!(h, "<p class=\"note\">{} rows of the metrics file are no run's checkpoint: {}{more}.</p>\n", unmatched.len(), esc(&shown.join("; ")));
         }
     }
     let _ = write!(

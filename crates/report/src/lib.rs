@@ -7,7 +7,7 @@
 //!
 //! ```no_run
 //! let results = lidscope_report::load(std::path::Path::new("results"), 60)?;
-//! let report = lidscope_report::write_report(&results, std::path::Path::new("report"), None)?;
+//! let report = lidscope_report::write_report(&results, std::path::Path::new("report"), None, None)?;
 //! println!("{}", report.index.display());
 //! # Ok::<(), lidscope_report::ReportError>(())
 //! ```
@@ -19,12 +19,14 @@ mod error;
 mod figures;
 mod html;
 mod load;
+mod metrics;
 mod summary;
 
 use std::path::{Path, PathBuf};
 
 pub use error::{ReportError, Result};
 pub use figures::{plot_svg, X_KEYS};
+pub use metrics::{pearson, spearman, Correlation, Metrics};
 pub use load::{load, load_async, load_estimator, Bins, Results, Run, RunManifest};
 pub use summary::{summary_table, write_summary, SUMMARY_COLUMNS};
 
@@ -32,7 +34,7 @@ use error::write_error;
 
 /// The figure files a report may write; those not drawn this time are removed, so that a
 /// directory never shows a figure of an earlier report beside this one's table.
-const FIGURE_FILES: [&str; 3] = ["trend.svg", "distributions.svg", "means.svg"];
+const FIGURE_FILES: [&str; 5] = ["trend.svg", "metrics.svg", "distributions.svg", "means.svg", "correlations.csv"];
 
 /// What [`write_report`] wrote.
 #[derive(Debug, Clone)]
@@ -43,6 +45,8 @@ pub struct Report {
     pub files: Vec<PathBuf>,
     /// The partition key of the trend chart's x axis, or why there is no trend chart.
     pub x: std::result::Result<String, String>,
+    /// With metrics: the rows of the metrics file that are no run's checkpoint (`step=50`).
+    pub unmatched: Vec<String>,
 }
 
 /// Writes the report on `results` into directory `out` (created if missing): `summary.csv`,
@@ -54,12 +58,27 @@ pub struct Report {
 /// combination of the other keys. Numbers are placed by value (step 100 and step 5000 are far
 /// apart). Without a numeric key the chart is left out and the page says why.
 ///
+/// With `metrics` (a CSV or Parquet file of one row per checkpoint, see
+/// `--metrics`: matched by the x key and the other partition keys it has), the summary gets a column per metric, the page a panel per metric
+/// on the trend's x axis (`metrics.svg`), and `correlations.csv` the correlations of mean LID with
+/// each metric per trend line.
+///
 /// # Errors
 /// [`ReportError::Axis`] when `x` is not a numeric partition key (before anything is written),
+/// [`ReportError::Input`] for a metrics file that cannot be matched to the runs (naming it),
 /// [`ReportError::Write`] naming the file that could not be written (or an `out` inside the
 /// result's `data/`), [`ReportError::Draw`] if plotters fails.
-pub fn write_report(results: &Results, out: &Path, x: Option<&str>) -> Result<Report> {
+pub fn write_report(results: &Results, out: &Path, x: Option<&str>, metrics: Option<&Path>) -> Result<Report> {
     let axis = figures::choose_axis(results, x)?;
+    let metrics = match metrics {
+        None => None,
+        Some(path) => {
+            let bad = |reason: String| ReportError::Input { path: path.to_path_buf(), reason };
+            let a = axis.as_ref().map_err(|why| bad(format!("metrics are matched to runs by a numeric partition key, and {why}")))?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| bad(format!("starting the query runtime: {e}")))?;
+            Some(rt.block_on(metrics::read_metrics(path, results, a))?)
+        }
+    };
     // Files under data/ are read as results: a summary.parquet there would become a "run".
     if let (Some(o), Ok(d)) = (resolve(out), results.dir.join("data").canonicalize()) {
         if o.starts_with(&d) {
@@ -67,7 +86,10 @@ pub fn write_report(results: &Results, out: &Path, x: Option<&str>) -> Result<Re
         }
     }
     std::fs::create_dir_all(out).map_err(|e| write_error(out, e))?;
-    let table = summary_table(results);
+    let mut table = summary_table(results);
+    if let Some(m) = &metrics {
+        table = summary::with_metrics(&table, m);
+    }
     let mut files: Vec<PathBuf> = write_summary(&table, out)?.into();
 
     let mut page_figures = Vec::new();
@@ -86,6 +108,21 @@ pub fn write_report(results: &Results, out: &Path, x: Option<&str>) -> Result<Re
         })),
         (Err(why), _) => page_figures.push(Err((trend_title(x.unwrap_or("step")), why.clone()))),
         _ => unreachable!("lines exist exactly when the axis does"),
+    }
+    let mut correlations = None;
+    if let (Ok(a), Some(lines), Some(m)) = (&axis, &lines, &metrics) {
+        page_figures.push(Ok(html::Figure {
+            title: format!("Training metrics against {}", a.key),
+            caption: format!("Each metric of {} at the runs' {key} values, one line per line of the trend chart, in its colour.", m.path.display(), key = a.key),
+            svg: figures::metrics_svg(a, lines, m)?,
+            file: "metrics.svg".into(),
+        }));
+        let keys: Vec<String> = results.keys.iter().filter(|k| **k != a.key).cloned().collect();
+        let c = summary::correlation_table(&keys, &metrics::correlations(results, lines, m));
+        let path = out.join("correlations.csv");
+        summary::write_csv(&c, &path)?;
+        files.push(path);
+        correlations = Some(c);
     }
     let grouped = axis.as_ref().ok().zip(lines.as_deref());
     page_figures.push(Ok(html::Figure {
@@ -108,7 +145,10 @@ pub fn write_report(results: &Results, out: &Path, x: Option<&str>) -> Result<Re
         }));
     }
 
-    let written: Vec<&str> = page_figures.iter().filter_map(|f| f.as_ref().ok()).map(|f| f.file.as_str()).collect();
+    let mut written: Vec<&str> = page_figures.iter().filter_map(|f| f.as_ref().ok()).map(|f| f.file.as_str()).collect();
+    if correlations.is_some() {
+        written.push("correlations.csv");
+    }
     for f in page_figures.iter().filter_map(|f| f.as_ref().ok()) {
         let path = out.join(&f.file);
         std::fs::write(&path, &f.svg).map_err(|e| write_error(&path, e))?;
@@ -127,10 +167,11 @@ pub fn write_report(results: &Results, out: &Path, x: Option<&str>) -> Result<Re
         keys: &results.keys,
         figures: page_figures,
         table: &table,
+        correlations: correlations.as_ref().zip(metrics.as_ref().map(|m| m.unmatched.as_slice())),
     });
     std::fs::write(&index, page).map_err(|e| write_error(&index, e))?;
     files.push(index.clone());
-    Ok(Report { index, files, x: axis.map(|a| a.key) })
+    Ok(Report { index, files, x: axis.map(|a| a.key), unmatched: metrics.map(|m| m.unmatched).unwrap_or_default() })
 }
 
 /// `path` with symbolic links and `..` resolved, whether or not it exists yet: its deepest

@@ -58,11 +58,7 @@ pub fn summary_table(results: &Results) -> RecordBatch {
 /// [`crate::ReportError::Write`] naming the file.
 pub fn write_summary(table: &RecordBatch, dir: &Path) -> Result<[PathBuf; 2]> {
     let csv = dir.join("summary.csv");
-    let file = std::fs::File::create(&csv).map_err(|e| write_error(&csv, e))?;
-    let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(std::io::BufWriter::new(file));
-    w.write(table).map_err(|e| write_error(&csv, e))?;
-    let mut inner = w.into_inner();
-    std::io::Write::flush(&mut inner).map_err(|e| write_error(&csv, e))?;
+    write_csv(table, &csv)?;
 
     let parquet = dir.join("summary.parquet");
     let file = std::fs::File::create(&parquet).map_err(|e| write_error(&parquet, e))?;
@@ -70,4 +66,49 @@ pub fn write_summary(table: &RecordBatch, dir: &Path) -> Result<[PathBuf; 2]> {
     w.write(table).map_err(|e| write_error(&parquet, e))?;
     w.close().map_err(|e| write_error(&parquet, e))?;
     Ok([csv, parquet])
+}
+
+/// `table` with a Float64 column per metric of `metrics` (null for a run no row of the file is
+/// the checkpoint of); a metric named like a column already there becomes `metric_<name>`.
+pub fn with_metrics(table: &RecordBatch, metrics: &crate::metrics::Metrics) -> RecordBatch {
+    let mut fields: Vec<Field> = table.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut cols: Vec<ArrayRef> = table.columns().to_vec();
+    for (m, name) in metrics.names.iter().enumerate() {
+        let name = if fields.iter().any(|f| f.name() == name) { format!("metric_{name}") } else { name.clone() };
+        fields.push(Field::new(name, DataType::Float64, true));
+        cols.push(Arc::new(Float64Array::from(metrics.values.iter().map(|v| v.as_ref().map(|v| v[m])).collect::<Vec<_>>())));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).expect("columns of one length")
+}
+
+/// `correlations.csv`'s table: per trend line (its partition values but the x key's) and
+/// metric, `metric`, `n`, `spearman`, `pearson`, `lagged_spearman`.
+pub fn correlation_table(keys: &[String], correlations: &[crate::metrics::Correlation]) -> RecordBatch {
+    let mut fields = Vec::new();
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        fields.push(Field::new(key, DataType::Utf8, false));
+        cols.push(Arc::new(StringArray::from_iter_values(correlations.iter().map(|c| c.values[i].as_str()))));
+    }
+    fields.push(Field::new("metric", DataType::Utf8, false));
+    cols.push(Arc::new(StringArray::from_iter_values(correlations.iter().map(|c| c.metric.as_str()))));
+    fields.push(Field::new("n", DataType::UInt64, false));
+    cols.push(Arc::new(UInt64Array::from_iter_values(correlations.iter().map(|c| c.n as u64))));
+    for (name, f) in [("spearman", (|c: &crate::metrics::Correlation| c.spearman) as fn(&_) -> f64), ("pearson", |c| c.pearson), ("lagged_spearman", |c| c.lagged_spearman)] {
+        fields.push(Field::new(name, DataType::Float64, true));
+        cols.push(Arc::new(Float64Array::from(correlations.iter().map(|c| Some(f(c)).filter(|v| v.is_finite())).collect::<Vec<_>>())));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).expect("columns of one length")
+}
+
+/// Writes `table` as CSV (a header line, then one line per row) to `path`.
+///
+/// # Errors
+/// [`crate::ReportError::Write`] naming the file.
+pub fn write_csv(table: &RecordBatch, path: &Path) -> Result<()> {
+    let file = std::fs::File::create(path).map_err(|e| write_error(path, e))?;
+    let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(std::io::BufWriter::new(file));
+    w.write(table).map_err(|e| write_error(path, e))?;
+    let mut inner = w.into_inner();
+    std::io::Write::flush(&mut inner).map_err(|e| write_error(path, e))
 }
