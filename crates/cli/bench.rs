@@ -235,17 +235,8 @@ fn summarise(a: &BenchArgs, r: Timed, rate: f64) -> serde_json::Value {
 /// in one pass.
 fn estimator_costs(a: &BenchArgs) -> serde_json::Value {
     let (n, d, k) = (a.rows, a.dim, a.k);
-    let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
     let m = a.manifold_dim.clamp(1, d);
-    let basis: Vec<f32> = (0..m * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-    let data: Vec<f32> = (0..n)
-        .flat_map(|_| {
-            let z: Vec<f32> = (0..m).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-            let noise: Vec<f32> = (0..d).map(|_| rng.random_range(-0.01f32..0.01)).collect();
-            let basis = &basis;
-            (0..d).map(move |p| (0..m).map(|j| basis[j * d + p] * z[j]).sum::<f32>() + noise[p]).collect::<Vec<_>>()
-        })
-        .collect();
+    let data = near_subspace(n, d, m, a.seed);
     let rows = Rows::try_new(&data, n, d).expect("shape");
     let index = KnnIndex::new(rows, SearchStrategy::Auto).expect("index");
     let t = Instant::now();
@@ -273,6 +264,20 @@ fn estimator_costs(a: &BenchArgs) -> serde_json::Value {
     json!({ "rows": n, "dim": d, "k": k, "search_seconds": search, "estimators": out, "all_seconds": together, "sum_alone_seconds": sum })
 }
 
+/// `n` seeded points of dimension `d` near a random `m`-dimensional linear subspace (noise 0.01).
+fn near_subspace(n: usize, d: usize, m: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let basis: Vec<f32> = (0..m * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    (0..n)
+        .flat_map(|_| {
+            let z: Vec<f32> = (0..m).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let noise: Vec<f32> = (0..d).map(|_| rng.random_range(-0.01f32..0.01)).collect();
+            let basis = &basis;
+            (0..d).map(move |p| (0..m).map(|j| basis[j * d + p] * z[j]).sum::<f32>() + noise[p]).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 fn kdtree_crossover(k: usize) -> serde_json::Value {
     let n = 20_000;
     let mut rows = Vec::new();
@@ -280,17 +285,8 @@ fn kdtree_crossover(k: usize) -> serde_json::Value {
     let mut crossover_open = true;
     eprintln!("k-d tree vs GEMM, {n} points near a min(d, 6)-dimensional subspace, k = {k}:");
     for &d in KDTREE_DIMS {
-        let mut rng = ChaCha8Rng::seed_from_u64(d as u64);
         let m = d.min(6);
-        let basis: Vec<f32> = (0..m * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-        let data: Vec<f32> = (0..n)
-            .flat_map(|_| {
-                let z: Vec<f32> = (0..m).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-                let noise: Vec<f32> = (0..d).map(|_| rng.random_range(-0.01f32..0.01)).collect();
-                let basis = &basis;
-                (0..d).map(move |p| (0..m).map(|j| basis[j * d + p] * z[j]).sum::<f32>() + noise[p]).collect::<Vec<_>>()
-            })
-            .collect();
+        let data = near_subspace(n, d, m, d as u64);
         let rows_view = Rows::try_new(&data, n, d).expect("shape");
         let me: Vec<Option<u32>> = (0..n as u32).map(Some).collect();
         let time = |s: SearchStrategy| {
