@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{ArrayRef, Int64Array, StringArray};
-use lidscope_embed::Embedder;
+use lidscope_embed::{Embedder, LayerRequest};
 
 use crate::util::*;
 
@@ -132,6 +132,109 @@ fn llama_matches_transformers() {
 fn qwen2_matches_transformers() {
     let m = Embedder::load(&model_dir("tiny-qwen2")).unwrap();
     check_golden(&m, "embed_qwen2.golden.parquet", 512, 8);
+}
+
+/// Checks the pre-norm entry against `tests/goldens/prenorm_<name>.golden.parquet`, made by
+/// transformers with a forward hook on the last block (`tools/goldens/prenorm.py`): token ids
+/// exact, `hidden_L<n>` and `hidden_L<n>_prenorm` within 1e-4, both through the library with
+/// `--layers -1,prenorm` and batches of 8 texts. `texts` maps the file's seq_id to its text.
+fn check_prenorm(m: &Embedder, name: &str, texts: &BTreeMap<i64, String>, max_length: usize) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/goldens/prenorm_{name}.golden.parquet"));
+    let b = read_batches(&path);
+    let n = m.config.num_layers;
+    let post_col = format!("hidden_L{n}");
+    let pre_col = format!("hidden_L{n}_prenorm");
+    let seq = f64_column(&b, "seq_id");
+    let ids = f64_column(&b, "token_id");
+    let (post, dim) = embeddings(&b, &post_col);
+    let (pre, _) = embeddings(&b, &pre_col);
+    let mut order: Vec<i64> = Vec::new();
+    for &s in &seq {
+        if order.last() != Some(&(s as i64)) {
+            order.push(s as i64);
+        }
+    }
+    let t: Vec<&str> = order.iter().map(|s| texts[s].as_str()).collect();
+    let layers = m.resolve_layers(&LayerRequest::parse_list("-1,prenorm").unwrap()).unwrap();
+    assert_eq!(layers.iter().map(|&l| m.column_name(l)).collect::<Vec<_>>(), [post_col.clone(), pre_col.clone()]);
+    let got = m.embed(&t, &layers, max_length, 8).unwrap();
+    let (mut r, mut worst, mut apart) = (0usize, 0f32, 0f32);
+    for e in &got {
+        for (p, id) in e.ids.iter().enumerate() {
+            assert_eq!(ids[r] as u32, *id, "{name}: row {r}: token id");
+            for k in 0..dim {
+                let (a, b) = (e.hidden[1][p * dim + k], pre[r * dim + k]);
+                assert!((a - b).abs() <= 1e-4, "{name}: row {r} {pre_col}[{k}]: {a} vs transformers {b}");
+                let (c, d) = (e.hidden[0][p * dim + k], post[r * dim + k]);
+                assert!((c - d).abs() <= 1e-4, "{name}: row {r} {post_col}[{k}]: {c} vs transformers {d}");
+                worst = worst.max((a - b).abs());
+                apart = apart.max((a - c).abs());
+            }
+            r += 1;
+        }
+    }
+    assert_eq!(r, seq.len(), "{name}: rows");
+    // The two entries are different states: a hook on the wrong module would give the same one.
+    assert!(apart > 0.1, "{name}: {pre_col} equals {post_col} (max |diff| {apart})");
+    eprintln!("{name}: {pre_col}: {r} tokens, max |diff| vs transformers {worst:.2e}");
+}
+
+/// The decoders' state before the final norm, which Hugging Face's `hidden_states` leaves out,
+/// on the fixture decoders and on a real checkpoint of the grokking run (4 positions: the default
+/// `--max-length` must fit it).
+#[test]
+fn prenorm_matches_transformers() {
+    let all = texts();
+    for name in ["tiny-gpt2", "tiny-llama", "tiny-qwen2"] {
+        let m = Embedder::load(&model_dir(name)).unwrap();
+        assert_eq!(m.prenorm_index(), Some(m.num_hidden_states()));
+        check_prenorm(&m, name, &all, m.default_max_length());
+    }
+    let m = Embedder::load(&fixture("grokking/checkpoints/step-4900")).unwrap();
+    assert_eq!(m.default_max_length(), 4, "the checkpoint has 4 positions");
+    let b = read_batches(&fixture("grokking/texts.parquet"));
+    let grok: BTreeMap<i64, String> = f64_column(&b, "seq_id").into_iter().map(|i| i as i64).zip(string_column(&b, "text")).collect();
+    check_prenorm(&m, "grokking_step-4900", &grok, m.default_max_length());
+    // Encoders have no final norm after their last block.
+    let err = minilm().resolve_layers(&[LayerRequest::PreNorm]).unwrap_err().to_string();
+    assert!(err.contains("prenorm") && err.contains("encoder") && err.contains("hidden_L6"), "{err}");
+}
+
+/// `--layers all,prenorm` through the CLI, on a checkpoint with 4 positions and no
+/// `--max-length`: the column is named and its values are the library's.
+#[test]
+fn embed_cli_writes_the_prenorm_column() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("corpus");
+    let ckpt = fixture("grokking/checkpoints/step-4900");
+    let json = lidscope_ok(&[
+        "-q", "embed", "--model", &s(&ckpt), "--texts", &s(&fixture("grokking/texts.parquet")), "--text-column", "text", "--id-columns", "seq_id",
+        "--layers", "all,prenorm", "--out", &s(&out), "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["max_length"], 4, "{json}");
+    assert_eq!(v["columns"], serde_json::json!(["hidden_L0", "hidden_L1", "hidden_L2", "hidden_L2_prenorm"]), "{json}");
+    let b = read_batches(&out);
+    let names: Vec<String> = b[0].schema().fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(&names[names.len() - 4..], ["hidden_L0", "hidden_L1", "hidden_L2", "hidden_L2_prenorm"]);
+    assert!(names.contains(&"split".to_string()), "carried columns: {names:?}");
+    assert_eq!(f64_column(&b, "seq_id").len(), 3481 * 4);
+    let m = Embedder::load(&ckpt).unwrap();
+    let (pre, dim) = embeddings(&b, "hidden_L2_prenorm");
+    let want = m.embed(&["3 + 5 ="], &[3], 4, 1).unwrap();
+    let seq = f64_column(&b, "seq_id");
+    let tb = read_batches(&fixture("grokking/texts.parquet"));
+    let row = string_column(&tb, "text").iter().position(|t| t == "3 + 5 =").unwrap();
+    let id = f64_column(&tb, "seq_id")[row];
+    let r0 = seq.iter().position(|&x| x == id).unwrap();
+    for k in 0..4 * dim {
+        assert!((pre[r0 * dim + k] - want[0].hidden[0][k]).abs() <= 1e-5);
+    }
+    // prenorm on an encoder is refused, naming the checkpoint.
+    let err = lidscope_err(&["embed", "--model", &s(&model_dir("tiny-roberta")), "--texts", &s(&fixture("grokking/texts.parquet")), "--text-column", "text", "--id-columns", "seq_id", "--layers", "prenorm", "--out", &s(&d.path().join("x"))]);
+    assert!(err.contains("prenorm") && err.contains("tiny-roberta"), "{err}");
+    let err = lidscope_err(&["embed", "--model", &s(&ckpt), "--texts", &s(&fixture("grokking/texts.parquet")), "--text-column", "text", "--layers", "last", "--out", &s(&d.path().join("x"))]);
+    assert!(err.contains("\"last\""), "{err}");
 }
 
 /// Largest |a - b| between two embeddings of the same texts.

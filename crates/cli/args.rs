@@ -68,10 +68,16 @@ const EMBED_EXAMPLES: &str = "Examples:
   lidscope embed --model ckpt-1000/ --texts 'texts/*.parquet' --text-column text --id-columns doc_id \\
                  --layers all --max-length 256 --out hidden/ckpt-1000
 
+  # A decoder's every layer and its last block before the final norm (hidden_L2_prenorm here)
+  lidscope embed --model checkpoints/step-4900 --texts texts.parquet --text-column text \\
+                 --id-columns a,b --layers all,prenorm --out hidden/step=4900
+
 Architectures: BERT (incl. MiniLM), RoBERTa, GPT-2, Llama, Qwen2 (config.json, model.safetensors or
 shards with model.safetensors.index.json, tokenizer.json). Output: one row per token with the id
 columns (default seq_id, the text's row over the inputs), position, token_id, token, special, the
-inputs' other columns, and hidden_L<i> for each layer (0 = the embedding output).";
+inputs' other columns, and hidden_L<i> for each layer (0 = the embedding output; for GPT-2, Llama
+and Qwen2 the last one is after the final norm, as in transformers, and hidden_L<n>_prenorm before
+it).";
 
 /// `lidscope embed`.
 #[derive(Args, Debug)]
@@ -91,12 +97,14 @@ pub struct EmbedArgs {
     /// Columns naming a text (default: seq_id, the row's index over the inputs in order).
     #[arg(long, value_delimiter = ',', value_name = "C1,C2,...")]
     pub id_columns: Vec<String>,
-    /// Layers in Hugging Face's numbering (0 = embeddings, -1 = last), or `all`.
-    #[arg(long, default_value = "-1", value_name = "L1,L2,...|all", allow_hyphen_values = true)]
+    /// Layers in Hugging Face's numbering (0 = embeddings, -1 = last), or `all`; `prenorm` adds
+    /// the last block's output before the final norm (decoders), as hidden_L<n>_prenorm.
+    #[arg(long, default_value = "-1", value_name = "L1,L2,...|all[,prenorm]", allow_hyphen_values = true)]
     pub layers: String,
-    /// Truncate each text to this many tokens, special tokens included.
-    #[arg(long, default_value_t = 512, value_name = "N")]
-    pub max_length: usize,
+    /// Truncate each text to this many tokens, special tokens included [default: 512, or the
+    /// checkpoint's positions when fewer].
+    #[arg(long, value_name = "N")]
+    pub max_length: Option<usize>,
     /// Texts per forward pass.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..), value_name = "B")]
     pub batch_size: u32,

@@ -73,6 +73,39 @@ pub enum EmbedError {
     Compute(String),
 }
 
+/// One entry of `--layers`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerRequest {
+    /// A `hidden_states` index in Hugging Face's numbering (0 = embeddings, negative from the end).
+    Index(i64),
+    /// Every `hidden_states` entry.
+    All,
+    /// The last block's output before the final norm (decoders), the state the paper's grokking
+    /// study measures; Hugging Face's last entry is after that norm.
+    PreNorm,
+}
+
+impl LayerRequest {
+    /// Parses `--layers`: a comma-separated list of indices, `all` and `prenorm`.
+    ///
+    /// # Errors
+    /// [`EmbedError::Input`] naming the entry that is none of these.
+    pub fn parse_list(s: &str) -> Result<Vec<Self>, EmbedError> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            out.push(match part.to_ascii_lowercase().as_str() {
+                "all" => Self::All,
+                "prenorm" => Self::PreNorm,
+                p => Self::Index(p.parse().map_err(|_| EmbedError::Input(format!("--layers: {part:?} is not a layer index, all or prenorm (e.g. 0,3,-1 or all,prenorm)")))?),
+            });
+        }
+        if out.is_empty() {
+            return Err(EmbedError::Input("--layers: no layer given (e.g. -1, 0,3,-1, all or all,prenorm)".into()));
+        }
+        Ok(out)
+    }
+}
+
 /// One text's tokens and hidden states.
 #[derive(Clone, Debug)]
 pub struct EmbeddedText {
@@ -180,24 +213,68 @@ impl Embedder {
         (per_layer * c.num_layers) as f64
     }
 
-    /// Resolves layer requests in Hugging Face's numbering (negative from the end) to indices.
+    /// Index of the pre-norm entry (the last block's output before the final norm) among the
+    /// hidden states [`forward`](Self::forward) returns: `layers + 1` for the decoders, whose last
+    /// Hugging Face entry is after the norm; `None` for encoders, whose last entry is the block's
+    /// own output already.
+    pub fn prenorm_index(&self) -> Option<usize> {
+        matches!(self.config.arch, Arch::Gpt2 | Arch::Llama | Arch::Qwen2).then_some(self.num_hidden_states())
+    }
+
+    /// The corpus column of a hidden-state index: `hidden_L<i>` in Hugging Face's numbering, and
+    /// `hidden_L<layers>_prenorm` for the pre-norm entry.
+    pub fn column_name(&self, index: usize) -> String {
+        if Some(index) == self.prenorm_index() {
+            format!("hidden_L{}_prenorm", self.config.num_layers)
+        } else {
+            format!("hidden_L{index}")
+        }
+    }
+
+    /// The truncation length `embed` uses when none is given: 512 tokens, or fewer when the
+    /// checkpoint's position table is shorter (a 4-position model takes 4).
+    pub fn default_max_length(&self) -> usize {
+        self.max_positions().min(512)
+    }
+
+    /// Resolves layer requests (Hugging Face's numbering, negative from the end, `all`,
+    /// `prenorm`) to hidden-state indices, in the order asked, each once.
     ///
     /// # Errors
-    /// [`EmbedError::Input`] for an index out of range.
-    pub fn resolve_layers(&self, layers: &[i64]) -> Result<Vec<usize>, EmbedError> {
+    /// [`EmbedError::Input`] for an index out of range, or `prenorm` on an encoder.
+    pub fn resolve_layers(&self, layers: &[LayerRequest]) -> Result<Vec<usize>, EmbedError> {
         let n = self.num_hidden_states() as i64;
         let mut out = Vec::new();
-        for &l in layers {
-            let r = if l < 0 { n + l } else { l };
-            if r < 0 || r >= n {
-                return Err(EmbedError::Input(format!(
-                    "layer {l} is out of range: {} has hidden states 0..={} (or -1..=-{n})",
-                    self.dir.display(),
-                    n - 1
-                )));
+        let mut push = |r: usize| {
+            if !out.contains(&r) {
+                out.push(r);
             }
-            if !out.contains(&(r as usize)) {
-                out.push(r as usize);
+        };
+        for l in layers {
+            match *l {
+                LayerRequest::All => (0..n as usize).for_each(&mut push),
+                LayerRequest::PreNorm => match self.prenorm_index() {
+                    Some(i) => push(i),
+                    None => {
+                        return Err(EmbedError::Input(format!(
+                            "layer prenorm: {} is an encoder ({}) with no final norm after its last block; its hidden_L{} is that block's output",
+                            self.dir.display(),
+                            self.config.model_type,
+                            n - 1
+                        )))
+                    }
+                },
+                LayerRequest::Index(l) => {
+                    let r = if l < 0 { n + l } else { l };
+                    if r < 0 || r >= n {
+                        return Err(EmbedError::Input(format!(
+                            "layer {l} is out of range: {} has hidden states 0..={} (or -1..=-{n})",
+                            self.dir.display(),
+                            n - 1
+                        )));
+                    }
+                    push(r as usize);
+                }
             }
         }
         Ok(out)

@@ -290,8 +290,11 @@ impl Gpt2 {
             x = c(x.add(&l.proj.forward(&h)?))?;
             hs.push(x.clone());
         }
+        // Hugging Face's last entry is after the final norm; the block's own output follows it,
+        // as the pre-norm entry (index `layers + 1`).
         let last = hs.len() - 1;
         hs[last] = self.ln_f.forward(&x)?;
+        hs.push(x);
         Ok(hs)
     }
 }
@@ -398,6 +401,7 @@ impl Llama {
         }
         let last = hs.len() - 1;
         hs[last] = self.norm.forward(&x)?;
+        hs.push(x);
         Ok(hs)
     }
 }
@@ -431,7 +435,8 @@ impl Model {
     }
 
     /// Every hidden state of a right-padded batch: `ids` is `[B, T]` (u32), `lengths[b]` the real
-    /// length of row `b`.
+    /// length of row `b`. Decoders (GPT-2, Llama, Qwen2) return one entry more than
+    /// `num_hidden_states`: the last block's output before the final norm.
     pub fn forward(&self, ids: &Tensor, lengths: &[usize]) -> Result<Vec<Tensor>> {
         match &self.net {
             Net::Bert(m) => m.forward(ids, lengths),

@@ -29,10 +29,10 @@ pub struct EmbedOptions {
     pub out: PathBuf,
     /// Columns that name a text; `None`: `seq_id`, the row's index over the inputs in order.
     pub id_columns: Option<Vec<String>>,
-    /// Requested layers in Hugging Face's numbering; `None`: all.
-    pub layers: Option<Vec<i64>>,
-    /// Truncation length, special tokens included.
-    pub max_length: usize,
+    /// Requested hidden states (Hugging Face's numbering, `all`, `prenorm`); empty: all.
+    pub layers: Vec<crate::LayerRequest>,
+    /// Truncation length, special tokens included; `None`: [`Embedder::default_max_length`].
+    pub max_length: Option<usize>,
     /// Texts per forward pass.
     pub batch_size: usize,
     /// Replace an existing `out`.
@@ -48,8 +48,12 @@ pub struct EmbedSummary {
     pub tokens: u64,
     /// Part files written.
     pub parts: usize,
-    /// Resolved layer indices (the `hidden_L<i>` columns).
+    /// Resolved hidden-state indices ([`Embedder::resolve_layers`]).
     pub layers: Vec<usize>,
+    /// Their columns, `hidden_L<i>` (and `hidden_L<n>_prenorm`).
+    pub columns: Vec<String>,
+    /// The truncation length used.
+    pub max_length: usize,
     /// Wall time.
     pub seconds: f64,
 }
@@ -91,17 +95,16 @@ const FIXED: [&str; 4] = ["position", "token_id", "token", "special"];
 /// existing output without `overwrite`); nothing is written then.
 pub fn embed_corpus(embedder: &Embedder, opts: &EmbedOptions, progress: &dyn Fn(EmbedProgress)) -> Result<EmbedSummary, EmbedError> {
     let started = Instant::now();
-    let layers = match &opts.layers {
-        Some(l) if !l.is_empty() => embedder.resolve_layers(l)?,
-        _ => (0..embedder.num_hidden_states()).collect(),
-    };
-    if opts.max_length < 2 {
-        return Err(EmbedError::Input(format!("--max-length {} is too short (at least 2)", opts.max_length)));
+    let layers = if opts.layers.is_empty() { (0..embedder.num_hidden_states()).collect() } else { embedder.resolve_layers(&opts.layers)? };
+    let columns: Vec<String> = layers.iter().map(|&l| embedder.column_name(l)).collect();
+    let max_length = opts.max_length.unwrap_or_else(|| embedder.default_max_length());
+    if max_length < 2 {
+        return Err(EmbedError::Input(format!("--max-length {max_length} is too short (at least 2)")));
     }
-    if opts.max_length > embedder.max_positions() {
+    if max_length > embedder.max_positions() {
         return Err(EmbedError::Input(format!(
             "--max-length {} exceeds what {} can take ({} positions)",
-            opts.max_length,
+            max_length,
             embedder.dir.join("config.json").display(),
             embedder.max_positions()
         )));
@@ -200,8 +203,8 @@ pub fn embed_corpus(embedder: &Embedder, opts: &EmbedOptions, progress: &dyn Fn(
     fields.push(Field::new("special", DataType::Boolean, false));
     fields.extend(carried.iter().cloned());
     let elem = Arc::new(Field::new("element", DataType::Float32, false));
-    for l in &layers {
-        fields.push(Field::new(format!("hidden_L{l}"), DataType::FixedSizeList(elem.clone(), dim as i32), false));
+    for c in &columns {
+        fields.push(Field::new(c.clone(), DataType::FixedSizeList(elem.clone(), dim as i32), false));
     }
     let schema: SchemaRef = Arc::new(Schema::new(fields));
     let special: Vec<String> = embedder.special_ids().iter().map(|i| i.to_string()).collect();
@@ -209,8 +212,8 @@ pub fn embed_corpus(embedder: &Embedder, opts: &EmbedOptions, progress: &dyn Fn(
         KeyValue::new("lidscope.embed.model".into(), embedder.dir.display().to_string()),
         KeyValue::new("lidscope.embed.model_type".into(), embedder.config.model_type.clone()),
         KeyValue::new("lidscope.embed.config_sha256".into(), embedder.config_sha256.clone()),
-        KeyValue::new("lidscope.embed.layers".into(), layers.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",")),
-        KeyValue::new("lidscope.embed.max_length".into(), opts.max_length.to_string()),
+        KeyValue::new("lidscope.embed.layers".into(), columns.iter().map(|c| c.trim_start_matches("hidden_L")).collect::<Vec<_>>().join(",")),
+        KeyValue::new("lidscope.embed.max_length".into(), max_length.to_string()),
         KeyValue::new("lidscope.embed.special_token_ids".into(), special.join(",")),
     ];
     // Row groups of about 32 MB of vectors; parts of 16 row groups.
@@ -258,7 +261,7 @@ pub fn embed_corpus(embedder: &Embedder, opts: &EmbedOptions, progress: &dyn Fn(
                 }
                 texts.push(col.value(r));
             }
-            let emb = embedder.embed(&texts, &layers, opts.max_length, batch_size)?;
+            let emb = embedder.embed(&texts, &layers, max_length, batch_size)?;
             // Rows: one per token.
             let n_tok: usize = emb.iter().map(|e| e.ids.len()).sum();
             let mut take_idx = Vec::with_capacity(n_tok);
@@ -336,5 +339,5 @@ pub fn embed_corpus(embedder: &Embedder, opts: &EmbedOptions, progress: &dyn Fn(
     }
     std::fs::rename(&tmp, out).map_err(|e| io(out, e))?;
     guard.0 = None;
-    Ok(EmbedSummary { texts: texts_done, tokens, parts, layers, seconds: started.elapsed().as_secs_f64() })
+    Ok(EmbedSummary { texts: texts_done, tokens, parts, layers, columns, max_length, seconds: started.elapsed().as_secs_f64() })
 }
