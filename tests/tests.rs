@@ -8,6 +8,7 @@ mod embed;
 mod errors;
 mod estimators;
 mod faults;
+mod filter;
 mod golden;
 mod report;
 mod schema;

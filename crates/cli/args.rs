@@ -144,6 +144,10 @@ const RUN_EXAMPLES: &str = "Examples:
   lidscope run --corpus 'ckpt-*/part-*.parquet' --embedding-column emb --id-columns seq_id,position \\
                --reference ref.parquet --estimator twonn-mle --out results/mle --json
 
+  # Only the answer position of each text, and only the validation texts
+  lidscope run --corpus hidden/step=4900 --embedding-column hidden_L2_prenorm --id-columns seq_id,position \\
+               --where \"position = 3 AND split = 'validation'\" --k 64 --out results/answer
+
   # Three estimators from one search: lid (TwoNN), lid_twonn, lid_mle, lid_lpca_fo
   lidscope run --corpus emb/ --embedding-column hidden_L6 --id-columns seq_id,position \\
                --estimator twonn,mle,lpca-fo --out results/three
@@ -309,6 +313,12 @@ pub struct RunArgs {
     /// Keep the rows whose boolean column COL is true out of the reference sample.
     #[arg(long, value_name = "COL")]
     pub sample_exclude: Option<String>,
+    /// Measure only the rows for which this SQL predicate over the corpus's columns is true,
+    /// e.g. "position = 3", "split = 'validation'", "NOT special".
+    ///
+    /// Rows it rejects (or leaves null) are neither measured nor sampled; the manifest records it.
+    #[arg(long = "where", value_name = "PREDICATE")]
+    pub where_: Option<String>,
     /// Replace an existing result in --out.
     #[arg(long)]
     pub overwrite: bool,

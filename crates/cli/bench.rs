@@ -193,6 +193,7 @@ fn config(a: &BenchArgs, corpus: Vec<String>, out: PathBuf, reference: Reference
         batch_rows: 8192,
         strategy: SearchStrategy::Auto,
         partition: Vec::new(),
+        filter: None,
     }
 }
 

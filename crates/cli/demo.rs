@@ -29,6 +29,7 @@ pub fn main(a: &DemoArgs, quiet: bool) -> Result<()> {
         batch_rows: 8192,
         strategy: SearchStrategy::Auto,
         partition: Vec::new(),
+        filter: None,
     };
     let summary = execute(&cfg, quiet)?;
     print_summary(&summary, &results);

@@ -40,6 +40,7 @@ impl From<&RunArgs> for RunConfig {
                 SearchArg::Kdtree => SearchStrategy::KdTree,
             },
             partition: a.partition.clone(),
+            filter: a.where_.clone(),
         }
     }
 }

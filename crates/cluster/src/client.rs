@@ -48,6 +48,7 @@ pub fn to_spec(cfg: &RunConfig, shard_rows: u64) -> Result<RunSpec> {
         batch_rows: cfg.batch_rows as u64,
         partition: cfg.partition.iter().map(|(k, v)| api::KeyValue { key: k.clone(), value: v.clone() }).collect(),
         shard_rows,
+        where_predicate: cfg.filter.clone().unwrap_or_default(),
     })
 }
 

@@ -51,6 +51,8 @@ struct ScanWire {
     dim: usize,
     dim_source: String,
     partitions: Option<Vec<Vec<CorpusSlice>>>,
+    /// `--where`, parsed again against the schema where the scan runs.
+    filter: Option<String>,
 }
 
 impl ScanWire {
@@ -69,21 +71,21 @@ impl ScanWire {
             dim: s.dim,
             dim_source: s.dim_source.clone(),
             partitions: s.partitions.clone(),
+            filter: s.spec.filter.as_ref().map(|f| f.sql().to_string()),
         }
     }
 
     fn into_scan(self) -> Result<CorpusScan> {
         let fb = arrow::ipc::root_as_schema(&self.schema).map_err(|e| DataFusionError::Internal(format!("decoding a corpus schema: {e}")))?;
         let schema: Schema = fb_to_schema(fb);
+        let info = CorpusInfo { schema: Arc::new(schema), carried: self.carried, total_rows: self.total_rows, rows_per_file: self.rows_per_file, dim: self.info_dim };
+        let filter = match &self.filter {
+            Some(sql) => Some(lidscope_engine::row_filter(sql, &info, &self.embedding_column, &self.files[0]).map_err(DataFusionError::from)?),
+            None => None,
+        };
         Ok(CorpusScan {
-            spec: CorpusSpec { files: self.files, embedding_column: self.embedding_column, id_columns: self.id_columns },
-            info: CorpusInfo {
-                schema: Arc::new(schema),
-                carried: self.carried,
-                total_rows: self.total_rows,
-                rows_per_file: self.rows_per_file,
-                dim: self.info_dim,
-            },
+            spec: CorpusSpec { files: self.files, embedding_column: self.embedding_column, id_columns: self.id_columns, filter },
+            info,
             batch_rows: self.batch_rows,
             dim: self.dim,
             dim_source: self.dim_source,

@@ -15,6 +15,7 @@
 //!     files,
 //!     embedding_column: "hidden_L6".into(),
 //!     id_columns: vec!["seq_id".into(), "position".into()],
+//!     filter: None,
 //! };
 //! let info = inspect(&spec)?;
 //! let reference = sample_reference(&spec, &info, &SampleConfig::new(150_000, 60_000, 42))?;
@@ -28,6 +29,7 @@
 mod commit;
 mod embedding;
 mod error;
+mod filter;
 mod identity;
 mod inputs;
 mod layout;
@@ -43,6 +45,7 @@ mod writer;
 pub use commit::{recover, Staging};
 pub use embedding::{decode_embeddings, embedding_field_dim};
 pub use error::{DataError, Result};
+pub use filter::{RowFilter, SharedFilter};
 pub use identity::{canonical_identity_type, positional_key, priority, IdentityEncoder};
 pub use inputs::{resolve_inputs, InputStamp};
 pub use layout::{find_manifests, is_result_dir, Layout, MANIFEST_FILE, PARTITION_MANIFEST_FILE};

@@ -60,6 +60,9 @@ pub struct Manifest {
     /// The boolean column whose `true` rows were kept out of the sample (e.g. `special`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_exclude: Option<String>,
+    /// The predicate that chose the rows measured and sampled (`--where`); absent: every row.
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
     /// Global TwoNN estimate of the reference.
     pub global_twonn: f64,
     /// Per estimator named for the run (`--estimator twonn,mle`), keyed by its result column

@@ -27,6 +27,8 @@ pub struct CorpusSpec {
     pub embedding_column: String,
     /// Columns whose values name a token (may be empty: identity is then file index and row).
     pub id_columns: Vec<String>,
+    /// The rows measured (`--where`); `None`: every row. The sample's pool leaves the others out.
+    pub filter: Option<crate::SharedFilter>,
 }
 
 /// What [`inspect`] learnt from the files' metadata.

@@ -7,7 +7,7 @@ use super::*;
 use crate::test_util::{batch, fsl, i64s, list_f64, strs, vector, write};
 
 fn spec(files: Vec<PathBuf>, ids: &[&str]) -> CorpusSpec {
-    CorpusSpec { files, embedding_column: "emb".into(), id_columns: ids.iter().map(|s| s.to_string()).collect() }
+    CorpusSpec { files, embedding_column: "emb".into(), id_columns: ids.iter().map(|s| s.to_string()).collect(), filter: None }
 }
 
 fn corpus_file(path: &Path, seq: i64, n: usize, list: bool) {

@@ -15,7 +15,7 @@ fn sample_write_read_round_trip() {
     let corpus = dir.path().join("c.parquet");
     let vecs: Vec<Vec<f32>> = (0..30).map(|i| vector(i, 6)).collect();
     write(&corpus, &batch(vec![("seq_id", i64s((0..30).map(|i| i / 4))), ("position", i64s((0..30).map(|i| i % 4))), ("emb", fsl(&vecs))]), 8);
-    let spec = CorpusSpec { files: vec![corpus], embedding_column: "emb".into(), id_columns: ids() };
+    let spec = CorpusSpec { files: vec![corpus], embedding_column: "emb".into(), id_columns: ids(), filter: None };
     let r = sample_reference(&spec, &inspect(&spec).unwrap(), &SampleConfig::new(20, 10, 11)).unwrap();
 
     let path = dir.path().join("reference.parquet");
@@ -29,7 +29,7 @@ fn sample_write_read_round_trip() {
     assert_eq!(vectors_sha256(&back.embeddings, 6), vectors_sha256(&r.embeddings, 6));
 
     // The file holds FixedSizeList<Float32, 6> and the canonical identity types.
-    let info = inspect(&CorpusSpec { files: vec![path.clone()], embedding_column: "vec".into(), id_columns: ids() }).unwrap();
+    let info = inspect(&CorpusSpec { files: vec![path.clone()], embedding_column: "vec".into(), id_columns: ids(), filter: None }).unwrap();
     assert_eq!(info.dim, Some(6));
     assert_eq!(info.schema.field_with_name("seq_id").unwrap().data_type(), &DataType::Int64);
 

@@ -1,7 +1,8 @@
 //! The paper's reference sample, chosen by token identity.
 //!
 //! The pool is the `pool` rows with the smallest seeded [`priority`] of their identity key, among
-//! the rows that [`SampleConfig::exclude`] does not leave out; walking
+//! the rows that [`SampleConfig::exclude`] does not leave out and the corpus's filter
+//! ([`CorpusSpec::filter`], `--where`) keeps; walking
 //! it in ascending priority, rows whose vector is bit-identical to an earlier kept one are dropped
 //! and the first `size` survivors form the reference. Because the choice depends only on the seed
 //! and the identities, every checkpoint of a model is measured against the same tokens.
@@ -16,7 +17,7 @@ use std::hash::Hasher;
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, StringArray, UInt64Array};
+use arrow::array::{Array, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::RowSelection;
 use serde::{Deserialize, Serialize};
@@ -251,6 +252,11 @@ pub fn pool_candidates(spec: &CorpusSpec, info: &CorpusInfo, cfg: &SampleConfig,
             columns.push(c.clone());
         }
     }
+    for c in spec.filter.iter().flat_map(|f| f.0.columns()) {
+        if !columns.contains(c) {
+            columns.push(c.clone());
+        }
+    }
     let mut reader = CorpusReader::new(spec, info, 64 * 1024, false, Some(columns))?;
     if let Some(slices) = slices {
         reader = reader.with_slices(slices)?;
@@ -263,12 +269,16 @@ pub fn pool_candidates(spec: &CorpusSpec, info: &CorpusInfo, cfg: &SampleConfig,
             Some(c) => Some(exclusion_flags(&batch.columns, c, path, batch.first_row)?),
             None => None,
         };
+        let kept = match &spec.filter {
+            Some(f) => Some(f.0.keep(&batch.columns).map_err(|e| DataError::invalid(path, "--where", Some(batch.first_row), format!("{}: {e}", f.sql())))?),
+            None => None,
+        };
         let keys = match encoder {
             Some(e) => e.encode(&batch.columns, path, batch.first_row)?,
             None => (0..batch.columns.num_rows() as u64).map(|r| positional_key(file, batch.first_row + r)).collect(),
         };
         for (r, key) in keys.into_iter().enumerate() {
-            if excluded.as_ref().is_some_and(|x| x.value(r)) {
+            if excluded.as_ref().is_some_and(|x| x.value(r)) || kept.as_ref().is_some_and(|k| !k.is_valid(r) || !k.value(r)) {
                 continue;
             }
             let priority = priority(cfg.seed, &key);

@@ -35,7 +35,7 @@ fn ids() -> Vec<String> {
 }
 
 fn spec(files: Vec<PathBuf>, ids: Vec<String>) -> CorpusSpec {
-    CorpusSpec { files, embedding_column: "emb".into(), id_columns: ids }
+    CorpusSpec { files, embedding_column: "emb".into(), id_columns: ids, filter: None }
 }
 
 /// The semantics, spelled out over all rows in memory.

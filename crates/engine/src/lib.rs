@@ -11,12 +11,14 @@
 #![warn(rustdoc::broken_intra_doc_links)]
 
 mod error;
+mod filter;
 mod progress;
 mod run;
 mod scan;
 pub mod sql;
 pub mod udf;
 
+pub use filter::row_filter;
 pub use error::{carried_message, Carried, EngineError, Result};
 pub use progress::{NoProgress, Progress};
 pub use scan::{CorpusExec, CorpusScan, CorpusTable};

@@ -58,6 +58,7 @@ impl PlannedRun {
             batch_rows: p.batch_rows,
             strategy: SearchStrategy::Auto,
             partition: self.partition.clone(),
+            filter: p.filter.clone(),
         }
     }
 
@@ -225,6 +226,9 @@ fn difference(spec: &Spec, run: &PlannedRun, m: &Manifest, now: &[InputStamp]) -
     }
     if m.discard_fraction != p.discard_fraction {
         return Some(format!("discard_fraction was {}, is {}", m.discard_fraction, p.discard_fraction));
+    }
+    if m.filter != p.filter {
+        return Some(format!("where was {:?}, is {:?}", m.filter, p.filter));
     }
     if m.embedding_column != p.embedding_column || m.id_columns != p.id_columns {
         return Some("the embedding or id columns changed".into());

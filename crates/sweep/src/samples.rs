@@ -30,6 +30,8 @@ pub struct SampleGroup {
     sample: SampleConfig,
     embedding_column: String,
     id_columns: Vec<String>,
+    /// `where`: the sample is drawn from the rows the runs measure.
+    filter: Option<String>,
 }
 
 impl SampleGroup {
@@ -42,6 +44,7 @@ impl SampleGroup {
             sample: sample.clone(),
             embedding_column: parameters.embedding_column.clone(),
             id_columns: parameters.id_columns.clone(),
+            filter: parameters.filter.clone(),
         })
     }
 
@@ -60,6 +63,9 @@ impl SampleGroup {
         if let Some(c) = &s.exclude {
             // Only when set, so that samples drawn before the key existed keep their names.
             key.as_array_mut().expect("an array").push(serde_json::json!({ "exclude": c }));
+        }
+        if let Some(w) = &self.filter {
+            key.as_array_mut().expect("an array").push(serde_json::json!({ "where": w }));
         }
         let key = key.to_string();
         let hash: String = Sha256::digest(key.as_bytes()).iter().take(6).map(|b| format!("{b:02x}")).collect();
@@ -83,6 +89,8 @@ struct SampleRecord<'a> {
     size: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     exclude: Option<&'a str>,
+    #[serde(rename = "where", skip_serializing_if = "Option::is_none")]
+    filter: Option<&'a str>,
     stats: lidscope_data::SampleStats,
     reference_sha256: String,
 }
@@ -99,8 +107,11 @@ pub fn ensure(spec: &Spec, group: &SampleGroup, anchor: &PlannedRun) -> Result<P
     let dir = path.parent().expect("a sample file has a directory");
     std::fs::create_dir_all(dir).map_err(SweepError::io(dir))?;
     let patterns: Vec<String> = anchor.files.iter().map(|f| f.display().to_string()).collect();
-    let cspec = CorpusSpec { files: resolve_inputs(&patterns)?, embedding_column: group.embedding_column.clone(), id_columns: group.id_columns.clone() };
+    let mut cspec = CorpusSpec { files: resolve_inputs(&patterns)?, embedding_column: group.embedding_column.clone(), id_columns: group.id_columns.clone(), filter: None };
     let info = inspect(&cspec)?;
+    if let Some(sql) = &group.filter {
+        cspec.filter = Some(lidscope_engine::row_filter(sql, &info, &group.embedding_column, &cspec.files[0])?);
+    }
     let reference = sample_reference(&cspec, &info, &group.sample)?;
     let record = SampleRecord {
         group: &group.values,
@@ -110,6 +121,7 @@ pub fn ensure(spec: &Spec, group: &SampleGroup, anchor: &PlannedRun) -> Result<P
         pool: group.sample.pool,
         size: group.sample.size,
         exclude: group.sample.exclude.as_deref(),
+        filter: group.filter.as_deref(),
         stats: reference.stats,
         reference_sha256: vectors_sha256(&reference.embeddings, reference.dim),
     };

@@ -48,6 +48,8 @@ macro_rules! with_run_parameters {
             share_sample_by: Option<Spanned<Vec<String>>>,
             share_sample: Option<bool>,
             sample_exclude: Option<Spanned<String>>,
+            #[serde(rename = "where")]
+            filter: Option<String>,
             batch_rows: Option<Spanned<i64>>,
             completion_marker: Option<String>,
         }
@@ -68,6 +70,7 @@ macro_rules! with_run_parameters {
                     share_sample_by: self.share_sample_by.clone(),
                     share_sample: self.share_sample,
                     sample_exclude: self.sample_exclude.clone(),
+                    filter: self.filter.clone(),
                     batch_rows: self.batch_rows.clone(),
                     completion_marker: self.completion_marker.clone(),
                 }
@@ -114,6 +117,7 @@ impl RawParameters {
             share_sample_by: over.share_sample_by.clone().or_else(|| self.share_sample_by.clone()),
             share_sample: over.share_sample.or(self.share_sample),
             sample_exclude: over.sample_exclude.clone().or_else(|| self.sample_exclude.clone()),
+            filter: over.filter.clone().or_else(|| self.filter.clone()),
             batch_rows: over.batch_rows.clone().or_else(|| self.batch_rows.clone()),
             completion_marker: over.completion_marker.clone().or_else(|| self.completion_marker.clone()),
         }
@@ -155,6 +159,8 @@ pub struct RunParameters {
     pub reference: ReferenceChoice,
     /// Corpus rows per batch.
     pub batch_rows: usize,
+    /// `where = "..."`: the rows measured and sampled (`run --where`).
+    pub filter: Option<String>,
     /// A file that must exist beside a corpus's files before it is read (e.g. `_SUCCESS`).
     pub completion_marker: Option<String>,
 }
@@ -366,7 +372,18 @@ fn resolve(
         }
     };
     let batch_rows = positive(&p.batch_rows, "batch_rows", 8192, 1)?;
-    Ok(RunParameters { embedding_column, id_columns, k, estimator, estimators, discard_fraction, reference, batch_rows, completion_marker: p.completion_marker.clone() })
+    Ok(RunParameters {
+        embedding_column,
+        id_columns,
+        k,
+        estimator,
+        estimators,
+        discard_fraction,
+        reference,
+        batch_rows,
+        filter: p.filter.clone(),
+        completion_marker: p.completion_marker.clone(),
+    })
 }
 
 #[cfg(test)]

@@ -69,6 +69,7 @@ pub(crate) fn to_config(spec: &RunSpec, default_shard_rows: u64) -> Result<(RunC
         batch_rows: spec.batch_rows as usize,
         strategy: SearchStrategy::Auto,
         partition: spec.partition.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect(),
+        filter: (!spec.where_predicate.is_empty()).then(|| spec.where_predicate.clone()),
     };
     let shard_rows = if spec.shard_rows == 0 { default_shard_rows } else { spec.shard_rows };
     Ok((cfg, shard_rows))
@@ -99,6 +100,7 @@ fn run_key(cfg: &RunConfig, valid: &ValidRun) -> Result<String, ClusterError> {
         "discard_fraction": cfg.lid.discard_fraction,
         "reference": reference,
         "partition": cfg.partition,
+        "where": cfg.filter,
         "out": cfg.out,
     });
     let digest = Sha256::digest(key.to_string().as_bytes());

@@ -50,6 +50,9 @@ pub struct RunConfig {
     /// Run keys (`model=m`, `checkpoint=3`, ...): results go to `<out>/data/k=v/...` so that many
     /// runs form one table.
     pub partition: Vec<(String, String)>,
+    /// `--where`: a SQL predicate over the corpus's columns; only the rows it keeps are measured
+    /// and sampled ([`crate::row_filter`]). `None`: every row.
+    pub filter: Option<String>,
 }
 
 /// A job whose parameters hold together and whose corpus was found and inspected (footers only).
@@ -84,8 +87,11 @@ impl RunConfig {
         if self.batch_rows == 0 {
             return Err(EngineError::Usage("batch size must be at least 1 row".into()));
         }
-        let spec = CorpusSpec { files: resolve_inputs(&self.corpus)?, embedding_column: self.embedding_column.clone(), id_columns: self.id_columns.clone() };
+        let mut spec = CorpusSpec { files: resolve_inputs(&self.corpus)?, embedding_column: self.embedding_column.clone(), id_columns: self.id_columns.clone(), filter: None };
         let info = inspect(&spec)?;
+        if let Some(sql) = &self.filter {
+            spec.filter = Some(crate::row_filter(sql, &info, &self.embedding_column, &spec.files[0])?);
+        }
         let outputs = self.output_columns();
         if let Some(c) = outputs.iter().find(|c| info.carried.iter().any(|x| x == *c)) {
             return Err(EngineError::Invalid(format!(

@@ -190,6 +190,7 @@ pub(crate) fn parameters(cfg: &RunConfig, valid: &ValidRun, drawn: &Drawn) -> Ma
         pool,
         reference_size: size,
         sample_exclude: exclude,
+        filter: cfg.filter.clone(),
         partition: cfg.partition.iter().cloned().collect(),
         inputs: valid.inputs.clone(),
         ..Manifest::default()

@@ -16,7 +16,8 @@ use crate::udf::LidUdf;
 /// The struct column `lid()` fills in the run's plan.
 pub(crate) const LID_STRUCT: &str = "__lidscope_lid";
 
-/// `SELECT <carried>, <file index>, <file>, <row>, lid(...) AS __lidscope_lid FROM <scan>`: the
+/// `SELECT <carried>, <file index>, <file>, <row>, lid(...) AS __lidscope_lid FROM <scan>
+/// [WHERE <--where>]`: the
 /// carried corpus columns first (in the corpus's order), then the row's provenance, then the
 /// struct of `lid`, `r1`, `r2`, `rk`. The same plan runs in a local session or on a cluster.
 ///
@@ -26,7 +27,14 @@ pub(crate) fn lid_plan(ctx: &SessionContext, scan: CorpusScan, cfg: &RunConfig, 
     let mut exprs: Vec<Expr> = scan.info.carried.iter().map(ident).collect();
     exprs.extend([FILE_INDEX_COLUMN, FILE_COLUMN, ROW_COLUMN].map(ident));
     exprs.push(lid_expr(cfg, reference).alias(LID_STRUCT));
-    let plan = ctx.read_table(Arc::new(CorpusTable::new(scan)))?.select(exprs)?;
+    let filter = scan.spec.filter.as_ref().map(|f| f.sql().to_string());
+    let mut rows = ctx.read_table(Arc::new(CorpusTable::new(scan)))?;
+    if let Some(sql) = filter {
+        // Checked against the corpus's columns in `RunConfig::validate`.
+        let predicate = rows.parse_sql_expr(&sql)?;
+        rows = rows.filter(predicate)?;
+    }
+    let plan = rows.select(exprs)?;
     tracing::debug!("run plan:\n{}", plan.logical_plan().display_indent());
     Ok(plan)
 }
