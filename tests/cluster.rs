@@ -276,6 +276,18 @@ fn a_cluster_run_equals_the_local_run_and_refuses_bad_tokens_and_input() {
     let sum = |dir: &str| lidscope_ok(&["sql", "--table", &format!("lid={dir}"), "--format", "csv", q]);
     assert_eq!(sum(&remote_est), sum(&local_est));
 
+    // --where on the cluster: the workers' pools and scans keep the same rows as the local run.
+    let filt = ["--k", "16", "--reference-size", "500", "--pool", "1200", "--where", "position < 20 AND NOT special"];
+    let (local_w, remote_w) = (s(&d.join("local-where")), s(&d.join("cluster-where")));
+    let lw = json(&lidscope_ok(&run_args(&cs, &local_w, &filt)));
+    let mut args = run_args(&cs, &remote_w, &filt);
+    args.extend(["--cluster", &url, "--token-file", &token]);
+    let cw = json(&lidscope_ok(&args));
+    assert_eq!(cw["where"], "position < 20 AND NOT special");
+    assert_eq!(cw["rows"], lw["rows"]);
+    assert_eq!(cw["reference_sha256"], lw["reference_sha256"], "the same sample of the kept rows");
+    assert_same_rows(Path::new(&remote_w), Path::new(&local_w));
+
     // Without the token, or with another one: refused, nothing written.
     let denied = d.join("denied");
     let wrong = d.join("wrong-token");

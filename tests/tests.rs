@@ -10,6 +10,7 @@ mod estimators;
 mod faults;
 mod filter;
 mod golden;
+mod grokking;
 mod report;
 mod schema;
 mod sql;

@@ -1,0 +1,93 @@
+//! The README's grokking walkthrough, run as written (its shell block, verbatim) on a subsample of
+//! the fixture run's checkpoints, and what the README says it measures: mean LID falls across the
+//! jump in validation accuracy (steps 3,600 to 4,900), by more than half over all positions, and
+//! it moves against validation accuracy over the checkpoints.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::util::*;
+
+/// The checkpoints the test embeds: both sides of memorisation and of the jump, and the end.
+const STEPS: [u32; 9] = [0, 500, 1000, 2200, 3000, 3600, 4200, 4900, 15000];
+
+/// The shell block after the README's "### The grokking run, end to end" heading.
+fn walkthrough() -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = &readme[readme.find("### The grokking run, end to end").expect("the walkthrough's heading")..];
+    let start = section.find("```sh\n").expect("a sh block") + "```sh\n".len();
+    section[start..start + section[start..].find("```").unwrap()].to_string()
+}
+
+/// (layer, tokens, step) -> mean LID, from `summary.csv`; and (layer, tokens, metric) -> spearman.
+fn summaries(report: &Path) -> (BTreeMap<(String, String, u32), f64>, BTreeMap<(String, String, String), f64>) {
+    let table = |p: &Path| -> Vec<BTreeMap<String, String>> {
+        let text = std::fs::read_to_string(p).unwrap();
+        let mut lines = text.lines();
+        let head: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+        lines.map(|l| head.iter().cloned().zip(l.split(',').map(String::from)).collect()).collect()
+    };
+    let means = table(&report.join("summary.csv"))
+        .into_iter()
+        .map(|r| ((r["layer"].clone(), r["tokens"].clone(), r["step"].parse().unwrap()), r["mean_lid"].parse().unwrap()))
+        .collect();
+    let corr = table(&report.join("correlations.csv"))
+        .into_iter()
+        .map(|r| ((r["layer"].clone(), r["tokens"].clone(), r["metric"].clone()), r["spearman"].parse().unwrap()))
+        .collect();
+    (means, corr)
+}
+
+#[test]
+fn the_grokking_walkthrough_reproduces_the_readme() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    // The fixture with a subsample of its checkpoints, laid out as the walkthrough expects.
+    let src = fixture("grokking");
+    let f = root.join("fixture");
+    std::fs::create_dir_all(f.join("checkpoints")).unwrap();
+    for name in ["texts.parquet", "metrics.csv"] {
+        std::os::unix::fs::symlink(src.join(name), f.join(name)).unwrap();
+    }
+    for step in STEPS {
+        std::os::unix::fs::symlink(src.join(format!("checkpoints/step-{step}")), f.join(format!("checkpoints/step-{step}"))).unwrap();
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(root.join("examples/grokking")).unwrap();
+    std::fs::copy(repo.join("examples/grokking/sweep.toml"), root.join("examples/grokking/sweep.toml")).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_lidscope")).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let out = std::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &walkthrough()])
+        .current_dir(root)
+        .env("PATH", path)
+        .env("F", &f)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the walkthrough failed:\n{stderr}");
+    let report = root.join("grokking/report");
+    for file in ["index.html", "trend.svg", "metrics.svg", "distributions.svg", "correlations.csv"] {
+        assert!(report.join(file).is_file(), "{file} missing");
+    }
+    let (means, corr) = summaries(&report);
+    assert_eq!(means.len(), 4 * STEPS.len(), "a run per step, layer and token set");
+    let m = |layer: &str, tokens: &str, step: u32| means[&(layer.to_string(), tokens.to_string(), step)];
+    // Across the jump (validation accuracy 0.40 at 3,600, 1.00 at 4,900), as the README states:
+    // every position, both layers: mean LID falls by more than half (measured 62% and 55%).
+    for layer in ["1", "2_prenorm"] {
+        let (before, after) = (m(layer, "all", 3600), m(layer, "all", 4900));
+        assert!(after < 0.5 * before, "layer {layer}, all positions: {before} at 3600, {after} at 4900");
+    }
+    // The answer position alone falls too, by less (measured 21% and 12%).
+    for layer in ["1", "2_prenorm"] {
+        let (before, after) = (m(layer, "answer", 3600), m(layer, "answer", 4900));
+        assert!(after < 0.95 * before && after > 0.5 * before, "layer {layer}, answer: {before} at 3600, {after} at 4900");
+    }
+    // Over the checkpoints, mean LID before the final norm moves against validation accuracy.
+    let rho = corr[&("2_prenorm".to_string(), "all".to_string(), "val_acc".to_string())];
+    assert!(rho < -0.6, "spearman of mean LID (2_prenorm, all) with val_acc: {rho}");
+    // The metrics file's other rows (every 50 steps) are reported, not dropped silently.
+    assert!(stderr.contains("rows of the metrics file are no run's checkpoint"), "{stderr}");
+}
