@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::util::*;
 
 /// The checkpoints the test embeds: both sides of memorisation and of the jump, and the end.
-const STEPS: [u32; 9] = [0, 500, 1000, 2200, 3000, 3600, 4200, 4900, 15000];
+const STEPS: [u32; 10] = [0, 50, 200, 500, 1000, 2200, 3600, 4200, 4900, 15000];
 
 /// The shell block after the README's "### The grokking run, end to end" heading.
 fn walkthrough() -> String {
@@ -88,6 +88,14 @@ fn the_grokking_walkthrough_reproduces_the_readme() {
     // Over the checkpoints, mean LID before the final norm moves against validation accuracy.
     let rho = corr[&("2_prenorm".to_string(), "all".to_string(), "val_acc".to_string())];
     assert!(rho < -0.6, "spearman of mean LID (2_prenorm, all) with val_acc: {rho}");
+    // The fall across the jump is listed with what validation accuracy did.
+    let falls = std::fs::read_to_string(report.join("falls.csv")).unwrap();
+    let row = falls.lines().find(|l| l.starts_with("1,all,4200.0,4900.0,") && l.contains(",val_acc,")).unwrap_or_else(|| panic!("no fall 4200 -> 4900 listed:\n{falls}"));
+    let f: Vec<&str> = row.split(',').collect();
+    assert!(f[11].parse::<f64>().unwrap() > 0.3, "val_acc rose over the fall: {row}");
+    // The checkpoints are spaced geometrically: a log axis, and a heatmap of the 10 runs per line.
+    assert!(std::fs::read_to_string(report.join("trend.svg")).unwrap().contains("step (log scale)"));
+    assert!(std::fs::read_to_string(report.join("distributions.svg")).unwrap().contains("one column per run"));
     // The metrics file's other rows (every 50 steps) are reported, not dropped silently.
     assert!(stderr.contains("rows of the metrics file are no run's checkpoint"), "{stderr}");
 }

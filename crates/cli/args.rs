@@ -456,6 +456,24 @@ pub struct PlotArgs {
     pub estimator: Option<String>,
 }
 
+/// `report --x-scale`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XScaleArg {
+    /// Logarithmic when the checkpoints are spaced geometrically, else linear.
+    Auto,
+    /// By value.
+    Linear,
+    /// By the logarithm (a step 0 sits before the first positive step).
+    Log,
+}
+
+fn parse_open_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v < 1.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a fraction between 0 and 1 (e.g. 0.2 for 20%)")),
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ReportArgs {
     /// A result directory (as `lidscope run` writes it, partitioned or not).
@@ -480,6 +498,14 @@ pub struct ReportArgs {
     /// each metric per trend line. Rows that are no run's checkpoint are reported.
     #[arg(long, value_name = "FILE")]
     pub metrics: Option<PathBuf>,
+    /// With --metrics: list in falls.csv the intervals between checkpoints where mean LID fell by
+    /// more than this fraction of its value (0.2: 20%), with what each metric did over the fall
+    /// and over the next interval.
+    #[arg(long, default_value_t = 0.2, value_parser = parse_open_fraction, value_name = "F")]
+    pub fall_threshold: f64,
+    /// The trend's x axis: log when the checkpoints are spaced geometrically (auto), or as asked.
+    #[arg(long, value_enum, default_value_t = XScaleArg::Auto)]
+    pub x_scale: XScaleArg,
     /// Histogram bins over the range of all runs' LIDs.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub bins: u32,

@@ -3,11 +3,23 @@
 
 use anyhow::Result;
 
-use crate::args::ReportArgs;
+use lidscope_report::XScale;
+
+use crate::args::{ReportArgs, XScaleArg};
 
 pub fn main(a: &ReportArgs, quiet: bool) -> Result<()> {
     let results = lidscope_report::load_estimator(&a.results, a.bins as usize, a.estimator.as_deref())?;
-    let report = lidscope_report::write_report(&results, &a.out, a.x.as_deref(), a.metrics.as_deref())?;
+    let options = lidscope_report::ReportOptions {
+        x: a.x.as_deref(),
+        metrics: a.metrics.as_deref(),
+        x_scale: match a.x_scale {
+            XScaleArg::Auto => XScale::Auto,
+            XScaleArg::Linear => XScale::Linear,
+            XScaleArg::Log => XScale::Log,
+        },
+        fall_threshold: a.fall_threshold,
+    };
+    let report = lidscope_report::write_report(&results, &a.out, &options)?;
     if !report.unmatched.is_empty() {
         let shown: Vec<&str> = report.unmatched.iter().take(8).map(String::as_str).collect();
         let more = if report.unmatched.len() > shown.len() { format!(" and {} more", report.unmatched.len() - shown.len()) } else { String::new() };

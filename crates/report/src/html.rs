@@ -29,6 +29,8 @@ pub(crate) struct Page<'a> {
     /// With `--metrics`: the correlations of mean LID with each metric, and the rows of the
     /// metrics file that matched no run.
     pub correlations: Option<(&'a RecordBatch, &'a [String])>,
+    /// With `--metrics`: the falls of mean LID by more than the threshold (a fraction).
+    pub falls: Option<(&'a RecordBatch, f64)>,
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em auto;max-width:1040px;padding:0 1em;color:#222}\
@@ -79,6 +81,16 @@ pub(crate) fn page(p: &Page<'_>) -> String {
              over the next (does a fall in LID come before a gain?). Also as <a href=\"correlations.csv\">correlations.csv</a>.</p>\n{}",
             table(c)
         );
+        if let Some((f, threshold)) = p.falls {
+            let _ = write!(
+                h,
+                "<h2>Where mean LID fell</h2>\n<p>Intervals between consecutive checkpoints where mean LID fell by more than {:.0}% \
+                 (<code>--fall-threshold {threshold}</code>), per metric: the metric over the fall and over the next interval. Also as \
+                 <a href=\"falls.csv\">falls.csv</a>.</p>\n{}",
+                threshold * 100.0,
+                if f.num_rows() == 0 { "<p>None.</p>\n".to_string() } else { table(f) }
+            );
+        }
         if !unmatched.is_empty() {
             let shown: Vec<&str> = unmatched.iter().take(12).map(String::as_str).collect();
             let more = if unmatched.len() > shown.len() { format!(" and {} more", unmatched.len() - shown.len()) } else { String::new() };

@@ -7,7 +7,7 @@
 //!
 //! ```no_run
 //! let results = lidscope_report::load(std::path::Path::new("results"), 60)?;
-//! let report = lidscope_report::write_report(&results, std::path::Path::new("report"), None, None)?;
+//! let report = lidscope_report::write_report(&results, std::path::Path::new("report"), &Default::default())?;
 //! println!("{}", report.index.display());
 //! # Ok::<(), lidscope_report::ReportError>(())
 //! ```
@@ -25,8 +25,8 @@ mod summary;
 use std::path::{Path, PathBuf};
 
 pub use error::{ReportError, Result};
-pub use figures::{plot_svg, X_KEYS};
-pub use metrics::{pearson, spearman, Correlation, Metrics};
+pub use figures::{plot_svg, XScale, X_KEYS};
+pub use metrics::{pearson, spearman, Correlation, Fall, Metrics};
 pub use load::{load, load_async, load_estimator, Bins, Results, Run, RunManifest};
 pub use summary::{summary_table, write_summary, SUMMARY_COLUMNS};
 
@@ -34,7 +34,26 @@ use error::write_error;
 
 /// The figure files a report may write; those not drawn this time are removed, so that a
 /// directory never shows a figure of an earlier report beside this one's table.
-const FIGURE_FILES: [&str; 5] = ["trend.svg", "metrics.svg", "distributions.svg", "means.svg", "correlations.csv"];
+const FIGURE_FILES: [&str; 6] = ["trend.svg", "metrics.svg", "distributions.svg", "means.svg", "correlations.csv", "falls.csv"];
+
+/// How [`write_report`] draws and what it adds.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportOptions<'a> {
+    /// The trend's x key (`None`: `step`, `checkpoint`, `epoch`, else the first numeric key).
+    pub x: Option<&'a str>,
+    /// A training log to set beside mean LID (`--metrics`).
+    pub metrics: Option<&'a Path>,
+    /// How the x axis places the checkpoints.
+    pub x_scale: XScale,
+    /// With metrics: list the intervals where mean LID fell by more than this fraction.
+    pub fall_threshold: f64,
+}
+
+impl Default for ReportOptions<'_> {
+    fn default() -> Self {
+        ReportOptions { x: None, metrics: None, x_scale: XScale::Auto, fall_threshold: 0.2 }
+    }
+}
 
 /// What [`write_report`] wrote.
 #[derive(Debug, Clone)]
@@ -68,9 +87,10 @@ pub struct Report {
 /// [`ReportError::Input`] for a metrics file that cannot be matched to the runs (naming it),
 /// [`ReportError::Write`] naming the file that could not be written (or an `out` inside the
 /// result's `data/`), [`ReportError::Draw`] if plotters fails.
-pub fn write_report(results: &Results, out: &Path, x: Option<&str>, metrics: Option<&Path>) -> Result<Report> {
-    let axis = figures::choose_axis(results, x)?;
-    let metrics = match metrics {
+pub fn write_report(results: &Results, out: &Path, options: &ReportOptions<'_>) -> Result<Report> {
+    let x = options.x;
+    let axis = figures::choose_axis(results, x, options.x_scale)?;
+    let metrics = match options.metrics {
         None => None,
         Some(path) => {
             let bad = |reason: String| ReportError::Input { path: path.to_path_buf(), reason };
@@ -110,6 +130,7 @@ pub fn write_report(results: &Results, out: &Path, x: Option<&str>, metrics: Opt
         _ => unreachable!("lines exist exactly when the axis does"),
     }
     let mut correlations = None;
+    let mut falls = None;
     if let (Ok(a), Some(lines), Some(m)) = (&axis, &lines, &metrics) {
         page_figures.push(Ok(html::Figure {
             title: format!("Training metrics against {}", a.key),
@@ -123,6 +144,11 @@ pub fn write_report(results: &Results, out: &Path, x: Option<&str>, metrics: Opt
         summary::write_csv(&c, &path)?;
         files.push(path);
         correlations = Some(c);
+        let f = summary::falls_table(&keys, &a.key, &metrics::falls(results, a, lines, m, options.fall_threshold));
+        let path = out.join("falls.csv");
+        summary::write_csv(&f, &path)?;
+        files.push(path);
+        falls = Some(f);
     }
     let grouped = axis.as_ref().ok().zip(lines.as_deref());
     page_figures.push(Ok(html::Figure {
@@ -147,7 +173,7 @@ pub fn write_report(results: &Results, out: &Path, x: Option<&str>, metrics: Opt
 
     let mut written: Vec<&str> = page_figures.iter().filter_map(|f| f.as_ref().ok()).map(|f| f.file.as_str()).collect();
     if correlations.is_some() {
-        written.push("correlations.csv");
+        written.extend(["correlations.csv", "falls.csv"]);
     }
     for f in page_figures.iter().filter_map(|f| f.as_ref().ok()) {
         let path = out.join(&f.file);
@@ -168,6 +194,7 @@ pub fn write_report(results: &Results, out: &Path, x: Option<&str>, metrics: Opt
         figures: page_figures,
         table: &table,
         correlations: correlations.as_ref().zip(metrics.as_ref().map(|m| m.unmatched.as_slice())),
+        falls: falls.as_ref().map(|f| (f, options.fall_threshold)),
     });
     std::fs::write(&index, page).map_err(|e| write_error(&index, e))?;
     files.push(index.clone());

@@ -146,6 +146,53 @@ pub(crate) fn correlations(results: &Results, lines: &[Line], metrics: &Metrics)
     out
 }
 
+/// An interval between consecutive checkpoints of a trend line where mean LID fell by more than
+/// the threshold, with what one metric did over it and over the next interval.
+#[derive(Debug, Clone)]
+pub struct Fall {
+    /// The trend line's values of the partition keys other than the x key.
+    pub values: Vec<String>,
+    /// The interval's checkpoints (x values).
+    pub from: f64,
+    /// Its end.
+    pub to: f64,
+    /// Mean LID at `from` and at `to`.
+    pub lid: (f64, f64),
+    /// The metric.
+    pub metric: String,
+    /// The metric at `from`, at `to` and at the next checkpoint (NaN when there is none).
+    pub values_at: (f64, f64, f64),
+}
+
+/// Every interval between consecutive checkpoints of a line where mean LID fell by more than
+/// `threshold` of its value at the start (0.2: by more than 20%), once per metric: the paper's
+/// heuristic (a fall in LID comes before a gain) made checkable interval by interval.
+pub(crate) fn falls(results: &Results, axis: &Axis, lines: &[Line], metrics: &Metrics, threshold: f64) -> Vec<Fall> {
+    let mut out = Vec::new();
+    for line in lines {
+        let runs: Vec<usize> = line.runs.iter().copied().filter(|r| results.runs[*r].mean_lid().is_finite()).collect();
+        for (i, w) in runs.windows(2).enumerate() {
+            let (a, b) = (results.runs[w[0]].mean_lid(), results.runs[w[1]].mean_lid());
+            if !(a > 0.0 && (a - b) > threshold * a) {
+                continue;
+            }
+            let next = runs.get(i + 2).copied();
+            for (m, name) in metrics.names.iter().enumerate() {
+                let at = |r: Option<usize>| r.and_then(|r| metrics.values[r].as_ref().map(|v| v[m])).unwrap_or(f64::NAN);
+                out.push(Fall {
+                    values: line.values.clone(),
+                    from: axis.x[w[0]],
+                    to: axis.x[w[1]],
+                    lid: (a, b),
+                    metric: name.clone(),
+                    values_at: (at(Some(w[0])), at(Some(w[1])), at(next)),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// Pearson's correlation; NaN with fewer than 3 points or no spread.
 pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
     let n = x.len().min(y.len());

@@ -101,6 +101,46 @@ pub fn correlation_table(keys: &[String], correlations: &[crate::metrics::Correl
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).expect("columns of one length")
 }
 
+/// `falls.csv`: per fall of mean LID ([`crate::metrics::falls`]) and metric, the trend line's
+/// keys, `from`, `to`, `mean_lid_from`, `mean_lid_to`, `lid_change` (relative), `metric`, and the
+/// metric at `from`, at `to` and at the next checkpoint (`metric_next`, null at the last one),
+/// with `metric_change` (over the fall) and `metric_next_change` (over the next interval).
+pub fn falls_table(keys: &[String], x: &str, falls: &[crate::metrics::Fall]) -> RecordBatch {
+    let mut fields = Vec::new();
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        fields.push(Field::new(key, DataType::Utf8, false));
+        cols.push(Arc::new(StringArray::from_iter_values(falls.iter().map(|f| f.values[i].as_str()))));
+    }
+    let num = |v: f64| Some(v).filter(|v| v.is_finite());
+    type Get = fn(&crate::metrics::Fall) -> f64;
+    let before: [(String, Get); 5] = [
+        (format!("{x}_from"), |f| f.from),
+        (format!("{x}_to"), |f| f.to),
+        ("mean_lid_from".into(), |f| f.lid.0),
+        ("mean_lid_to".into(), |f| f.lid.1),
+        ("lid_change".into(), |f| (f.lid.1 - f.lid.0) / f.lid.0),
+    ];
+    for (name, g) in before {
+        fields.push(Field::new(name, DataType::Float64, true));
+        cols.push(Arc::new(Float64Array::from(falls.iter().map(|f| num(g(f))).collect::<Vec<_>>())));
+    }
+    fields.push(Field::new("metric", DataType::Utf8, false));
+    cols.push(Arc::new(StringArray::from_iter_values(falls.iter().map(|f| f.metric.as_str()))));
+    let after: [(&str, Get); 5] = [
+        ("metric_from", |f| f.values_at.0),
+        ("metric_to", |f| f.values_at.1),
+        ("metric_next", |f| f.values_at.2),
+        ("metric_change", |f| f.values_at.1 - f.values_at.0),
+        ("metric_next_change", |f| f.values_at.2 - f.values_at.1),
+    ];
+    for (name, g) in after {
+        fields.push(Field::new(name, DataType::Float64, true));
+        cols.push(Arc::new(Float64Array::from(falls.iter().map(|f| num(g(f))).collect::<Vec<_>>())));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).expect("columns of one length")
+}
+
 /// Writes `table` as CSV (a header line, then one line per row) to `path`.
 ///
 /// # Errors
