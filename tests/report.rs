@@ -265,3 +265,54 @@ fn report_sets_training_metrics_beside_mean_lid() {
         assert!(e.contains("bad.csv") && e.contains(want), "{body}: {e}");
     }
 }
+
+/// Two runs on the same tokens (`model=a` on a 3-dimensional cube, `model=b` on a 6-dimensional
+/// one, per `layer`): `paired_test` in SQL and `report --compare` give the textbook paired
+/// figures of the per-token differences, computed here from the two runs' rows.
+#[test]
+fn two_runs_compare_token_by_token() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("results");
+    for (layer, shift) in [("1", 0u64), ("2", 10)] {
+        for (model, manifold) in [("a", 3), ("b", 6)] {
+            let c = d.path().join(format!("{model}-{layer}.parquet"));
+            write_corpus(&c, manifold, 7 + shift + manifold as u64);
+            run(&c, &out, Some(&format!("model={model},layer={layer}")));
+        }
+    }
+    let t = format!("lid={}", s(&out));
+    let rows = |model: &str, layer: &str| -> Vec<f64> {
+        let q = format!("SELECT lid FROM lid WHERE model = '{model}' AND layer = '{layer}' ORDER BY seq_id");
+        csv(&lidscope_ok(&["sql", "--table", &t, "--format", "csv", &q])).into_iter().skip(1).map(|r| r[0].parse().unwrap()).collect()
+    };
+    let q = "SELECT layer, r['n'] AS n, r['mean_diff'] AS m, r['std_diff'] AS s, r['d_z'] AS dz, r['t'] AS t, r['p'] AS p, r['paper_score'] AS paper FROM \
+             (SELECT a.layer, paired_test(a.lid, b.lid) AS r FROM lid a JOIN lid b USING (seq_id, layer) WHERE a.model = 'a' AND b.model = 'b' GROUP BY a.layer) ORDER BY layer";
+    let sql = csv(&lidscope_ok(&["sql", "--table", &t, "--format", "csv", q]));
+    let rep = d.path().join("rep");
+    lidscope_ok(&["report", &s(&out), "--out", &s(&rep), "--compare", "model=a:b"]);
+    let cmp = csv(&std::fs::read_to_string(rep.join("compare.csv")).unwrap());
+    assert_eq!(cmp[0], ["layer", "n", "mean_diff", "std_diff", "d_z", "t", "p", "paper_score"]);
+    for (i, layer) in ["1", "2"].iter().enumerate() {
+        let (x, y) = (rows("a", layer), rows("b", layer));
+        let diffs: Vec<f64> = x.iter().zip(&y).filter(|(a, b)| a.is_finite() && b.is_finite()).map(|(a, b)| a - b).collect();
+        let n = diffs.len() as f64;
+        let mean = diffs.iter().sum::<f64>() / n;
+        let ss = diffs.iter().map(|v| (v - mean).powi(2)).sum::<f64>();
+        let (sd, pop) = ((ss / (n - 1.0)).sqrt(), (ss / n).sqrt());
+        let tval = mean / sd * n.sqrt();
+        let want = [n, mean, sd, mean / sd, tval, lidscope_kernel::students_t_two_sided(tval, n - 1.0), mean / pop];
+        assert!(mean < -1.0, "a 3-d cube against a 6-d one: {mean}");
+        for (row, what) in [(&sql[i + 1], "sql"), (&cmp[i + 1], "report")] {
+            assert_eq!(row[0], *layer, "{what}");
+            for (k, w) in want.iter().enumerate() {
+                let got: f64 = row[k + 1].parse().unwrap_or(f64::NAN);
+                assert!((got - w).abs() <= 1e-9 * w.abs().max(1e-300) || (got == 0.0 && *w < 1e-300), "{what} layer {layer} field {k}: {got} vs {w}");
+            }
+        }
+    }
+    let page = std::fs::read_to_string(rep.join("index.html")).unwrap();
+    assert!(page.contains("model=a against model=b, token by token") && page.contains("paper_score"));
+    // Without identity-paired runs of that value: a clear error naming the value.
+    let o = lidscope(&["report", &s(&out), "--out", &s(&rep), "--compare", "model=a:c"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no run has model=c"), "{:?}", o);
+}

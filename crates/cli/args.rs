@@ -503,6 +503,11 @@ pub struct ReportArgs {
     /// and over the next interval.
     #[arg(long, default_value_t = 0.2, value_parser = parse_open_fraction, value_name = "F")]
     pub fall_threshold: f64,
+    /// Compare two runs on the same tokens, e.g. step=3600:4900 or model=base:tuned: per
+    /// combination of the other partition keys, the paired differences (A - B) over the identities
+    /// both measured: n, mean, standard deviation, Cohen's d_z, paired t and its p (compare.csv).
+    #[arg(long, value_name = "KEY=A:B")]
+    pub compare: Option<lidscope_report::Comparison>,
     /// The trend's x axis: log when the checkpoints are spaced geometrically (auto), or as asked.
     #[arg(long, value_enum, default_value_t = XScaleArg::Auto)]
     pub x_scale: XScaleArg,

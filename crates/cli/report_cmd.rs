@@ -18,6 +18,8 @@ pub fn main(a: &ReportArgs, quiet: bool) -> Result<()> {
             XScaleArg::Log => XScale::Log,
         },
         fall_threshold: a.fall_threshold,
+        compare: a.compare.as_ref(),
+        estimator: a.estimator.as_deref(),
     };
     let report = lidscope_report::write_report(&results, &a.out, &options)?;
     if !report.unmatched.is_empty() {

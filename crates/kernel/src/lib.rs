@@ -30,6 +30,7 @@
 mod error;
 mod estimate;
 mod knn;
+mod paired;
 #[doc(hidden)]
 pub mod isa;
 mod rate;
@@ -43,6 +44,7 @@ pub use estimate::{
     LOCAL_ESTIMATOR_NAMES, TLE_EPSILON,
 };
 pub use knn::{int8_search_available, kdtree_supports, KnnIndex, KnnStats, Neighbours, SearchStrategy, KDTREE_AUTO_MAX_DIM, KDTREE_DIMS};
+pub use paired::{students_t_two_sided, PairedMoments, PairedTest};
 pub use rate::{mac_rates, sgemm_gflops, MacRates};
 pub use rows::Rows;
 

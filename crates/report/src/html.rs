@@ -31,6 +31,8 @@ pub(crate) struct Page<'a> {
     pub correlations: Option<(&'a RecordBatch, &'a [String])>,
     /// With `--metrics`: the falls of mean LID by more than the threshold (a fraction).
     pub falls: Option<(&'a RecordBatch, f64)>,
+    /// With `--compare`: what was compared, and the paired figures.
+    pub compare: Option<(&'a crate::Comparison, &'a RecordBatch)>,
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em auto;max-width:1040px;padding:0 1em;color:#222}\
@@ -96,6 +98,20 @@ pub(crate) fn page(p: &Page<'_>) -> String {
             let more = if unmatched.len() > shown.len() { format!(" and {} more", unmatched.len() - shown.len()) } else { String::new() };
             let _ = write!(h, "<p class=\"note\">{} rows of the metrics file are no run's checkpoint: {}{more}.</p>\n", unmatched.len(), esc(&shown.join("; ")));
         }
+    }
+    if let Some((c, t)) = p.compare {
+        let _ = write!(
+            h,
+            "<h2>{key}={a} against {key}={b}, token by token</h2>\n<p>The runs are paired on their identity columns; per combination of the other \
+             partition keys: <code>n</code> tokens with a finite LID in both, <code>mean_diff</code> of LID({key}={a}) minus LID({key}={b}), its sample \
+             standard deviation, Cohen's <code>d_z</code> (their ratio), the paired <code>t</code> = d_z &middot; &radic;n with n &minus; 1 degrees of \
+             freedom and its two-sided <code>p</code>; <code>paper_score</code> is the paper's number, the mean over the population deviation (d_z up to \
+             &radic;((n&minus;1)/n), not a t statistic). Also as <a href=\"compare.csv\">compare.csv</a>.</p>\n{}",
+            table(t),
+            key = esc(&c.key),
+            a = esc(&c.a),
+            b = esc(&c.b),
+        );
     }
     let _ = write!(
         h,

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 #![warn(rustdoc::broken_intra_doc_links)]
 
+mod compare;
 mod error;
 mod figures;
 mod html;
@@ -24,6 +25,7 @@ mod summary;
 
 use std::path::{Path, PathBuf};
 
+pub use compare::Comparison;
 pub use error::{ReportError, Result};
 pub use figures::{plot_svg, XScale, X_KEYS};
 pub use metrics::{pearson, spearman, Correlation, Fall, Metrics};
@@ -34,7 +36,7 @@ use error::write_error;
 
 /// The figure files a report may write; those not drawn this time are removed, so that a
 /// directory never shows a figure of an earlier report beside this one's table.
-const FIGURE_FILES: [&str; 6] = ["trend.svg", "metrics.svg", "distributions.svg", "means.svg", "correlations.csv", "falls.csv"];
+const FIGURE_FILES: [&str; 7] = ["trend.svg", "metrics.svg", "distributions.svg", "means.svg", "correlations.csv", "falls.csv", "compare.csv"];
 
 /// How [`write_report`] draws and what it adds.
 #[derive(Debug, Clone, Copy)]
@@ -47,11 +49,15 @@ pub struct ReportOptions<'a> {
     pub x_scale: XScale,
     /// With metrics: list the intervals where mean LID fell by more than this fraction.
     pub fall_threshold: f64,
+    /// Compare two runs on the same tokens per combination of the other keys (`--compare`).
+    pub compare: Option<&'a Comparison>,
+    /// The estimator the report draws (`--estimator`), for the comparison's values.
+    pub estimator: Option<&'a str>,
 }
 
 impl Default for ReportOptions<'_> {
     fn default() -> Self {
-        ReportOptions { x: None, metrics: None, x_scale: XScale::Auto, fall_threshold: 0.2 }
+        ReportOptions { x: None, metrics: None, x_scale: XScale::Auto, fall_threshold: 0.2, compare: None, estimator: None }
     }
 }
 
@@ -97,6 +103,13 @@ pub fn write_report(results: &Results, out: &Path, options: &ReportOptions<'_>) 
             let a = axis.as_ref().map_err(|why| bad(format!("metrics are matched to runs by a numeric partition key, and {why}")))?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| bad(format!("starting the query runtime: {e}")))?;
             Some(rt.block_on(metrics::read_metrics(path, results, a))?)
+        }
+    };
+    let compared = match options.compare {
+        None => None,
+        Some(c) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| write_error(out, e))?;
+            Some((c, rt.block_on(compare::compare(results, c, options.estimator))?))
         }
     };
     // Files under data/ are read as results: a summary.parquet there would become a "run".
@@ -175,6 +188,12 @@ pub fn write_report(results: &Results, out: &Path, options: &ReportOptions<'_>) 
     if correlations.is_some() {
         written.extend(["correlations.csv", "falls.csv"]);
     }
+    if let Some((_, table)) = &compared {
+        let path = out.join("compare.csv");
+        summary::write_csv(table, &path)?;
+        files.push(path);
+        written.push("compare.csv");
+    }
     for f in page_figures.iter().filter_map(|f| f.as_ref().ok()) {
         let path = out.join(&f.file);
         std::fs::write(&path, &f.svg).map_err(|e| write_error(&path, e))?;
@@ -195,6 +214,7 @@ pub fn write_report(results: &Results, out: &Path, options: &ReportOptions<'_>) 
         table: &table,
         correlations: correlations.as_ref().zip(metrics.as_ref().map(|m| m.unmatched.as_slice())),
         falls: falls.as_ref().map(|f| (f, options.fall_threshold)),
+        compare: compared.as_ref().map(|(c, t)| (*c, t)),
     });
     std::fs::write(&index, page).map_err(|e| write_error(&index, e))?;
     files.push(index.clone());
