@@ -78,6 +78,11 @@ impl Axis {
         }
     }
 
+    /// A run's value of the key as written in its partition (`3600`, not `3600.0`).
+    pub fn value_of<'r>(&self, run: &'r Run) -> &'r str {
+        &run.values[self.index]
+    }
+
     /// Whether the axis is logarithmic.
     pub fn is_log(&self) -> bool {
         self.log_offset.is_some()

@@ -152,10 +152,10 @@ pub(crate) fn correlations(results: &Results, lines: &[Line], metrics: &Metrics)
 pub struct Fall {
     /// The trend line's values of the partition keys other than the x key.
     pub values: Vec<String>,
-    /// The interval's checkpoints (x values).
-    pub from: f64,
+    /// The interval's checkpoints, as their partition values (`3600`).
+    pub from: String,
     /// Its end.
-    pub to: f64,
+    pub to: String,
     /// Mean LID at `from` and at `to`.
     pub lid: (f64, f64),
     /// The metric.
@@ -181,8 +181,8 @@ pub(crate) fn falls(results: &Results, axis: &Axis, lines: &[Line], metrics: &Me
                 let at = |r: Option<usize>| r.and_then(|r| metrics.values[r].as_ref().map(|v| v[m])).unwrap_or(f64::NAN);
                 out.push(Fall {
                     values: line.values.clone(),
-                    from: axis.x[w[0]],
-                    to: axis.x[w[1]],
+                    from: axis.value_of(&results.runs[w[0]]).to_string(),
+                    to: axis.value_of(&results.runs[w[1]]).to_string(),
                     lid: (a, b),
                     metric: name.clone(),
                     values_at: (at(Some(w[0])), at(Some(w[1])), at(next)),

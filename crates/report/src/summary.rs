@@ -114,9 +114,11 @@ pub fn falls_table(keys: &[String], x: &str, falls: &[crate::metrics::Fall]) -> 
     }
     let num = |v: f64| Some(v).filter(|v| v.is_finite());
     type Get = fn(&crate::metrics::Fall) -> f64;
-    let before: [(String, Get); 5] = [
-        (format!("{x}_from"), |f| f.from),
-        (format!("{x}_to"), |f| f.to),
+    for (name, side) in [(format!("{x}_from"), 0), (format!("{x}_to"), 1)] {
+        fields.push(Field::new(name, DataType::Utf8, false));
+        cols.push(Arc::new(StringArray::from_iter_values(falls.iter().map(|f| if side == 0 { f.from.as_str() } else { f.to.as_str() }))));
+    }
+    let before: [(String, Get); 3] = [
         ("mean_lid_from".into(), |f| f.lid.0),
         ("mean_lid_to".into(), |f| f.lid.1),
         ("lid_change".into(), |f| (f.lid.1 - f.lid.0) / f.lid.0),
