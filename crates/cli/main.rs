@@ -112,4 +112,103 @@ mod tests {
         }
         assert!(seen >= 6, "only {seen} command lines found in deploy/");
     }
+
+    /// The words of one shell command line: quotes ('...', "...") and backslash escapes as a shell
+    /// reads them; variables and globs stay as written (they are values to the parser).
+    fn shell_words(line: &str) -> Vec<String> {
+        let (mut words, mut cur, mut any) = (Vec::new(), String::new(), false);
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' => {
+                    any = true;
+                    cur.extend(chars.by_ref().take_while(|c| *c != '\''));
+                }
+                '"' => {
+                    any = true;
+                    while let Some(c) = chars.next() {
+                        match c {
+                            '"' => break,
+                            '\\' => cur.extend(chars.next()),
+                            c => cur.push(c),
+                        }
+                    }
+                }
+                '\\' => cur.extend(chars.next()),
+                c if c.is_whitespace() => {
+                    if any || !cur.is_empty() {
+                        words.push(std::mem::take(&mut cur));
+                        any = false;
+                    }
+                }
+                c => cur.push(c),
+            }
+        }
+        if any || !cur.is_empty() {
+            words.push(cur);
+        }
+        words
+    }
+
+    /// `line` up to a `#` comment, a pipe or `&&` outside quotes.
+    fn first_command(line: &str) -> &str {
+        let (mut single, mut double, mut prev) = (false, false, ' ');
+        for (i, c) in line.char_indices() {
+            match c {
+                '\'' if !double => single = !single,
+                '"' if !single && prev != '\\' => double = !double,
+                '#' | '|' | '&' | ';' if !single && !double && (c != '#' || prev.is_whitespace()) => return &line[..i],
+                _ => {}
+            }
+            prev = c;
+        }
+        line
+    }
+
+    /// Every `lidscope ...` command in the ```sh blocks of the README and the user guide parses
+    /// with the binary's own parser, so that the documents cannot drift from the CLI.
+    #[test]
+    fn documented_command_lines_parse() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = vec![root.join("README.md")];
+        if let Ok(dir) = std::fs::read_dir(root.join("docs")) {
+            let mut docs: Vec<_> = dir.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "md")).collect();
+            docs.sort();
+            files.extend(docs);
+        }
+        let mut seen = 0;
+        for f in &files {
+            let text = std::fs::read_to_string(f).unwrap();
+            let mut in_sh = false;
+            let mut logical = String::new();
+            for line in text.lines() {
+                if line.trim_start().starts_with("```") {
+                    in_sh = !in_sh && line.trim_start().trim_start_matches('`').trim() == "sh";
+                    continue;
+                }
+                if !in_sh {
+                    continue;
+                }
+                if let Some(body) = line.strip_suffix('\\') {
+                    logical.push_str(body);
+                    logical.push(' ');
+                    continue;
+                }
+                logical.push_str(line);
+                let command = std::mem::take(&mut logical);
+                let words = shell_words(first_command(command.trim_start()));
+                if words.first().map(String::as_str) != Some("lidscope") || words.iter().any(|w| w == "--help") {
+                    continue;
+                }
+                Cli::try_parse_from(&words).unwrap_or_else(|e| panic!("{}: {words:?} does not parse:\n{e}", f.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 20, "only {seen} lidscope command lines found in {files:?}");
+        eprintln!("{seen} documented command lines parse");
+        // The check can fail: a wrong flag and quoting as a shell reads it.
+        assert!(Cli::try_parse_from(shell_words("lidscope run --no-such-flag")).is_err());
+        assert_eq!(shell_words(r#"lidscope run --where "position = 3 AND split = 'val'" --x a\ b"#), ["lidscope", "run", "--where", "position = 3 AND split = 'val'", "--x", "a b"]);
+        assert_eq!(first_command("lidscope sql x | head  # a comment"), "lidscope sql x ");
+    }
 }
