@@ -259,13 +259,18 @@ fn a_cluster_run_equals_the_local_run_and_refuses_bad_tokens_and_input() {
     assert_eq!(fm["reference_sha256"], lm["reference_sha256"]);
     assert_eq!(fm["rows"], lm["rows"]);
 
+    // The same run locally and on the cluster, into `<name>-local` and `<name>-cluster`: their
+    // manifests and directories.
+    let both = |name: &str, extra: &[&str]| {
+        let (l, r) = (s(&d.join(format!("{name}-local"))), s(&d.join(format!("{name}-cluster"))));
+        let lj = json(&lidscope_ok(&run_args(&cs, &l, extra)));
+        let mut args = run_args(&cs, &r, extra);
+        args.extend(["--cluster", &url, "--token-file", &token]);
+        (lj, json(&lidscope_ok(&args)), l, r)
+    };
+
     // Several estimators on the cluster: the columns and means of the same local run.
-    let est = ["--k", "16", "--reference", &reference, "--estimator", "twonn,mle"];
-    let (local_est, remote_est) = (s(&d.join("local-est")), s(&d.join("cluster-est")));
-    let le = json(&lidscope_ok(&run_args(&cs, &local_est, &est)));
-    let mut args = run_args(&cs, &remote_est, &est);
-    args.extend(["--cluster", &url, "--token-file", &token]);
-    let ce = json(&lidscope_ok(&args));
+    let (le, ce, local_est, remote_est) = both("est", &["--k", "16", "--reference", &reference, "--estimator", "twonn,mle"]);
     assert_eq!(ce["estimator"], "twonn,mle");
     assert_eq!(ce["estimates"]["lid_mle"]["n_finite"], le["estimates"]["lid_mle"]["n_finite"]);
     for (column, field) in [("lid_mle", "mean"), ("lid_mle", "mackay_ghahramani"), ("lid_twonn", "mean")] {
@@ -277,12 +282,7 @@ fn a_cluster_run_equals_the_local_run_and_refuses_bad_tokens_and_input() {
     assert_eq!(sum(&remote_est), sum(&local_est));
 
     // --where on the cluster: the workers' pools and scans keep the same rows as the local run.
-    let filt = ["--k", "16", "--reference-size", "500", "--pool", "1200", "--where", "position < 20 AND NOT special"];
-    let (local_w, remote_w) = (s(&d.join("local-where")), s(&d.join("cluster-where")));
-    let lw = json(&lidscope_ok(&run_args(&cs, &local_w, &filt)));
-    let mut args = run_args(&cs, &remote_w, &filt);
-    args.extend(["--cluster", &url, "--token-file", &token]);
-    let cw = json(&lidscope_ok(&args));
+    let (lw, cw, local_w, remote_w) = both("where", &["--k", "16", "--reference-size", "500", "--pool", "1200", "--where", "position < 20 AND NOT special"]);
     assert_eq!(cw["where"], "position < 20 AND NOT special");
     assert_eq!(cw["rows"], lw["rows"]);
     assert_eq!(cw["reference_sha256"], lw["reference_sha256"], "the same sample of the kept rows");

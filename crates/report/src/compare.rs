@@ -59,8 +59,12 @@ pub(crate) async fn compare(results: &Results, c: &Comparison, estimator: Option
     };
     for v in [&c.a, &c.b] {
         if !results.runs.iter().any(|r| &r.values[index] == v) {
-            let mut have: Vec<&str> = results.runs.iter().map(|r| r.values[index].as_str()).collect();
-            have.dedup();
+            let mut have: Vec<&str> = Vec::new();
+            for r in &results.runs {
+                if !have.contains(&r.values[index].as_str()) {
+                    have.push(&r.values[index]);
+                }
+            }
             return Err(bad(format!("no run has {}={v} (values: {})", c.key, have.join(", "))));
         }
     }

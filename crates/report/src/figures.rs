@@ -463,8 +463,7 @@ fn heatmap(area: &Area<'_>, results: &Results, axis: &Axis, runs: &[&Run], title
     let n = runs.len();
     let every = n.div_ceil(12).max(1);
     let ticks: Vec<f64> = (0..n).step_by(every).map(|j| j as f64 + 0.5).collect();
-    let x_of = |r: &Run| r.values[axis.index].clone();
-    let labels: Vec<String> = runs.iter().map(|r| x_of(r)).collect();
+    let labels: Vec<&str> = runs.iter().map(|r| axis.value_of(r)).collect();
     let hi = b.lo + b.width * b.count as f64;
     let clipped: u64 = runs.iter().map(|r| r.clipped()).sum();
     let caption = match clipped {
@@ -481,7 +480,7 @@ fn heatmap(area: &Area<'_>, results: &Results, axis: &Axis, runs: &[&Run], title
         .configure_mesh()
         .x_desc(format!("{} (one column per run, in order)", axis.key))
         .y_desc("LID")
-        .x_label_formatter(&|p| labels.get(p.floor().max(0.0) as usize).cloned().unwrap_or_default())
+        .x_label_formatter(&|p| labels.get(p.floor().max(0.0) as usize).map_or_else(String::new, |l| l.to_string()))
         .label_style(LABELS)
         .axis_desc_style(AXIS_DESC)
         .disable_x_mesh()
@@ -496,14 +495,13 @@ fn heatmap(area: &Area<'_>, results: &Results, axis: &Axis, runs: &[&Run], title
     chart.draw_series(runs.iter().enumerate().filter(|(_, r)| r.mean <= hi).map(|(j, r)| Circle::new((j as f64 + 0.5, r.mean), 3, WHITE.filled())))?;
     // The colour bar.
     let bar = bar.margin(50, 45, 10, 30);
-    let (w, h) = bar.dim_in_pixel();
+    let h = bar.dim_in_pixel().1;
     let steps = 64;
     for k in 0..steps {
         let y0 = h as i32 - ((k + 1) as f64 / steps as f64 * h as f64) as i32;
         let y1 = h as i32 - (k as f64 / steps as f64 * h as f64) as i32;
         bar.draw(&Rectangle::new([(0, y0), (18, y1)], viridis((k as f64 + 0.5) / steps as f64).filled()))?;
     }
-    let _ = w;
     bar.draw(&Text::new(format!("{:.2}", top), (22, -6), ("sans-serif", 13)))?;
     bar.draw(&Text::new(format!("{:.2}", top / 4.0), (22, h as i32 / 2 - 6), ("sans-serif", 13)))?;
     bar.draw(&Text::new("0".to_string(), (22, h as i32 - 8), ("sans-serif", 13)))?;
