@@ -165,6 +165,34 @@ mod tests {
         line
     }
 
+    /// Every relative link of the README and the user guide (`[text](path)`, `![alt](path)`)
+    /// names a file of the repository, so that a moved page or an image left out of git fails CI
+    /// (which runs in a fresh clone).
+    #[test]
+    fn documented_links_resolve() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = vec![root.join("README.md")];
+        if let Ok(dir) = std::fs::read_dir(root.join("docs")) {
+            files.extend(dir.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "md")));
+        }
+        let mut seen = 0;
+        for f in &files {
+            let text = std::fs::read_to_string(f).unwrap();
+            for (i, _) in text.match_indices("](") {
+                let rest = &text[i + 2..];
+                let Some(end) = rest.find(')') else { continue };
+                let target = rest[..end].split('#').next().unwrap_or("");
+                if target.is_empty() || target.contains("://") || target.contains(' ') {
+                    continue;
+                }
+                let path = f.parent().unwrap().join(target);
+                assert!(path.exists(), "{}: link to {target} names no file", f.display());
+                seen += 1;
+            }
+        }
+        assert!(seen >= 2, "only {seen} relative links found");
+    }
+
     /// Every `lidscope ...` command in the ```sh blocks of the README and the user guide parses
     /// with the binary's own parser, so that the documents cannot drift from the CLI.
     #[test]
