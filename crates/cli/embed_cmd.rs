@@ -1,13 +1,41 @@
 //! `lidscope embed`: texts + a Hugging Face checkpoint -> a corpus of per-token hidden states.
 
 use anyhow::{bail, Result};
-use lidscope_embed::{embed_corpus, EmbedOptions, EmbedProgress, Embedder, LayerRequest};
+use lidscope_embed::{embed_corpus, EmbedOptions, EmbedProgress, EmbedSummary, Embedder, LayerRequest};
 use lidscope_engine::Progress;
 
 use crate::args::EmbedArgs;
 use crate::progress::Bar;
 
 pub fn main(a: &EmbedArgs, quiet: bool) -> Result<()> {
+    let s = embed(a, quiet)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary_json(&s))?);
+    } else if !quiet {
+        println!(
+            "lidscope: {} texts, {} tokens ({:.0} tokens/s) in {:.1} s -> {} ({})",
+            s.texts,
+            s.tokens,
+            s.tokens as f64 / s.seconds.max(1e-9),
+            s.seconds,
+            a.out.display(),
+            s.columns.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// What `lidscope embed --json` prints.
+pub fn summary_json(s: &EmbedSummary) -> serde_json::Value {
+    serde_json::json!({
+        "texts": s.texts, "tokens": s.tokens, "parts": s.parts, "layers": s.layers, "columns": s.columns,
+        "max_length": s.max_length,
+        "seconds": s.seconds, "tokens_per_second": s.tokens as f64 / s.seconds.max(1e-9),
+    })
+}
+
+/// The job of `lidscope embed`, with a progress bar on stderr, without printing.
+pub fn embed(a: &EmbedArgs, quiet: bool) -> Result<EmbedSummary> {
     reuse_freed_tensors();
     let layers = LayerRequest::parse_list(&a.layers)?;
     let ids: Vec<String> = a.id_columns.iter().filter(|c| !c.is_empty()).cloned().collect();
@@ -30,26 +58,7 @@ pub fn main(a: &EmbedArgs, quiet: bool) -> Result<()> {
         })
     });
     bar.clear();
-    let s = result?;
-    if a.json {
-        let v = serde_json::json!({
-            "texts": s.texts, "tokens": s.tokens, "parts": s.parts, "layers": s.layers, "columns": s.columns,
-            "max_length": s.max_length,
-            "seconds": s.seconds, "tokens_per_second": s.tokens as f64 / s.seconds.max(1e-9),
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else if !quiet {
-        println!(
-            "lidscope: {} texts, {} tokens ({:.0} tokens/s) in {:.1} s -> {} ({})",
-            s.texts,
-            s.tokens,
-            s.tokens as f64 / s.seconds.max(1e-9),
-            s.seconds,
-            a.out.display(),
-            s.columns.join(", ")
-        );
-    }
-    Ok(())
+    Ok(result?)
 }
 
 /// `lidscope bench --embed <MODEL_DIR>`: tokens per second of the forward pass on synthetic texts of

@@ -1,53 +1,26 @@
 //! `lidscope`: local intrinsic dimension of language-model embeddings, token by token.
 //!
 //! A thin binary over the workspace's libraries: it parses arguments, sets up logging and
-//! progress, and calls `lidscope-engine`. Exit codes: 0 success, 1 failure, 2 usage error.
-
-mod args;
-mod bench;
-mod bench_cluster;
-mod cluster_cmd;
-mod demo;
-mod embed_cmd;
-mod plot;
-mod progress;
-mod report_cmd;
-mod run_cmd;
-mod sql_cmd;
-mod sweep_cmd;
-mod synth;
+//! progress, and calls the jobs of the `lidscope` library. Exit codes: 0 success, 1 failure, 2
+//! usage error.
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use lidscope::args::Cli;
 use tracing_subscriber::EnvFilter;
-
-use args::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
-    let result = match &cli.command {
-        Command::Run(a) => run_cmd::main(a, cli.quiet),
-        Command::Demo(a) => demo::main(a, cli.quiet),
-        Command::Bench(a) if a.embed.is_some() => embed_cmd::bench(a),
-        Command::Bench(a) => bench::main(a),
-        Command::Sql(a) => sql_cmd::main(a),
-        Command::Plot(a) => plot::main(a),
-        Command::Report(a) => report_cmd::main(a, cli.quiet),
-        Command::Sweep(a) => sweep_cmd::main(a, cli.quiet),
-        Command::Coordinator(a) => cluster_cmd::coordinator_main(a),
-        Command::Worker(a) => cluster_cmd::worker_main(a),
-        Command::Embed(a) => embed_cmd::main(a, cli.quiet),
-    };
-    match result {
+    match lidscope::dispatch(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
             eprintln!("lidscope: error: {e:#}");
-            ExitCode::from(if is_usage(&e) { 2 } else { 1 })
+            ExitCode::from(if lidscope::is_usage(&e) { 2 } else { 1 })
         }
     }
 }
@@ -74,12 +47,6 @@ fn init_logging(verbose: u8, quiet: bool) {
         .init();
 }
 
-/// Parameters the engine refused before any work (a malformed `--partition`, ...): a usage error,
-/// like the ones clap reports.
-fn is_usage(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| matches!(c.downcast_ref::<lidscope_engine::EngineError>(), Some(lidscope_engine::EngineError::Usage(_))))
-}
-
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
@@ -88,7 +55,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 mod tests {
     use clap::Parser;
 
-    use super::args::Cli;
+    use lidscope::args::Cli;
 
     /// Every `lidscope` command line in deploy/ (one-line JSON arrays starting with "lidscope"),
     /// parsed by the binary's own parser, so that the files cannot drift from the CLI.

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use lidscope_data::SampleConfig;
-use lidscope_engine::{run, ReferenceSource, RunConfig, RunSummary};
+use lidscope_engine::{ReferenceSource, RunConfig, RunSummary};
 use lidscope_kernel::{Estimator, LidConfig, SearchStrategy};
 
 use crate::args::{RunArgs, SearchArg};
@@ -46,10 +46,7 @@ impl From<&RunArgs> for RunConfig {
 }
 
 pub fn main(a: &RunArgs, quiet: bool) -> Result<()> {
-    let summary = match &a.cluster {
-        Some(url) => crate::cluster_cmd::run(a, &RunConfig::from(a), url, quiet)?,
-        None => with_threads(a.threads, || execute(&RunConfig::from(a), quiet))?,
-    };
+    let summary = run(a, quiet)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary.manifest)?);
     } else if !quiet {
@@ -58,10 +55,18 @@ pub fn main(a: &RunArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
+/// The job of `lidscope run`, on the cluster when `--cluster` is given, without printing.
+pub fn run(a: &RunArgs, quiet: bool) -> Result<RunSummary> {
+    match &a.cluster {
+        Some(url) => crate::cluster_cmd::run(a, &RunConfig::from(a), url, quiet),
+        None => with_threads(a.threads, || execute(&RunConfig::from(a), quiet)),
+    }
+}
+
 /// Runs with a progress bar on stderr.
 pub fn execute(cfg: &RunConfig, quiet: bool) -> Result<RunSummary> {
     let bar = Bar::new(quiet);
-    let result = run(cfg, &bar);
+    let result = lidscope_engine::run(cfg, &bar);
     bar.clear();
     Ok(result?)
 }

@@ -9,13 +9,31 @@ use lidscope_engine::sql;
 
 use crate::args::{FormatArg, SqlArgs};
 
+/// A table of a query: a path, registered as `lidscope sql --table NAME=PATH` does, or record
+/// batches already in memory.
+pub enum Table {
+    /// A result directory, a corpus (file, directory or glob), a reference file or a CSV file.
+    Path(String),
+    /// Batches of one schema.
+    Batches(SchemaRef, Vec<RecordBatch>),
+}
+
 /// Runs `query` over `tables` (`NAME=PATH` pairs, registered as `lidscope sql` does).
 pub fn query(tables: &[(String, String)], query: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let tables: Vec<(String, Table)> = tables.iter().map(|(n, p)| (n.clone(), Table::Path(p.clone()))).collect();
+    query_tables(tables, query)
+}
+
+/// [`query`] over tables from files or memory.
+pub fn query_tables(tables: Vec<(String, Table)>, query: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the query runtime")?;
     rt.block_on(async {
         let ctx = sql::session();
-        for (name, path) in tables {
-            sql::register(&ctx, name, path).await?;
+        for (name, table) in tables {
+            match table {
+                Table::Path(path) => sql::register(&ctx, &name, &path).await?,
+                Table::Batches(schema, batches) => sql::register_batches(&ctx, &name, schema, batches)?,
+            }
         }
         let df = ctx.sql(query).await.map_err(|e| anyhow::anyhow!("in the query: {e}"))?;
         let schema = df.schema().inner().clone();

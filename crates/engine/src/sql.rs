@@ -45,6 +45,17 @@ pub async fn register(ctx: &SessionContext, name: &str, path: &str) -> Result<()
     register_measuring(ctx, name, path, None).await
 }
 
+/// Registers record batches held in memory (e.g. a pyarrow table handed over by the Python
+/// package without a copy) as table `name`, beside the files [`register`] takes.
+///
+/// # Errors
+/// Batches whose schema differs from `schema`, or a name already taken.
+pub fn register_batches(ctx: &SessionContext, name: &str, schema: arrow::datatypes::SchemaRef, batches: Vec<RecordBatch>) -> Result<()> {
+    let table = datafusion::datasource::MemTable::try_new(schema, vec![batches]).map_err(df(format!("table {name}")))?;
+    ctx.register_table(name, Arc::new(table)).map_err(df(format!("table {name}")))?;
+    Ok(())
+}
+
 /// As [`register`]; with `estimator` (a name of `lidscope run --estimator`, e.g. `mle`), the
 /// result table's `lid` column, and so its `_summary` and `_tokens` views, is that estimator's
 /// `lid_<name>` column: a report of a run with several estimators, drawn for one of them.

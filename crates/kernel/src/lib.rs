@@ -61,3 +61,17 @@ pub fn global_twonn(index: &KnnIndex, discard_fraction: f64, estimator: Estimato
     let r2: Vec<f64> = nb.distances.chunks_exact(2).map(|d| d[1]).collect();
     Ok(twonn_from_distances(&r1, &r2, discard_fraction, estimator))
 }
+
+/// Global TwoNN of a reference set in scikit-dimension 0.5.0's convention (`TwoNN().fit(X)` of
+/// 0.5.0): the ratios of rows at zero distance from another row are dropped, the empirical CDF is
+/// `(i + 1) / N` ([`fit_ratios_v05`]). NaN when fewer than two ratios are kept.
+///
+/// # Errors
+/// As [`global_twonn`].
+pub fn global_twonn_v05(index: &KnnIndex, discard_fraction: f64) -> Result<f64> {
+    check_discard(index.len(), discard_fraction)?;
+    let me: Vec<Option<u32>> = (0..index.len() as u32).map(Some).collect();
+    let (nb, _) = index.knn(index.rows(), 2, Some(&me))?;
+    let mut mu: Vec<f64> = nb.distances.chunks_exact(2).map(|d| d[1] / d[0]).collect();
+    Ok(fit_ratios_v05(&mut mu, discard_fraction))
+}

@@ -330,6 +330,37 @@ impl KnnIndex {
         self.search(queries, k, exclude, false)
     }
 
+    /// Neighbourhoods given by reference row indices (e.g. another tool's search, scikit-dimension's
+    /// `precomputed_knn`), `k` per query, row-major, in any order: each gets its exact float64
+    /// distances, as [`Self::knn`] computes them, and is sorted nearest first (ties by row), so
+    /// that the estimates can be computed from it.
+    ///
+    /// # Errors
+    /// [`KernelError::Shape`] when `indices` is not `queries x k` or names a row beyond the
+    /// reference, or the dimensions differ; [`KernelError::NonFinite`] for NaN or infinite queries.
+    pub fn neighbours_from_indices(&self, queries: Rows<'_>, indices: &[u32], k: usize) -> Result<Neighbours> {
+        if k == 0 || indices.len() != queries.len() * k || queries.dim() != self.dim {
+            return Err(KernelError::Shape {
+                expected: format!("{} x {k} row indices for queries of dimension {}", queries.len(), self.dim),
+                got: format!("{} indices, queries of dimension {}", indices.len(), queries.dim()),
+            });
+        }
+        if let Some(at) = indices.iter().position(|&r| r as usize >= self.n) {
+            return Err(KernelError::Shape {
+                expected: format!("row indices below {}", self.n),
+                got: format!("{} for query {}", indices[at], at / k),
+            });
+        }
+        queries.check_finite()?;
+        let mut out = Neighbours { k, indices: indices.to_vec(), distances: vec![0.0; indices.len()] };
+        out.indices.par_chunks_mut(k).zip(out.distances.par_chunks_mut(k)).enumerate().for_each(|(i, (idx, dist))| {
+            let q = queries.row(i);
+            let mut pairs: Vec<(f64, u32)> = idx.iter().map(|&r| (sq_dist_f64(q, self.row(r as usize)), r)).collect();
+            take_k_nearest(&mut pairs, k, idx, dist);
+        });
+        Ok(out)
+    }
+
     /// [`Self::knn`] for the local estimates, which need of each neighbourhood its members and
     /// only three distances: `indices_of(i)` holds query `i`'s `k` nearest rows, the nearest two
     /// first and the k-th last, with their exact distances; the members in between come by row,

@@ -198,3 +198,27 @@ fn every_product_path_gives_the_same_neighbours_to_the_bit() {
         }
     }
 }
+
+/// Neighbourhoods given by index, shuffled, come back as the search found them: the same rows in
+/// the same order, the same distances to the bit; bad indices are refused.
+#[test]
+fn neighbours_from_indices_equal_the_search() {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let (n, nq, d, k) = (600, 40, 24, 12);
+    let refs = far_cloud(&mut rng, n, d, 30.0, 0.5);
+    let qs: Vec<f32> = (0..nq * d).map(|_| rng.random_range(29.0..31.0)).collect();
+    let index = KnnIndex::new(Rows::try_new(&refs, n, d).unwrap(), SearchStrategy::Gemm).unwrap();
+    let queries = Rows::try_new(&qs, nq, d).unwrap();
+    let (nb, _) = index.knn(queries, k, None).unwrap();
+    let mut shuffled = nb.indices.clone();
+    for row in shuffled.chunks_exact_mut(k) {
+        row.reverse();
+        row.swap(0, k / 2);
+    }
+    let given = index.neighbours_from_indices(queries, &shuffled, k).unwrap();
+    assert_eq!(given.indices, nb.indices);
+    assert_eq!(given.distances.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), nb.distances.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    shuffled[5] = n as u32;
+    assert!(matches!(index.neighbours_from_indices(queries, &shuffled, k), Err(KernelError::Shape { .. })));
+    assert!(matches!(index.neighbours_from_indices(queries, &shuffled[1..], k), Err(KernelError::Shape { .. })));
+}
