@@ -1,5 +1,5 @@
-//! The README's grokking walkthrough, run as written (its shell block, verbatim) on a subsample of
-//! the fixture run's checkpoints, and what the README says it measures: mean LID falls across the
+//! The user guide's grokking walkthrough (docs/reports.md), run as written (its shell block, verbatim) on a subsample of
+//! the fixture run's checkpoints, and what the guide says it measures: mean LID falls across the
 //! jump in validation accuracy (steps 3,600 to 4,900), by more than half over all positions, and
 //! it moves against validation accuracy over the checkpoints.
 
@@ -11,10 +11,10 @@ use crate::util::*;
 /// The checkpoints the test embeds: both sides of memorisation and of the jump, and the end.
 const STEPS: [u32; 10] = [0, 50, 200, 500, 1000, 2200, 3600, 4200, 4900, 15000];
 
-/// The shell block after the README's "### The grokking run, end to end" heading.
+/// The shell block after the guide's "## The grokking run, end to end" heading (docs/reports.md).
 fn walkthrough() -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let section = &readme[readme.find("### The grokking run, end to end").expect("the walkthrough's heading")..];
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reports.md")).unwrap();
+    let section = &readme[readme.find("## The grokking run, end to end").expect("the walkthrough's heading")..];
     let start = section.find("```sh\n").expect("a sh block") + "```sh\n".len();
     section[start..start + section[start..].find("```").unwrap()].to_string()
 }
@@ -39,7 +39,7 @@ fn summaries(report: &Path) -> (BTreeMap<(String, String, u32), f64>, BTreeMap<(
 }
 
 #[test]
-fn the_grokking_walkthrough_reproduces_the_readme() {
+fn the_grokking_walkthrough_reproduces_the_guide() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
     // The fixture with a subsample of its checkpoints, laid out as the walkthrough expects.
@@ -74,7 +74,7 @@ fn the_grokking_walkthrough_reproduces_the_readme() {
     let (means, corr) = summaries(&report);
     assert_eq!(means.len(), 4 * STEPS.len(), "a run per step, layer and token set");
     let m = |layer: &str, tokens: &str, step: u32| means[&(layer.to_string(), tokens.to_string(), step)];
-    // Across the jump (validation accuracy 0.40 at 3,600, 1.00 at 4,900), as the README states:
+    // Across the jump (validation accuracy 0.40 at 3,600, 1.00 at 4,900), as the guide states:
     // every position, both layers: mean LID falls by more than half (measured 62% and 55%).
     for layer in ["1", "2_prenorm"] {
         let (before, after) = (m(layer, "all", 3600), m(layer, "all", 4900));

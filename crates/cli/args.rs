@@ -218,7 +218,7 @@ A spec (paths relative to it):
 
 Every match is one run, partitioned by its captures; the results directory is one table for
 lidscope sql and lidscope report. Runs that share a dataset are measured on the same tokens.
-The README's \"Sweeps\" section describes every key.";
+The user guide's docs/sweeps.md describes every key.";
 
 const BENCH_EXAMPLES: &str = "Examples:
   # The performance issue's settings, k = 128: 60,000 x 768 as its own reference (sampled, then

@@ -148,16 +148,40 @@ mod tests {
             for (i, _) in text.match_indices("](") {
                 let rest = &text[i + 2..];
                 let Some(end) = rest.find(')') else { continue };
-                let target = rest[..end].split('#').next().unwrap_or("");
-                if target.is_empty() || target.contains("://") || target.contains(' ') {
+                let link = &rest[..end];
+                if link.contains("://") || link.contains(' ') {
                     continue;
                 }
-                let path = f.parent().unwrap().join(target);
+                let (target, anchor) = link.split_once('#').unwrap_or((link, ""));
+                let path = if target.is_empty() { f.clone() } else { f.parent().unwrap().join(target) };
                 assert!(path.exists(), "{}: link to {target} names no file", f.display());
+                if !anchor.is_empty() {
+                    let page = std::fs::read_to_string(&path).unwrap();
+                    assert!(heading_anchors(&page).iter().any(|a| a == anchor), "{}: link to {link}: no such heading", f.display());
+                }
                 seen += 1;
             }
         }
         assert!(seen >= 2, "only {seen} relative links found");
+    }
+
+    /// The anchors a code host gives a Markdown page's headings: lower case, spaces as `-`,
+    /// punctuation other than `-` and `_` dropped.
+    fn heading_anchors(page: &str) -> Vec<String> {
+        let mut in_code = false;
+        let mut out = Vec::new();
+        for line in page.lines() {
+            if line.starts_with("```") {
+                in_code = !in_code;
+            }
+            if in_code || !line.starts_with('#') {
+                continue;
+            }
+            let title = line.trim_start_matches('#').trim();
+            let slug: String = title.to_lowercase().chars().filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_').map(|c| if c == ' ' { '-' } else { c }).collect();
+            out.push(slug);
+        }
+        out
     }
 
     /// Every `lidscope ...` command in the ```sh blocks of the README and the user guide parses

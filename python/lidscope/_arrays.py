@@ -52,8 +52,9 @@ def lid(
     >>> import numpy as np, lidscope
     >>> t = np.random.default_rng(0).uniform(0, 2 * np.pi, 2000)
     >>> circle = np.stack([np.cos(t), np.sin(t), np.zeros_like(t)], axis=1)
-    >>> round(float(lidscope.lid(circle, k=20).mean()), 1)
-    1.0
+    >>> lids = lidscope.lid(circle, k=20)      # a one-dimensional set
+    >>> bool(abs(lids.mean() - 1.0) < 0.15)
+    True
     """
     names = _names(estimator)
     x = rows(X, "X")

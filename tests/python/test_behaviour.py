@@ -173,3 +173,14 @@ def test_smooth_and_precomputed_knn():
     assert np.array_equal(again, pw)
     mle = lidscope.MLE().fit(X, precomputed_knn_arrays=(d, idx)).dimension_pw_
     assert np.allclose(mle, lidscope.MLE().fit(X, n_neighbors=25).dimension_pw_, rtol=1e-12)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import lidscope._arrays
+    import lidscope.estimators
+
+    for module in (lidscope._arrays, lidscope.estimators):
+        failed, tried = doctest.testmod(module)
+        assert failed == 0, f"{module.__name__}: {failed} of {tried} examples failed"

@@ -4,7 +4,7 @@
 //! compared in constant time; clients and workers send it on every call. It protects the job API
 //! and the Ballista scheduler service alike, since both are served on the coordinator's port.
 //! Workers' Arrow Flight ports (results and shuffle data between workers) have no such check:
-//! keep them on a private network (see the README's cluster section).
+//! keep them on a private network (see docs/cluster.md).
 
 use std::path::Path;
 

@@ -390,10 +390,10 @@ fn resolve(
 mod tests {
     use super::*;
 
-    /// The README's full example spec, as written there.
+    /// The user guide's full example spec (docs/sweeps.md), as written there.
     fn readme_spec() -> String {
-        let readme = include_str!("../../../README.md");
-        let section = &readme[readme.find("## Sweeps").expect("a Sweeps section")..];
+        let readme = include_str!("../../../docs/sweeps.md");
+        let section = &readme[readme.find("# Sweeps").expect("a Sweeps heading")..];
         let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
         section[start..start + section[start..].find("```").expect("closed")].to_string()
     }

@@ -58,7 +58,7 @@ pub enum SearchStrategy {
 
 /// Largest dimension at which [`SearchStrategy::Auto`] picks the k-d tree; measured by
 /// `lidscope bench --kdtree` (20,000 points, k = 64: the tree took 0.13x the GEMM time at d = 2,
-/// 0.86x at d = 10 and 1.39x at d = 12; see the README).
+/// 0.86x at d = 10 and 1.39x at d = 12; see docs/performance.md).
 pub const KDTREE_AUTO_MAX_DIM: usize = 10;
 /// Below this many reference rows the GEMM path is always at least as fast.
 const KDTREE_AUTO_MIN_ROWS: usize = 4096;
