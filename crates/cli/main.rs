@@ -132,16 +132,25 @@ mod tests {
         line
     }
 
+    /// The README and the user guide's pages (docs/*.md), in name order.
+    fn documents() -> Vec<std::path::PathBuf> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut docs: Vec<_> = std::fs::read_dir(root.join("docs"))
+            .expect("the user guide in docs/")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "md"))
+            .collect();
+        docs.sort();
+        std::iter::once(root.join("README.md")).chain(docs).collect()
+    }
+
     /// Every relative link of the README and the user guide (`[text](path)`, `![alt](path)`)
     /// names a file of the repository, so that a moved page or an image left out of git fails CI
     /// (which runs in a fresh clone).
     #[test]
     fn documented_links_resolve() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut files = vec![root.join("README.md")];
-        if let Ok(dir) = std::fs::read_dir(root.join("docs")) {
-            files.extend(dir.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "md")));
-        }
+        let files = documents();
         let mut seen = 0;
         for f in &files {
             let text = std::fs::read_to_string(f).unwrap();
@@ -188,13 +197,7 @@ mod tests {
     /// with the binary's own parser, so that the documents cannot drift from the CLI.
     #[test]
     fn documented_command_lines_parse() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut files = vec![root.join("README.md")];
-        if let Ok(dir) = std::fs::read_dir(root.join("docs")) {
-            let mut docs: Vec<_> = dir.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "md")).collect();
-            docs.sort();
-            files.extend(docs);
-        }
+        let files = documents();
         let mut seen = 0;
         for f in &files {
             let text = std::fs::read_to_string(f).unwrap();

@@ -22,7 +22,7 @@ def _smooth(pw: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
     return (pw + pw[neighbours].sum(axis=1)) / (neighbours.shape[1] + 1)
 
 
-def _precomputed(X: np.ndarray, knn: Any) -> np.ndarray:
+def _precomputed(knn: Any) -> np.ndarray:
     idx = np.asarray(knn)
     if idx.ndim != 2 or idx.dtype.kind not in "iu":
         raise TypeError(f"precomputed_knn: expected a 2-D array of row indices, got dtype {idx.dtype} and shape {idx.shape}")
@@ -38,7 +38,7 @@ class _Estimator:
     def _pointwise(self, X: Any, precomputed_knn: Any, smooth: bool, n_neighbors: int, n_jobs: Optional[int]) -> None:
         x = rows(X, "X")
         if precomputed_knn is not None:
-            idx = _precomputed(x, precomputed_knn)
+            idx = _precomputed(precomputed_knn)
             (pw,) = _native.lid_given_neighbours(x, idx, [self._estimator()], self._discard(), n_jobs=n_jobs)
         else:
             (pw,), idx = _native.lid(x, int(n_neighbors), [self._estimator()], self._discard(), n_jobs=n_jobs, neighbours=smooth)

@@ -54,12 +54,8 @@ pub use rows::Rows;
 /// [`KernelError::TooFewPoints`] with fewer than 3 rows; [`KernelError::Parameter`] for a bad
 /// discard fraction.
 pub fn global_twonn(index: &KnnIndex, discard_fraction: f64, estimator: Estimator) -> Result<f64> {
-    check_discard(index.len(), discard_fraction)?;
-    let me: Vec<Option<u32>> = (0..index.len() as u32).map(Some).collect();
-    let (nb, _) = index.knn(index.rows(), 2, Some(&me))?;
-    let r1: Vec<f64> = nb.distances.chunks_exact(2).map(|d| d[0]).collect();
-    let r2: Vec<f64> = nb.distances.chunks_exact(2).map(|d| d[1]).collect();
-    Ok(twonn_from_distances(&r1, &r2, discard_fraction, estimator))
+    let mut mu = nearest_ratios(index, discard_fraction)?;
+    Ok(fit_ratios(&mut mu, discard_fraction, estimator))
 }
 
 /// Global TwoNN of a reference set in scikit-dimension 0.5.0's convention (`TwoNN().fit(X)` of
@@ -69,9 +65,14 @@ pub fn global_twonn(index: &KnnIndex, discard_fraction: f64, estimator: Estimato
 /// # Errors
 /// As [`global_twonn`].
 pub fn global_twonn_v05(index: &KnnIndex, discard_fraction: f64) -> Result<f64> {
+    let mut mu = nearest_ratios(index, discard_fraction)?;
+    Ok(fit_ratios_v05(&mut mu, discard_fraction))
+}
+
+/// Every reference row's `r2 / r1` over its two nearest other rows.
+fn nearest_ratios(index: &KnnIndex, discard_fraction: f64) -> Result<Vec<f64>> {
     check_discard(index.len(), discard_fraction)?;
     let me: Vec<Option<u32>> = (0..index.len() as u32).map(Some).collect();
     let (nb, _) = index.knn(index.rows(), 2, Some(&me))?;
-    let mut mu: Vec<f64> = nb.distances.chunks_exact(2).map(|d| d[1] / d[0]).collect();
-    Ok(fit_ratios_v05(&mut mu, discard_fraction))
+    Ok(nb.distances.chunks_exact(2).map(|d| d[1] / d[0]).collect())
 }

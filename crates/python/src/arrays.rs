@@ -111,8 +111,8 @@ fn search<'a>(
         (true, _, _) => return Err(value_error("ids", "ids and reference_ids go together: give both or neither")),
     };
     let name = if reference.is_some() { "reference" } else { "X" };
+    // The queries are checked by the search itself (its errors name X).
     reference_rows.check_finite().map_err(|e| value_error(name, e))?;
-    queries.check_finite().map_err(|e| value_error("X", e))?;
     let index = KnnIndex::new(reference_rows, SearchStrategy::Auto).map_err(|e| value_error(name, e))?;
     Ok(Search { index, queries, exclude })
 }
