@@ -300,3 +300,20 @@ fn csv_training_logs_join_the_results() {
     assert_eq!(rows[0]["s"].as_i64(), Some(0));
     assert!(rows[0]["a"].as_f64().unwrap() > 0.99, "{rows:?}");
 }
+
+/// A reader that stops early (`lidscope sql ... | head -1`) is not a failure: exit 0, nothing on
+/// stderr. (Only a closed standard output is forgiven so; a broken connection is an error.)
+#[test]
+fn a_closed_standard_output_ends_the_query_quietly() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let q = "SELECT value FROM generate_series(1, 2000000) AS t(value)";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lidscope")).args(["sql", "--format", "csv", q]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut first = [0u8; 6];
+    child.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"value\n");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}

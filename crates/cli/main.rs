@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     match lidscope::dispatch(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if is_broken_pipe(&e) {
+            if lidscope::stdout_closed() {
                 return ExitCode::SUCCESS;
             }
             eprintln!("lidscope: error: {e:#}");
@@ -47,10 +47,6 @@ fn init_logging(verbose: u8, quiet: bool) {
         .init();
 }
 
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
-}
-
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -62,7 +58,7 @@ mod tests {
     #[test]
     fn deploy_command_lines_parse() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
-        let files = ["Dockerfile", "docker-compose.yml", "kubernetes/lidscope.yaml"];
+        let files = ["Dockerfile", "docker-compose.yml", "docker-compose.tls.yml", "kubernetes/lidscope.yaml"];
         let mut seen = 0;
         for f in files {
             let text = std::fs::read_to_string(root.join(f)).unwrap();

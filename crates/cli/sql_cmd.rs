@@ -49,7 +49,7 @@ pub fn main(a: &SqlArgs) -> Result<()> {
     let (schema, batches) = query(&a.tables, &a.query)?;
     let mut out: Box<dyn Write + Send> = match &a.output {
         Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
-        None => Box::new(std::io::stdout()),
+        None => Box::new(crate::stdout()),
     };
     let empty = RecordBatch::new_empty(schema.clone());
     let batches = if batches.is_empty() { vec![empty] } else { batches };
