@@ -3,8 +3,10 @@
 //! One shared secret: the coordinator accepts a call only with `authorization: Bearer <token>`,
 //! compared in constant time; clients and workers send it on every call. It protects the job API
 //! and the Ballista scheduler service alike, since both are served on the coordinator's port.
-//! Workers' Arrow Flight ports (results and shuffle data between workers) have no such check:
-//! keep them on a private network (see docs/cluster.md).
+//! Workers' Arrow Flight ports (results and shuffle data between workers) carry no token: there
+//! a client certificate is the check ([`crate::tls`]); without TLS, keep them on a private
+//! network (see docs/cluster.md). Under TLS the token is the second factor on the coordinator's
+//! port, and no longer travels in clear.
 
 use std::path::Path;
 

@@ -6,13 +6,24 @@ use std::time::Duration;
 use futures::StreamExt;
 use lidscope_data::Manifest;
 use lidscope_engine::{Progress, ReferenceSource, RunConfig, RunSummary};
-use tonic::transport::Endpoint;
 
 use crate::api::coordinator_client::CoordinatorClient;
 use crate::api::run_event::Event;
 use crate::api::{self, run_spec::Reference, RunSpec};
 use crate::auth::{SendToken, Token};
 use crate::error::{ClusterError, Result};
+use crate::tls::{self, Tls};
+
+/// How a client reaches a coordinator.
+#[derive(Clone, Debug)]
+pub struct Access {
+    /// `http://HOST:PORT`, or `https://HOST:PORT` with [`Self::tls`].
+    pub url: String,
+    /// The cluster's token.
+    pub token: Token,
+    /// This client's certificate and the cluster's CA; `None`: plaintext.
+    pub tls: Option<Tls>,
+}
 
 /// A run as the job API takes it: paths made absolute against this process's working directory
 /// (the coordinator has its own).
@@ -52,22 +63,28 @@ pub fn to_spec(cfg: &RunConfig, shard_rows: u64) -> Result<RunSpec> {
     })
 }
 
-/// Submits `spec` to the coordinator at `url` and follows it, reporting shards to `progress`.
+/// Submits `spec` to the coordinator `access` names and follows it, reporting shards to `progress`.
 /// When `interrupt` resolves first (Ctrl-C), the run is cancelled: its committed shards stay for
 /// the same command to resume.
 ///
 /// # Errors
 /// The coordinator's refusal (a bad token, bad input found before the run starts), the run's
 /// failure, or its cancellation.
-pub async fn run(url: &str, token: &Token, spec: RunSpec, progress: &dyn Progress, interrupt: impl Future<Output = ()>) -> Result<RunSummary> {
-    let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| ClusterError::Config(format!("--cluster {url}: {e}")))?;
+pub async fn run(access: &Access, spec: RunSpec, progress: &dyn Progress, interrupt: impl Future<Output = ()>) -> Result<RunSummary> {
+    let url = access.url.as_str();
+    let endpoint = tls::endpoint(url, access.tls.as_ref(), "--cluster")?;
     let channel = endpoint
         .connect_timeout(Duration::from_secs(10))
         .connect()
         .await
-        .map_err(|source| ClusterError::Connect { target: url.to_string(), source })?;
-    let mut client = CoordinatorClient::with_interceptor(channel, SendToken::new(token)).max_decoding_message_size(64 << 20);
-    let reply = client.submit_run(api::SubmitRunRequest { spec: Some(spec) }).await?.into_inner();
+        .map_err(|source| tls::handshake_error(url, &source).unwrap_or(ClusterError::Connect { target: url.to_string(), source }))?;
+    let mut client = CoordinatorClient::with_interceptor(channel, SendToken::new(&access.token)).max_decoding_message_size(64 << 20);
+    // With TLS 1.3 a refused client certificate shows on the first call, not on connecting.
+    let reply = client
+        .submit_run(api::SubmitRunRequest { spec: Some(spec) })
+        .await
+        .map_err(|status| tls::handshake_error(url, &status).or_else(|| tls::dropped_error(url, &status)).unwrap_or(ClusterError::Status(status)))?
+        .into_inner();
     if reply.resumed {
         progress.warn(&format!("resuming run {} (its committed shards are kept)", reply.run_id));
     }

@@ -21,7 +21,7 @@ pub enum ClusterError {
     #[error("{}", status_message(.0))]
     Status(#[from] Status),
     /// A connection could not be made.
-    #[error("connecting to {target}: {source}")]
+    #[error("connecting to {target}: {}", causes(.source))]
     Connect {
         /// The address.
         target: String,
@@ -37,10 +37,28 @@ impl From<DataError> for ClusterError {
     }
 }
 
+/// An error and its causes, outermost first, as one line (tonic's transport errors say only
+/// "transport error" themselves; the reason, a refused certificate say, is in their causes).
+pub(crate) fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = c.source();
+    }
+    parts.join(": ")
+}
+
 fn status_message(s: &Status) -> String {
     match s.code() {
         Code::Unauthenticated => format!("the coordinator refused the request: {} (check --token-file)", s.message()),
-        Code::Unavailable => format!("the coordinator is unreachable: {}", s.message()),
+        Code::Unavailable => match std::error::Error::source(s) {
+            Some(cause) => format!("the coordinator is unreachable: {}: {}", s.message(), causes(cause)),
+            None => format!("the coordinator is unreachable: {}", s.message()),
+        },
         _ => s.message().to_string(),
     }
 }

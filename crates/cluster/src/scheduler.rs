@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use ballista_core::client::BallistaClient;
 use ballista_core::config::TaskSchedulingPolicy;
+use ballista_core::extension::SessionConfigExt;
 use ballista_core::serde::protobuf::job_status::Status;
 use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
 use ballista_core::serde::protobuf::{JobStatus, SuccessfulJob};
@@ -24,6 +25,7 @@ use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 
 use crate::codec::LidscopeCodec;
 use crate::error::{ClusterError, Result};
+use crate::tls::{flight_endpoint, Tls};
 
 /// Largest gRPC message between coordinator and workers (plans and results).
 const MAX_MESSAGE: usize = 64 << 20;
@@ -48,6 +50,8 @@ impl Default for Liveness {
 #[derive(Clone)]
 pub struct Scheduler {
     server: SchedulerServer<LogicalPlanNode, PhysicalPlanNode>,
+    /// With mutual TLS: how results are fetched from the workers' Flight ports.
+    tls: Option<Tls>,
 }
 
 /// Why a job did not give results.
@@ -60,11 +64,13 @@ pub enum JobError {
 }
 
 impl Scheduler {
-    /// Starts the scheduler (its event loop and reaper run on the current tokio runtime).
+    /// Starts the scheduler (its event loop and reaper run on the current tokio runtime). With
+    /// `tls`, jobs tell the workers to fetch each other's data over TLS, and results are fetched
+    /// from them with this node's certificate.
     ///
     /// # Errors
     /// Ballista's, when the scheduler cannot be created.
-    pub async fn start(advertised_host: &str, port: u16, liveness: Liveness) -> Result<Self> {
+    pub async fn start(advertised_host: &str, port: u16, liveness: Liveness, tls: Option<Tls>) -> Result<Self> {
         let config = SchedulerConfig {
             scheduling_policy: TaskSchedulingPolicy::PullStaged,
             external_host: advertised_host.to_string(),
@@ -85,7 +91,7 @@ impl Scheduler {
         let config = Arc::new(config);
         let cluster = BallistaCluster::new_from_config(&config).await.map_err(|e| ClusterError::Ballista(e.to_string()))?;
         let server = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, config).await.map_err(|e| ClusterError::Ballista(e.to_string()))?;
-        Ok(Scheduler { server })
+        Ok(Scheduler { server, tls })
     }
 
     /// The scheduler's gRPC service, to be served (behind the token check) on the coordinator's
@@ -100,7 +106,8 @@ impl Scheduler {
     /// # Errors
     /// Ballista's.
     pub async fn session(&self, name: &str) -> Result<Arc<SessionContext>> {
-        let config = default_config_producer().with_target_partitions(1).with_repartition_file_scans(false);
+        // A job's settings override the workers' own: `use_tls` must be set here, not only there.
+        let config = default_config_producer().with_target_partitions(1).with_repartition_file_scans(false).with_ballista_use_tls(self.tls.is_some());
         self.server.state.session_manager.create_or_update_session(name, &config).await.map_err(|e| ClusterError::Ballista(e.to_string()))
     }
 
@@ -134,7 +141,7 @@ impl Scheduler {
             }
         };
         match status {
-            Status::Successful(ok) => fetch(ok).await.map_err(JobError::Cluster),
+            Status::Successful(ok) => fetch(ok, self.tls.as_ref()).await.map_err(JobError::Cluster),
             Status::Failed(f) => Err(JobError::Failed(f.error)),
             _ => unreachable!("only final states leave the loop"),
         }
@@ -142,7 +149,7 @@ impl Scheduler {
 }
 
 /// The output partitions of a finished job, from the workers that hold them.
-async fn fetch(ok: SuccessfulJob) -> std::result::Result<Vec<SendableRecordBatchStream>, String> {
+async fn fetch(ok: SuccessfulJob, tls: Option<&Tls>) -> std::result::Result<Vec<SendableRecordBatchStream>, String> {
     let mut locations = ok.partition_location;
     locations.sort_by_key(|l| l.partition_id.as_ref().map(|p| p.partition_id));
     // A location may be reported more than once (a task's status seen twice): fetch each once.
@@ -156,7 +163,7 @@ async fn fetch(ok: SuccessfulJob) -> std::result::Result<Vec<SendableRecordBatch
         let layout = loc.layout();
         let meta = loc.executor_meta.clone().ok_or("a result without its worker")?;
         let pid = loc.partition_id.clone().ok_or("a result without its partition")?;
-        let mut client = BallistaClient::try_new(&meta.host, meta.port as u16, MAX_MESSAGE, false, None, 3, 250, 0, 0)
+        let mut client = BallistaClient::try_new(&meta.host, meta.port as u16, MAX_MESSAGE, tls.is_some(), tls.map(flight_endpoint), 3, 250, 0, 0)
             .await
             .map_err(|e| format!("fetching results from worker {}:{}: {e}", meta.host, meta.port))?;
         let stream = client

@@ -5,7 +5,9 @@
 //! its polls must carry the coordinator's token, and its Arrow Flight port (where results wait
 //! for the coordinator) is bound before it registers, so that a port chosen by the system is the
 //! port it advertises. If the coordinator goes away the poll loop keeps trying the same address,
-//! so a coordinator restarted on its port finds its workers again by itself.
+//! so a coordinator restarted on its port finds its workers again by itself. With mutual TLS the
+//! worker dials the coordinator with its certificate, serves Flight only to peers with one the
+//! cluster's CA signed, and has its own tasks' shuffle reads dial other workers the same way.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
+use ballista_core::extension::SessionConfigExt;
 use ballista_core::registry::BallistaFunctionRegistry;
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use ballista_core::serde::protobuf::ExecutorRegistration;
@@ -29,13 +32,14 @@ use ballista_executor::metrics::LoggingMetricsCollector;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::SessionStateBuilder;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Endpoint, Server};
+use tonic::transport::Server;
 
 use crate::api::coordinator_client::CoordinatorClient;
 use crate::api::ClusterInfoRequest;
 use crate::auth::{SendToken, Token};
 use crate::codec::LidscopeCodec;
 use crate::error::{ClusterError, Result};
+use crate::tls::{self, Tls};
 
 /// Largest gRPC message (plans and results).
 const MAX_MESSAGE: usize = 64 << 20;
@@ -43,7 +47,7 @@ const MAX_MESSAGE: usize = 64 << 20;
 /// How a worker runs.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
-    /// The coordinator, `http://HOST:PORT`.
+    /// The coordinator, `http://HOST:PORT` (`https://` with [`Self::tls`]).
     pub coordinator: String,
     /// The shared secret.
     pub token: Token,
@@ -57,6 +61,8 @@ pub struct WorkerConfig {
     pub work_dir: Option<PathBuf>,
     /// Tasks at a time. Each `lid()` call already uses every core, so one is the default.
     pub tasks: usize,
+    /// Mutual TLS to the coordinator, on the Flight port and between workers; `None`: plaintext.
+    pub tls: Option<Tls>,
 }
 
 /// This machine's name, as the kernel reports it.
@@ -70,18 +76,30 @@ fn host_name() -> String {
 /// # Errors
 /// A coordinator that refuses the token, a port that cannot be bound.
 pub async fn serve(cfg: WorkerConfig, ready: impl FnOnce(SocketAddr), shutdown: impl Future<Output = ()> + Send) -> Result<()> {
-    let endpoint = Endpoint::from_shared(cfg.coordinator.clone()).map_err(|e| ClusterError::Config(format!("--coordinator {}: {e}", cfg.coordinator)))?;
+    let endpoint = tls::endpoint(&cfg.coordinator, cfg.tls.as_ref(), "--coordinator")?;
     let channel = endpoint.connect_timeout(Duration::from_secs(5)).connect_lazy();
     let send = SendToken::new(&cfg.token);
 
     // Reach the coordinator first: a wrong token is an error now, not a silent idle worker.
     let mut api = CoordinatorClient::with_interceptor(channel.clone(), send.clone());
     let mut waited = 0;
+    // Connections dropped by the coordinator in a row: a certificate it refuses (or plaintext
+    // to a TLS port) is dropped on every try, a coordinator going down only once.
+    let mut dropped = 0;
     let info = loop {
         match api.cluster_info(ClusterInfoRequest {}).await {
             Ok(r) => break r.into_inner(),
             Err(s) if s.code() == tonic::Code::Unauthenticated => return Err(ClusterError::Status(s)),
             Err(s) => {
+                // A certificate refused by this side is refused again on every try.
+                if let Some(e) = tls::handshake_error(&cfg.coordinator, &s) {
+                    return Err(e);
+                }
+                match tls::dropped_error(&cfg.coordinator, &s) {
+                    Some(e) if dropped >= 2 => return Err(e),
+                    Some(_) => dropped += 1,
+                    None => dropped = 0,
+                }
                 if waited % 20 == 0 {
                     tracing::warn!("waiting for the coordinator at {}: {}", cfg.coordinator, s.message());
                 }
@@ -111,7 +129,11 @@ pub async fn serve(cfg: WorkerConfig, ready: impl FnOnce(SocketAddr), shutdown: 
     let flight = FlightServiceServer::new(BallistaFlightService::new(work.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
-    let flight_server = tokio::spawn(Server::builder().add_service(flight).serve_with_incoming(TcpIncoming::from(listener)));
+    let mut server = Server::builder();
+    if let Some(tls) = &cfg.tls {
+        server = server.tls_config(tls.server()).map_err(|e| ClusterError::Config(format!("--tls-cert/--tls-key: {e}")))?;
+    }
+    let flight_server = tokio::spawn(server.add_service(flight).serve_with_incoming(TcpIncoming::from(listener)));
 
     let tasks = cfg.tasks.max(1);
     let host = cfg.advertise.clone().unwrap_or_else(|| match cfg.bind_host.as_str() {
@@ -132,7 +154,15 @@ pub async fn serve(cfg: WorkerConfig, ready: impl FnOnce(SocketAddr), shutdown: 
     let mut state = SessionStateBuilder::new().with_default_features().build();
     lidscope_engine::udf::register_state(&mut state).map_err(|e| ClusterError::Ballista(e.to_string()))?;
     let registry = Arc::new(BallistaFunctionRegistry::from(&state));
-    let config_producer: ConfigProducer = Arc::new(default_config_producer);
+    // Shuffle reads from other workers: TLS with this worker's certificate. (The job's own
+    // settings say `use_tls` too; the endpoint hook is this worker's and never travels.)
+    let config_producer: ConfigProducer = match &cfg.tls {
+        None => Arc::new(default_config_producer),
+        Some(t) => {
+            let dial = tls::flight_dial(t);
+            Arc::new(move || default_config_producer().with_ballista_use_tls(true).with_ballista_override_create_grpc_client_endpoint(dial.clone()))
+        }
+    };
     let temp = work.clone();
     let runtime_producer: RuntimeProducer = Arc::new(move |_| Ok(Arc::new(RuntimeEnvBuilder::new().with_temp_file_path(temp.clone()).build()?)));
     let executor = Arc::new(Executor::with_default_execution_engine(
@@ -160,3 +190,4 @@ pub async fn serve(cfg: WorkerConfig, ready: impl FnOnce(SocketAddr), shutdown: 
     }
     Ok(())
 }
+
