@@ -1,6 +1,7 @@
 //! The cluster with real processes on 127.0.0.1: a coordinator and workers started here, runs
 //! compared with local runs of the same corpus, workers and the coordinator killed with SIGKILL,
-//! tokens refused, bad input reported as a local run reports it.
+//! tokens refused, bad input reported as a local run reports it; a cluster with mutual TLS on
+//! every port, and every peer without a certificate of its CA refused.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -61,14 +62,40 @@ struct Cluster {
     url: String,
     coordinator: Option<Proc>,
     workers: Vec<Proc>,
+    /// Each worker's Flight address, as it printed it.
+    flight: Vec<String>,
+    /// With mutual TLS: the directory of the cluster's certificates (`lidscope certs`).
+    certs: Option<PathBuf>,
+}
+
+/// `--tls-ca`, `--tls-cert` and `--tls-key` for `node`, from the certificates in `certs`.
+fn tls_args(certs: &Path, node: &str) -> Vec<String> {
+    let f = |name: String| s(&certs.join(name));
+    vec!["--tls-ca".into(), f("ca.pem".into()), "--tls-cert".into(), f(format!("{node}.pem")), "--tls-key".into(), f(format!("{node}.key"))]
 }
 
 impl Cluster {
     fn new(workers: usize) -> Self {
+        Self::start(workers, false)
+    }
+
+    /// With `tls`, certificates are made first (`lidscope certs`) and every node uses them.
+    fn start(workers: usize, tls: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let token = dir.path().join("token");
         std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-        let mut c = Cluster { dir, token, url: String::new(), coordinator: None, workers: Vec::new() };
+        let certs = tls.then(|| {
+            let certs = dir.path().join("certs");
+            lidscope_ok(&["certs", "--out", &s(&certs), "--node", "coordinator", "--node", "client"]);
+            // The workers' in a second call: signed by the CA reloaded from its key.
+            let nodes: Vec<String> = (0..workers + 1).flat_map(|w| ["--node".to_string(), format!("worker-{w}")]).collect();
+            let certs_s = s(&certs);
+            let mut args = vec!["certs", "--out", certs_s.as_str()];
+            args.extend(nodes.iter().map(String::as_str));
+            lidscope_ok(&args);
+            certs
+        });
+        let mut c = Cluster { dir, token, url: String::new(), coordinator: None, workers: Vec::new(), flight: Vec::new(), certs };
         c.start_coordinator("127.0.0.1:0");
         for _ in 0..workers {
             c.add_worker();
@@ -78,9 +105,14 @@ impl Cluster {
 
     fn start_coordinator(&mut self, bind: &str) {
         let log = self.dir.path().join(format!("coordinator-{}.log", Instant::now().elapsed().as_nanos()));
-        let (p, line) = start(&["coordinator", "--bind", bind, "--token-file", &s(&self.token), "--worker-timeout", "8", "--shards-in-flight", "4"], &log);
+        let token = s(&self.token);
+        let mut args = vec!["coordinator", "--bind", bind, "--token-file", &token, "--worker-timeout", "8", "--shards-in-flight", "4"];
+        let tls = self.certs.as_ref().map(|c| tls_args(c, "coordinator")).unwrap_or_default();
+        args.extend(tls.iter().map(String::as_str));
+        let (p, line) = start(&args, &log);
         self.url = line.rsplit(' ').next().unwrap().to_string();
-        assert!(self.url.starts_with("http://127.0.0.1:"), "{line}");
+        let scheme = if self.certs.is_some() { "https" } else { "http" };
+        assert!(self.url.starts_with(&format!("{scheme}://127.0.0.1:")), "{line}");
         self.coordinator = Some(p);
     }
 
@@ -89,8 +121,13 @@ impl Cluster {
         let n = self.workers.len();
         let work = self.dir.path().join(format!("worker-{n}"));
         let log = self.dir.path().join(format!("worker-{n}.log"));
-        let (p, line) = start(&["worker", "--coordinator", &self.url, "--token-file", &s(&self.token), "--work-dir", &s(&work)], &log);
+        let (token, work_s) = (s(&self.token), s(&work));
+        let mut args = vec!["worker", "--coordinator", &self.url, "--token-file", &token, "--work-dir", &work_s];
+        let tls = self.certs.as_ref().map(|c| tls_args(c, &format!("worker-{n}"))).unwrap_or_default();
+        args.extend(tls.iter().map(String::as_str));
+        let (p, line) = start(&args, &log);
         assert!(line.contains("serving results"), "{line}");
+        self.flight.push(line.rsplit(' ').next().unwrap().to_string());
         self.workers.push(p);
         work
     }
@@ -501,4 +538,116 @@ fn a_sweep_on_the_cluster_equals_the_local_sweep() {
     }
     let again = lidscope_ok(&["sweep", &remote, "--cluster", &cluster.url, "--token-file", &s(&cluster.token)]);
     assert!(again.contains("nothing to run: all 4 runs are up to date"), "{again}");
+}
+
+/// A Flight call to a worker at `addr` over TLS trusting `ca`, presenting `identity` (certificate
+/// and key files) if given: Ok once the worker answers at all (`list_flights` is unimplemented).
+fn flight_call(addr: &str, ca: &Path, identity: Option<(PathBuf, PathBuf)>) -> Result<(), String> {
+    use arrow_flight::flight_service_client::FlightServiceClient;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()));
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(Identity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()));
+        }
+        let endpoint = Endpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap();
+        let channel = endpoint.connect().await.map_err(|e| format!("connect: {e:?}"))?;
+        match FlightServiceClient::new(channel).list_flights(arrow_flight::Criteria::default()).await {
+            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(()),
+            Err(status) => Err(format!("{status:?}")),
+            Ok(_) => Ok(()),
+        }
+    })
+}
+
+#[test]
+fn a_mutual_tls_cluster_equals_the_local_run_and_refuses_peers_without_a_certificate_of_its_ca() {
+    let mut cluster = Cluster::start(2, true);
+    let d = cluster.dir.path().to_path_buf();
+    let certs = cluster.certs.clone().unwrap();
+    let c = corpus(&d, 2, 3000, 32, 1000);
+    let (cs, token, url) = (s(&c), s(&cluster.token), cluster.url.clone());
+    let common = ["--k", "12", "--reference-size", "1500", "--pool", "4000", "--partition", "model=m"];
+
+    let local = d.join("local");
+    let lm = json(&lidscope_ok(&run_args(&cs, &s(&local), &common)));
+    let remote = d.join("cluster");
+    let remote_s = s(&remote);
+    let client = tls_args(&certs, "client");
+    let mut args = run_args(&cs, &remote_s, &common);
+    args.extend(["--cluster", &url, "--token-file", &token, "--shard-rows", "1000"]);
+    args.extend(client.iter().map(String::as_str));
+    let out = lidscope(&args);
+    assert!(out.status.success(), "TLS cluster run failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), cluster.logs());
+    let cm = json(&String::from_utf8(out.stdout).unwrap());
+    assert_same_manifest(&cm, &lm);
+    assert_same_rows(&remote, &local);
+    assert_eq!(cm["files"].as_array().unwrap().len(), 6, "one part per shard");
+
+    // Refused, each leaving nothing behind: plaintext; a client certificate of another CA
+    // (trusting the right one); the right certificate with the wrong token (the second factor);
+    // an https:// URL without certificates (refused before dialling).
+    let other = d.join("other-ca");
+    lidscope_ok(&["certs", "--out", &s(&other), "--node", "client", "--node", "worker-9"]);
+    let ca = s(&certs.join("ca.pem"));
+    let (other_cert, other_key) = (s(&other.join("client.pem")), s(&other.join("client.key")));
+    let foreign = ["--tls-ca", ca.as_str(), "--tls-cert", other_cert.as_str(), "--tls-key", other_key.as_str()];
+    let wrong = d.join("wrong-token");
+    std::fs::write(&wrong, "not-the-token").unwrap();
+    let wrong_s = s(&wrong);
+    let plain_url = url.replacen("https://", "http://", 1);
+    let client_refs: Vec<&str> = client.iter().map(String::as_str).collect();
+    let cases: [(&str, &str, &str, Vec<&str>, &[&str]); 4] = [
+        ("plaintext", plain_url.as_str(), token.as_str(), vec![], &["broke the connection", "https://"]),
+        ("foreign", url.as_str(), token.as_str(), foreign.to_vec(), &["broke the connection", "https://127.0.0.1", "--tls-cert"]),
+        ("wrong-token", url.as_str(), wrong_s.as_str(), client_refs.clone(), &["token"]),
+        ("no-certificate", url.as_str(), token.as_str(), vec![], &["--tls-ca"]),
+    ];
+    for (name, target, token_file, tls, words) in cases {
+        let o = d.join(format!("refused-{name}"));
+        let o_s = s(&o);
+        let mut args = run_args(&cs, &o_s, &common);
+        args.extend(["--cluster", target, "--token-file", token_file]);
+        args.extend(tls.iter().copied());
+        let out = lidscope(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: accepted: {err}\n{}", String::from_utf8_lossy(&out.stdout));
+        for w in words {
+            assert!(err.contains(w), "{name}: {w:?} not in: {err}");
+        }
+        assert!(!o.exists(), "{name}: a refused run left {}", o.display());
+    }
+
+    // A client without a certificate, at the TLS level: the coordinator's port and a worker's
+    // Flight port refuse it, and take the same call with the client's certificate.
+    let port_addr = url.trim_start_matches("https://").to_string();
+    let with_cert = Some((certs.join("client.pem"), certs.join("client.key")));
+    for addr in [cluster.flight[0].clone(), port_addr] {
+        assert!(flight_call(&addr, &certs.join("ca.pem"), with_cert.clone()).is_ok(), "{addr}: refused the cluster's client");
+        let err = flight_call(&addr, &certs.join("ca.pem"), None).expect_err("a call without a client certificate was answered");
+        assert!(!err.contains("Unimplemented"), "{addr}: {err}");
+        let foreign_id = Some((other.join("client.pem"), other.join("client.key")));
+        assert!(flight_call(&addr, &certs.join("ca.pem"), foreign_id).is_err(), "{addr}: a certificate of another CA was taken");
+    }
+
+    // A worker with a certificate of another CA cannot join: it says why and exits.
+    let (w_cert, w_key) = (s(&other.join("worker-9.pem")), s(&other.join("worker-9.key")));
+    let args = ["worker", "--coordinator", &url, "--token-file", &token, "--tls-ca", &ca, "--tls-cert", &w_cert, "--tls-key", &w_key];
+    let mut child = Command::new(BIN).args(&args).env("LIDSCOPE_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("a worker with a foreign certificate kept trying for 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success() && err.contains("TLS"), "{status:?}: {err}");
+    drop(cluster.workers.drain(..));
 }

@@ -55,7 +55,23 @@ pub enum Command {
     /// Turn texts and a Hugging Face checkpoint into a corpus of per-token hidden states.
     #[command(after_long_help = EMBED_EXAMPLES)]
     Embed(EmbedArgs),
+    /// Make a cluster CA and node certificates for mutual TLS (a first try; use your own PKI
+    /// where you have one).
+    #[command(after_long_help = CERTS_EXAMPLES)]
+    Certs(CertsArgs),
 }
+
+const CERTS_EXAMPLES: &str = "Examples:
+  # A CA, a coordinator, a worker and a client, all reachable as localhost / 127.0.0.1
+  lidscope certs --out certs --node coordinator --node worker-1 --node client
+  # Hosts of a network: the names and addresses peers dial
+  lidscope certs --out certs --node coordinator=coord.lan,10.0.0.5 --node worker-1=10.0.0.6
+  # Later, one more worker signed by the same CA (certs/ca.key is reused)
+  lidscope certs --out certs --node worker-2=10.0.0.7
+
+Writes <DIR>/ca.pem (give it to every node as --tls-ca), <DIR>/ca.key (keep it off the nodes) and
+<DIR>/<NAME>.pem, <DIR>/<NAME>.key per node (its --tls-cert and --tls-key; keys mode 0600).
+Every node certificate serves both ends of a connection. Nothing existing is overwritten.";
 
 const EMBED_EXAMPLES: &str = "Examples:
   # The last layer of all-MiniLM-L6-v2 for every text of texts.parquet, then its LID
@@ -122,14 +138,23 @@ const COORDINATOR_EXAMPLES: &str = "Examples:
   # For workers on other hosts of a private network
   lidscope coordinator --bind 10.0.0.5:50050 --token-file /etc/lidscope/token
 
+  # Mutual TLS on every port (certificates from `lidscope certs`); clients dial https://
+  lidscope coordinator --bind 10.0.0.5:50050 --token-file token \
+      --tls-ca certs/ca.pem --tls-cert certs/coordinator.pem --tls-key certs/coordinator.key
+
 Workers, clients and this coordinator share a secret: --token-file F or $LIDSCOPE_TOKEN. Its port
-carries both the job API and the Ballista scheduler, and refuses calls without the token. The
-workers' Arrow Flight ports have no authentication: keep them on a private network.";
+carries both the job API and the Ballista scheduler, and refuses calls without the token. Without
+TLS the workers' Arrow Flight ports have no authentication: keep them on a private network. With
+--tls-* every connection (clients and workers to this port, anyone to a worker's Flight port)
+needs a certificate signed by the cluster's CA, and the token stays as a second factor.";
 
 const WORKER_EXAMPLES: &str = "Examples:
   lidscope worker --coordinator http://127.0.0.1:50050 --token-file token
   # On another host of the same private network
-  lidscope worker --coordinator http://10.0.0.5:50050 --token-file token --bind 10.0.0.6";
+  lidscope worker --coordinator http://10.0.0.5:50050 --token-file token --bind 10.0.0.6
+  # With mutual TLS (the certificate names the address given to --advertise, or --bind)
+  lidscope worker --coordinator https://10.0.0.5:50050 --token-file token --bind 10.0.0.6 \
+      --tls-ca certs/ca.pem --tls-cert certs/worker-1.pem --tls-key certs/worker-1.key";
 
 const RUN_EXAMPLES: &str = "Examples:
   # The paper's setting: 60,000-token reference sampled from a 150,000-token pool, k = 128
@@ -341,7 +366,8 @@ pub struct RunArgs {
     /// Print the manifest as JSON on stdout instead of the summary line.
     #[arg(long)]
     pub json: bool,
-    /// Run on the cluster whose coordinator is at this URL (http://HOST:PORT).
+    /// Run on the cluster whose coordinator is at this URL (http://HOST:PORT, or https:// with
+    /// --tls-*).
     #[arg(long, value_name = "URL")]
     pub cluster: Option<String>,
     /// With --cluster: the file holding the cluster's token (default: $LIDSCOPE_TOKEN).
@@ -350,6 +376,38 @@ pub struct RunArgs {
     /// With --cluster: corpus rows per shard (one task each; default: the coordinator's).
     #[arg(long, value_name = "ROWS", requires = "cluster", value_parser = clap::value_parser!(u64).range(1..))]
     pub shard_rows: Option<u64>,
+    // With --cluster https://...: this client's certificate and the cluster's CA.
+    #[command(flatten, next_help_heading = "Mutual TLS")]
+    pub tls: TlsArgs,
+}
+
+/// Mutual TLS: all three files or none.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// Mutual TLS: the cluster's CA certificate (PEM); peers must present a certificate it signed.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+    /// Mutual TLS: this node's certificate (PEM), signed by the CA.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    /// Mutual TLS: this node's private key (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_cert"])]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CertsArgs {
+    /// The directory to write into (made if missing; a CA already there signs the new nodes).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// A node: NAME, or NAME=HOST,... with the DNS names and IP addresses peers dial it by (a
+    /// bare NAME: NAME, localhost and 127.0.0.1). Repeat per node.
+    #[arg(long = "node", value_name = "NAME[=HOST,...]", required = true, value_parser = parse_node)]
+    pub nodes: Vec<lidscope_cluster::certs::Node>,
+}
+
+fn parse_node(s: &str) -> Result<lidscope_cluster::certs::Node, String> {
+    lidscope_cluster::certs::Node::parse(s)
 }
 
 #[derive(Args, Debug, Clone)]
@@ -376,17 +434,20 @@ pub struct CoordinatorArgs {
     /// Corpus rows per shard when a run does not say (whole row groups).
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub shard_rows: u64,
+    #[command(flatten, next_help_heading = "Mutual TLS")]
+    pub tls: TlsArgs,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct WorkerArgs {
-    /// The coordinator, http://HOST:PORT.
+    /// The coordinator, http://HOST:PORT (https:// with --tls-*).
     #[arg(long, value_name = "URL")]
     pub coordinator: String,
     /// The file holding the cluster's token (default: $LIDSCOPE_TOKEN).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// Address for this worker's Arrow Flight port (results and shuffle data; no authentication).
+    /// Address for this worker's Arrow Flight port (results and shuffle data; authenticated only
+    /// with --tls-*).
     #[arg(long, default_value = "127.0.0.1", value_name = "HOST")]
     pub bind: String,
     /// The host the coordinator reaches this worker by (default: --bind).
@@ -404,6 +465,8 @@ pub struct WorkerArgs {
     /// Worker threads for lid() (default: all cores).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub threads: Option<u64>,
+    #[command(flatten, next_help_heading = "Mutual TLS")]
+    pub tls: TlsArgs,
 }
 
 /// Output format of `lidscope sql`.
@@ -622,7 +685,8 @@ pub struct SweepArgs {
     /// With --watch: seconds between looks.
     #[arg(long, default_value_t = 60, requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
     pub interval: u64,
-    /// Run on the cluster whose coordinator is at this URL (http://HOST:PORT).
+    /// Run on the cluster whose coordinator is at this URL (http://HOST:PORT, or https:// with
+    /// --tls-*).
     #[arg(long, value_name = "URL")]
     pub cluster: Option<String>,
     /// With --cluster: the file holding the cluster's token (default: $LIDSCOPE_TOKEN).
@@ -631,6 +695,9 @@ pub struct SweepArgs {
     /// With --cluster: runs submitted at the same time.
     #[arg(long, default_value_t = 4, requires = "cluster", value_parser = clap::value_parser!(u64).range(1..))]
     pub runs_in_flight: u64,
+    // With --cluster https://...: this client's certificate and the cluster's CA.
+    #[command(flatten, next_help_heading = "Mutual TLS")]
+    pub tls: TlsArgs,
     /// One JSON object per line on stdout (runs, rounds, the summary) instead of text.
     #[arg(long)]
     pub json: bool,

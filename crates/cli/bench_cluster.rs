@@ -1,9 +1,10 @@
 //! `lidscope bench --cluster`: what the cluster costs on one machine, and how fast it recovers.
 //!
-//! One generated corpus is run three times as separate processes of this executable: locally,
-//! on a loopback cluster (a coordinator and two workers started here), and on the cluster again
-//! with one worker killed (SIGKILL) once a quarter of the shards are committed. The figures are
-//! ratios of wall times taken on the same machine in the same minutes.
+//! One generated corpus is run four times as separate processes of this executable: locally, on
+//! a loopback cluster (a coordinator and two workers started here), on a second such cluster with
+//! mutual TLS on every port, and on the first cluster again with one worker killed (SIGKILL) once
+//! a quarter of the shards are committed. The figures are ratios of wall times taken on the same
+//! machine in the same minutes.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -49,6 +50,13 @@ pub fn main(a: &BenchArgs) -> Result<serde_json::Value> {
     std::fs::write(&token, "bench-token")?;
     let (c, tk) = (corpus.display().to_string(), token.display().to_string());
     let (k, size, pool) = (a.k.to_string(), reference.to_string(), (reference * 5 / 2).to_string());
+    let certs = tmp.path().join("certs");
+    let nodes = ["coordinator", "worker-0", "worker-1", "client"].map(|n| lidscope_cluster::certs::Node::parse(n).expect("a valid name"));
+    lidscope_cluster::certs::create(&certs, &nodes)?;
+    let tls = |node: &str| -> Vec<String> {
+        let f = |ext: &str| certs.join(format!("{node}.{ext}")).display().to_string();
+        vec!["--tls-ca".into(), certs.join(lidscope_cluster::certs::CA_CERT).display().to_string(), "--tls-cert".into(), f("pem"), "--tls-key".into(), f("key")]
+    };
     let run = |out: &str, cluster: Option<&str>| -> Vec<String> {
         let mut v: Vec<String> = ["-q", "run", "--corpus", &c, "--embedding-column", "embedding", "--id-columns", "seq_id,position", "--json",
             "--k", &k, "--reference-size", &size, "--pool", &pool, "--out", out]
@@ -57,6 +65,9 @@ pub fn main(a: &BenchArgs) -> Result<serde_json::Value> {
             .collect();
         if let Some(url) = cluster {
             v.extend(["--cluster", url, "--token-file", &tk].map(String::from));
+            if url.starts_with("https://") {
+                v.extend(tls("client"));
+            }
         }
         v
     };
@@ -73,15 +84,32 @@ pub fn main(a: &BenchArgs) -> Result<serde_json::Value> {
     let (local, lm) = timed(run(&dir("local"), None))?;
     eprintln!("local run: {local:.2} s (mean LID {:.6})", lm.mean_lid);
 
-    let (_coordinator, line) = start(&["coordinator", "--bind", "127.0.0.1:0", "--token-file", &tk, "--worker-timeout", "8"])?;
-    let url = line.rsplit(' ').next().context("the coordinator's address")?.to_string();
-    let mut workers = Vec::new();
-    for _ in 0..2 {
-        workers.push(start(&["worker", "--coordinator", &url, "--token-file", &tk])?.0);
-    }
+    // A coordinator and two workers, in plaintext or with `--tls-*` for every node.
+    let start_cluster = |with_tls: bool| -> Result<(Proc, String, Vec<Proc>)> {
+        let node = |name: &str| if with_tls { tls(name) } else { Vec::new() };
+        let mut args: Vec<String> = ["coordinator", "--bind", "127.0.0.1:0", "--token-file", &tk, "--worker-timeout", "8"].map(String::from).to_vec();
+        args.extend(node("coordinator"));
+        let (coordinator, line) = start(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let url = line.rsplit(' ').next().context("the coordinator's address")?.to_string();
+        let mut workers = Vec::new();
+        for w in 0..2 {
+            let mut args: Vec<String> = ["worker", "--coordinator", &url, "--token-file", &tk].map(String::from).to_vec();
+            args.extend(node(&format!("worker-{w}")));
+            workers.push(start(&args.iter().map(String::as_str).collect::<Vec<_>>())?.0);
+        }
+        Ok((coordinator, url, workers))
+    };
+    let (_coordinator, url, mut workers) = start_cluster(false)?;
     let (cluster, cm) = timed(run(&dir("cluster"), Some(&url)))?;
     let shards = cm.files.len();
     eprintln!("cluster run (2 workers, {shards} shards): {cluster:.2} s, cluster / local = {:.2} (mean LID identical: {})", cluster / local, cm.mean_lid == lm.mean_lid);
+
+    // The same on a cluster with mutual TLS on every port (stopped before the next run).
+    let (tls_seconds, tm) = {
+        let (_c, tls_url, _w) = start_cluster(true)?;
+        timed(run(&dir("cluster-tls"), Some(&tls_url)))?
+    };
+    eprintln!("cluster run with mutual TLS: {tls_seconds:.2} s, TLS / plaintext cluster = {:.3} (mean LID identical: {})", tls_seconds / cluster, tm.mean_lid == lm.mean_lid);
 
     // Again, with one worker killed once a quarter of the shards are in.
     let out = dir("killed");
@@ -106,8 +134,9 @@ pub fn main(a: &BenchArgs) -> Result<serde_json::Value> {
     Ok(json!({
         "rows": a.rows, "dim": a.dim, "k": a.k, "reference_rows": reference, "shards": shards,
         "local_seconds": local, "cluster_seconds": cluster, "cluster_over_local": cluster / local,
+        "tls_cluster_seconds": tls_seconds, "tls_over_plaintext_cluster": tls_seconds / cluster,
         "killed_run_seconds": total, "seconds_from_kill_to_commit": after_kill, "extra_seconds_from_kill": total - cluster,
-        "mean_lid_identical": cm.mean_lid == lm.mean_lid,
+        "mean_lid_identical": cm.mean_lid == lm.mean_lid && tm.mean_lid == lm.mean_lid,
     }))
 }
 

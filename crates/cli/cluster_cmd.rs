@@ -1,15 +1,18 @@
-//! `lidscope coordinator`, `lidscope worker` and `lidscope run --cluster`.
+//! `lidscope coordinator`, `lidscope worker`, `lidscope run --cluster` and `lidscope certs`.
 
 use std::io::Write;
+use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use lidscope_cluster::auth::Token;
+use lidscope_cluster::client::Access;
+use lidscope_cluster::tls::{Tls, TlsFiles};
 use lidscope_cluster::coordinator::{self, CoordinatorConfig};
 use lidscope_cluster::worker::{self, WorkerConfig};
 use lidscope_cluster::Liveness;
 use lidscope_engine::{RunConfig, RunSummary};
 
-use crate::args::{CoordinatorArgs, RunArgs, WorkerArgs};
+use crate::args::{CertsArgs, CoordinatorArgs, RunArgs, TlsArgs, WorkerArgs};
 use crate::progress::Bar;
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -39,12 +42,14 @@ pub fn coordinator_main(a: &CoordinatorArgs) -> Result<()> {
         shards_in_flight: a.shards_in_flight as usize,
         shard_attempts: a.shard_attempts,
         shard_rows: a.shard_rows,
+        tls: tls(&a.tls)?,
     };
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     runtime()?.block_on(coordinator::serve(
         cfg,
         |addr| {
             // Scripts read the port from here when --bind asked for any free port.
-            println!("lidscope coordinator: listening on http://{addr}");
+            println!("lidscope coordinator: listening on {scheme}://{addr}");
             let _ = std::io::stdout().flush();
         },
         terminated(),
@@ -64,6 +69,7 @@ pub fn worker_main(a: &WorkerArgs) -> Result<()> {
         flight_port: a.flight_port,
         work_dir: a.work_dir.clone(),
         tasks: a.tasks as usize,
+        tls: tls(&a.tls)?,
     };
     runtime()?.block_on(worker::serve(
         cfg,
@@ -78,13 +84,48 @@ pub fn worker_main(a: &WorkerArgs) -> Result<()> {
 
 /// A run on the cluster at `url`, with a progress bar fed by the coordinator's events.
 pub fn run(a: &RunArgs, cfg: &RunConfig, url: &str, quiet: bool) -> Result<RunSummary> {
-    let token = Token::load(a.token_file.as_deref())?;
+    let access = access(url, a.token_file.as_deref(), &a.tls)?;
     let spec = lidscope_cluster::client::to_spec(cfg, a.shard_rows.unwrap_or(0))?;
     let bar = Bar::new(quiet);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
-    let result = rt.block_on(lidscope_cluster::client::run(url, &token, spec, &bar, async {
+    let result = rt.block_on(lidscope_cluster::client::run(&access, spec, &bar, async {
         let _ = tokio::signal::ctrl_c().await;
     }));
     bar.clear();
     Ok(result?)
+}
+
+/// The TLS files of `--tls-*`, read, or `None` without them.
+fn tls(a: &TlsArgs) -> Result<Option<Tls>> {
+    match (&a.tls_ca, &a.tls_cert, &a.tls_key) {
+        (Some(ca), Some(cert), Some(key)) => Ok(Some(Tls::load(&TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() })?)),
+        // clap asks for all three together.
+        _ => Ok(None),
+    }
+}
+
+/// How a client reaches the coordinator at `url`.
+pub fn access(url: &str, token_file: Option<&Path>, a: &TlsArgs) -> Result<Access> {
+    Ok(Access { url: url.to_string(), token: Token::load(token_file)?, tls: tls(a)? })
+}
+
+/// `--tls-*` means something only with `--cluster`.
+pub fn tls_needs_cluster(a: &TlsArgs, cluster: Option<&str>) -> Result<()> {
+    if a.tls_ca.is_some() && cluster.is_none() {
+        bail!("--tls-ca, --tls-cert and --tls-key are for --cluster https://...; a local run needs none");
+    }
+    Ok(())
+}
+
+pub fn certs_main(a: &CertsArgs) -> Result<()> {
+    let w = lidscope_cluster::certs::create(&a.out, &a.nodes)?;
+    if w.new_ca {
+        println!("{}: a new CA (its key: {})", w.ca.display(), a.out.join(lidscope_cluster::certs::CA_KEY).display());
+    } else {
+        println!("{}: the existing CA signed the new nodes", w.ca.display());
+    }
+    for ((cert, key), node) in w.nodes.iter().zip(&a.nodes) {
+        println!("{} {}: {} ({})", cert.display(), key.display(), node.name, node.hosts.join(", "));
+    }
+    Ok(())
 }

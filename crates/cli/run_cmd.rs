@@ -57,6 +57,7 @@ pub fn main(a: &RunArgs, quiet: bool) -> Result<()> {
 
 /// The job of `lidscope run`, on the cluster when `--cluster` is given, without printing.
 pub fn run(a: &RunArgs, quiet: bool) -> Result<RunSummary> {
+    crate::cluster_cmd::tls_needs_cluster(&a.tls, a.cluster.as_deref())?;
     match &a.cluster {
         Some(url) => crate::cluster_cmd::run(a, &RunConfig::from(a), url, quiet),
         None => with_threads(a.threads, || execute(&RunConfig::from(a), quiet)),

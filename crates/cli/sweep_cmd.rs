@@ -17,8 +17,7 @@ use crate::progress::Bar;
 /// Submits runs to a coordinator, several at once; a stop request cancels the runs in flight
 /// (their committed shards stay for the next sweep).
 struct ClusterRunner {
-    url: String,
-    token: lidscope_cluster::auth::Token,
+    access: lidscope_cluster::client::Access,
     in_flight: usize,
     stop: Arc<AtomicBool>,
 }
@@ -33,7 +32,7 @@ impl Runner for ClusterRunner {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         };
-        rt.block_on(lidscope_cluster::client::run(&self.url, &self.token, spec, progress, interrupt)).map_err(|e| e.to_string())
+        rt.block_on(lidscope_cluster::client::run(&self.access, spec, progress, interrupt)).map_err(|e| e.to_string())
     }
 
     fn in_flight(&self) -> usize {
@@ -105,6 +104,7 @@ fn stop_on_signals(stop: Arc<AtomicBool>, what: &'static str) {
 }
 
 pub fn main(a: &SweepArgs, quiet: bool) -> Result<()> {
+    crate::cluster_cmd::tls_needs_cluster(&a.tls, a.cluster.as_deref())?;
     let spec = Spec::load(&a.spec)?;
     if a.dry_run {
         return dry_run(&spec, a);
@@ -112,8 +112,7 @@ pub fn main(a: &SweepArgs, quiet: bool) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let runner: Box<dyn Runner> = match &a.cluster {
         Some(url) => Box::new(ClusterRunner {
-            url: url.clone(),
-            token: lidscope_cluster::auth::Token::load(a.token_file.as_deref())?,
+            access: crate::cluster_cmd::access(url, a.token_file.as_deref(), &a.tls)?,
             in_flight: a.runs_in_flight as usize,
             stop: stop.clone(),
         }),
