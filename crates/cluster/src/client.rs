@@ -31,7 +31,13 @@ pub struct Access {
 /// # Errors
 /// A path that cannot be made absolute.
 pub fn to_spec(cfg: &RunConfig, shard_rows: u64) -> Result<RunSpec> {
-    let abs = |p: &std::path::Path| std::path::absolute(p).map_err(|e| ClusterError::Config(format!("{}: {e}", p.display())));
+    // An object URL (`s3://...`) names the same object from every node: it stays as it is.
+    let abs = |p: &std::path::Path| {
+        if lidscope_data::store::is_object(p) {
+            return Ok(p.to_path_buf());
+        }
+        std::path::absolute(p).map_err(|e| ClusterError::Config(format!("{}: {e}", p.display())))
+    };
     let reference = match &cfg.reference {
         ReferenceSource::File(p) => Reference::ReferenceFile(abs(p)?.display().to_string()),
         ReferenceSource::Sample(s) => Reference::Sample(api::Sample {

@@ -22,6 +22,14 @@ pub enum DataError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// An object store refused or failed a request (credentials, a missing bucket, the network).
+    #[error("{url}: {message}")]
+    Store {
+        /// The object or prefix involved, `s3://bucket/key`.
+        url: String,
+        /// What went wrong, and what to check.
+        message: String,
+    },
     /// An input pattern names a path that does not exist.
     #[error("{}: no such file or directory", .path.display())]
     NotFound {

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::error::{DataError, Result};
+use crate::store::{self, ObjectUrl};
 
 /// Resolves input patterns to Parquet files.
 ///
@@ -35,6 +36,9 @@ pub fn resolve_inputs(patterns: &[String]) -> Result<Vec<PathBuf>> {
 }
 
 fn resolve_one(pattern: &str) -> Result<Vec<PathBuf>> {
+    if let Some(url) = ObjectUrl::parse(pattern)? {
+        return resolve_object(pattern, &url);
+    }
     let path = Path::new(pattern);
     if path.is_file() {
         return Ok(vec![path.to_path_buf()]);
@@ -81,6 +85,47 @@ fn resolve_one(pattern: &str) -> Result<Vec<PathBuf>> {
         }
     }
     files.sort();
+    if files.is_empty() {
+        return Err(DataError::NoMatch { pattern: pattern.to_string() });
+    }
+    Ok(files)
+}
+
+/// [`resolve_one`] on an object store, where a directory is a key prefix: an object as named, the
+/// `*.parquet` objects directly under `prefix/`, or a glob's matches (listed by the literal
+/// prefix before its first wildcard). The same names are skipped as in a local directory.
+fn resolve_object(pattern: &str, url: &ObjectUrl) -> Result<Vec<PathBuf>> {
+    let as_path = |key: &str| PathBuf::from(ObjectUrl { bucket: url.bucket.clone(), key: key.to_string() }.url());
+    let visible = |name: &str| !name.starts_with('.') && !name.starts_with('_') && name.ends_with(".parquet");
+    if let Some(wild) = url.key.find(['*', '?', '[']) {
+        let glob = glob::Pattern::new(&url.key).map_err(|e| DataError::BadPattern { pattern: pattern.to_string(), message: e.to_string() })?;
+        let options = glob::MatchOptions { case_sensitive: true, require_literal_separator: true, require_literal_leading_dot: true };
+        let prefix = ObjectUrl { bucket: url.bucket.clone(), key: url.key[..wild].to_string() };
+        let files: Vec<PathBuf> =
+            store::list(&prefix)?.iter().map(|m| m.location.as_ref()).filter(|k| glob.matches_with(k, options)).map(as_path).collect();
+        if files.is_empty() {
+            return Err(DataError::NoMatch { pattern: pattern.to_string() });
+        }
+        return Ok(files);
+    }
+    if !url.key.is_empty() && !url.key.ends_with('/') {
+        match store::head(url) {
+            Ok(_) => return Ok(vec![as_path(&url.key)]),
+            Err(DataError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let dir = if url.key.is_empty() || url.key.ends_with('/') { url.key.clone() } else { format!("{}/", url.key) };
+    let listed = store::list(&ObjectUrl { bucket: url.bucket.clone(), key: dir.clone() })?;
+    if listed.is_empty() {
+        return Err(DataError::NotFound { path: PathBuf::from(pattern) });
+    }
+    let files: Vec<PathBuf> = listed
+        .iter()
+        .map(|m| m.location.as_ref())
+        .filter(|k| k.get(dir.len()..).is_some_and(|name| !name.contains('/') && visible(name)))
+        .map(as_path)
+        .collect();
     if files.is_empty() {
         return Err(DataError::NoMatch { pattern: pattern.to_string() });
     }
@@ -152,6 +197,11 @@ impl InputStamp {
     /// # Errors
     /// [`DataError::Io`] when the file cannot be examined.
     pub fn of(path: &Path) -> Result<Self> {
+        if let Some(url) = ObjectUrl::of(path)? {
+            let meta = store::head(&url)?;
+            let modified_ns = meta.last_modified.timestamp_nanos_opt().map_or(0, |n| u64::try_from(n).unwrap_or(0));
+            return Ok(InputStamp { path: url.url(), bytes: meta.size, modified_ns });
+        }
         let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
         let modified_ns = meta
             .modified()

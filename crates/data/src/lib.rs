@@ -37,6 +37,7 @@ mod manifest;
 mod reader;
 mod reference;
 mod sample;
+pub mod store;
 mod table_schema;
 #[cfg(test)]
 mod test_util;

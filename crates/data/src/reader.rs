@@ -13,10 +13,12 @@ use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
+use parquet::file::reader::{ChunkReader, Length};
 
 use crate::embedding::{decode_embeddings, embedding_field_dim, EXPECTED_EMBEDDING};
 use crate::error::{DataError, Result};
 use crate::identity::IdentityEncoder;
+use crate::store::{ObjectFile, ObjectUrl};
 
 /// What to read: the resolved files, the embedding column and the identity columns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,13 +48,50 @@ pub struct CorpusInfo {
     pub dim: Option<usize>,
 }
 
-pub(crate) fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| DataError::NotParquet { path: path.to_path_buf(), source })
+pub(crate) fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<Input>> {
+    let input = match ObjectUrl::of(path)? {
+        Some(url) => Input::Object(ObjectFile::open(&url)?),
+        None => Input::Local(File::open(path).map_err(|e| DataError::io(path, e))?),
+    };
+    ParquetRecordBatchReaderBuilder::try_new(input).map_err(|source| DataError::NotParquet { path: path.to_path_buf(), source })
+}
+
+/// An input file: local, or an object read in ranges ([`crate::store`]).
+#[derive(Debug)]
+pub(crate) enum Input {
+    Local(File),
+    Object(ObjectFile),
+}
+
+impl Length for Input {
+    fn len(&self) -> u64 {
+        match self {
+            Input::Local(f) => f.len(),
+            Input::Object(o) => o.len(),
+        }
+    }
+}
+
+impl ChunkReader for Input {
+    type T = Box<dyn std::io::Read>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(match self {
+            Input::Local(f) => Box::new(f.get_read(start)?),
+            Input::Object(o) => Box::new(o.get_read(start)?),
+        })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        match self {
+            Input::Local(f) => f.get_bytes(start, length),
+            Input::Object(o) => o.get_bytes(start, length),
+        }
+    }
 }
 
 /// A projection of `builder`'s file onto the named top-level columns (all must exist).
-pub(crate) fn projection(builder: &ParquetRecordBatchReaderBuilder<File>, path: &Path, names: &[&str]) -> Result<ProjectionMask> {
+pub(crate) fn projection(builder: &ParquetRecordBatchReaderBuilder<Input>, path: &Path, names: &[&str]) -> Result<ProjectionMask> {
     let schema = builder.schema();
     let mut indices = Vec::with_capacity(names.len());
     for name in names {

@@ -54,7 +54,9 @@ pub(crate) fn to_config(spec: &RunSpec, default_shard_rows: u64) -> Result<(RunC
         None => return Err(Status::invalid_argument("no reference: give a reference file or a sample")),
     };
     let out = PathBuf::from(&spec.out);
-    if !out.is_absolute() || spec.corpus.iter().any(|c| !std::path::Path::new(c).is_absolute()) {
+    // An object URL names the same object everywhere; a relative path would be the client's.
+    let placed = |p: &std::path::Path| p.is_absolute() || lidscope_data::store::is_object(p);
+    if !placed(&out) || spec.corpus.iter().any(|c| !placed(std::path::Path::new(c))) {
         return Err(Status::invalid_argument("paths must be absolute (the coordinator does not share the client's working directory)"));
     }
     let cfg = RunConfig {
@@ -79,12 +81,9 @@ pub(crate) fn to_config(spec: &RunSpec, default_shard_rows: u64) -> Result<(RunC
 /// and modification time of every file). Not the batch or shard size, which change how the work
 /// is cut, not its result.
 fn run_key(cfg: &RunConfig, valid: &ValidRun) -> Result<String, ClusterError> {
-    let stamp = |p: &std::path::Path| -> Result<(String, u64, u128), ClusterError> {
-        let m = std::fs::metadata(p).map_err(|e| ClusterError::Engine(lidscope_engine::EngineError::Io { path: p.to_path_buf(), source: e }))?;
-        let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
-        Ok((p.display().to_string(), m.len(), mtime))
-    };
-    let files: Vec<_> = valid.spec.files.iter().map(|f| stamp(f)).collect::<Result<_, _>>()?;
+    // Files and objects alike (an object's size and last-modified time).
+    let stamp = |p: &std::path::Path| -> Result<lidscope_data::InputStamp, ClusterError> { Ok(lidscope_data::InputStamp::of(p)?) };
+    let files = &valid.inputs;
     let reference = match &cfg.reference {
         ReferenceSource::File(p) => serde_json::json!({ "file": stamp(p)? }),
         ReferenceSource::Sample(s) => serde_json::json!({ "size": s.size, "pool": s.pool, "seed": s.seed, "exclude": s.exclude }),
