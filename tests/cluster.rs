@@ -29,10 +29,12 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `lidscope args` and waits (60 s at most) for the first line of its stdout.
-fn start(args: &[&str], log: &Path) -> (Proc, String) {
+/// Starts `lidscope args` (with `env` added to its environment) and waits (60 s at most) for the
+/// first line of its stdout.
+fn start(args: &[&str], log: &Path, env: &[(String, String)]) -> (Proc, String) {
     let mut child = Command::new(BIN)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("LIDSCOPE_LOG", "warn")
         .env_remove("LIDSCOPE_TOKEN")
         .stdout(Stdio::piped())
@@ -56,16 +58,18 @@ fn read(p: &Path) -> String {
 }
 
 /// A coordinator and its workers.
-struct Cluster {
+pub(crate) struct Cluster {
     dir: tempfile::TempDir,
-    token: PathBuf,
-    url: String,
+    pub(crate) token: PathBuf,
+    pub(crate) url: String,
     coordinator: Option<Proc>,
     workers: Vec<Proc>,
     /// Each worker's Flight address, as it printed it.
     flight: Vec<String>,
     /// With mutual TLS: the directory of the cluster's certificates (`lidscope certs`).
     certs: Option<PathBuf>,
+    /// Added to the environment of every node (an object store's `AWS_*` settings).
+    env: Vec<(String, String)>,
 }
 
 /// `--tls-ca`, `--tls-cert` and `--tls-key` for `node`, from the certificates in `certs`.
@@ -81,6 +85,11 @@ impl Cluster {
 
     /// With `tls`, certificates are made first (`lidscope certs`) and every node uses them.
     fn start(workers: usize, tls: bool) -> Self {
+        Self::start_with(workers, tls, Vec::new())
+    }
+
+    /// As [`Self::start`], with `env` in every node's environment.
+    pub(crate) fn start_with(workers: usize, tls: bool, env: Vec<(String, String)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let token = dir.path().join("token");
         std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
@@ -95,7 +104,7 @@ impl Cluster {
             lidscope_ok(&args);
             certs
         });
-        let mut c = Cluster { dir, token, url: String::new(), coordinator: None, workers: Vec::new(), flight: Vec::new(), certs };
+        let mut c = Cluster { dir, token, url: String::new(), coordinator: None, workers: Vec::new(), flight: Vec::new(), certs, env };
         c.start_coordinator("127.0.0.1:0");
         for _ in 0..workers {
             c.add_worker();
@@ -109,7 +118,7 @@ impl Cluster {
         let mut args = vec!["coordinator", "--bind", bind, "--token-file", &token, "--worker-timeout", "8", "--shards-in-flight", "4"];
         let tls = self.certs.as_ref().map(|c| tls_args(c, "coordinator")).unwrap_or_default();
         args.extend(tls.iter().map(String::as_str));
-        let (p, line) = start(&args, &log);
+        let (p, line) = start(&args, &log, &self.env);
         self.url = line.rsplit(' ').next().unwrap().to_string();
         let scheme = if self.certs.is_some() { "https" } else { "http" };
         assert!(self.url.starts_with(&format!("{scheme}://127.0.0.1:")), "{line}");
@@ -125,7 +134,7 @@ impl Cluster {
         let mut args = vec!["worker", "--coordinator", &self.url, "--token-file", &token, "--work-dir", &work_s];
         let tls = self.certs.as_ref().map(|c| tls_args(c, &format!("worker-{n}"))).unwrap_or_default();
         args.extend(tls.iter().map(String::as_str));
-        let (p, line) = start(&args, &log);
+        let (p, line) = start(&args, &log, &self.env);
         assert!(line.contains("serving results"), "{line}");
         self.flight.push(line.rsplit(' ').next().unwrap().to_string());
         self.workers.push(p);
@@ -142,7 +151,7 @@ impl Cluster {
         self.url.rsplit(':').next().unwrap()
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let mut out = String::new();
         for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
             if e.path().extension().is_some_and(|x| x == "log") {
@@ -155,7 +164,7 @@ impl Cluster {
 
 /// A corpus of `files` files of `rows` rows (row groups of `group` rows): seq_id, position, a
 /// token string, `special` (the first and last position of a sequence), and `emb`.
-fn corpus(dir: &Path, files: usize, rows: usize, dim: usize, group: usize) -> PathBuf {
+pub(crate) fn corpus(dir: &Path, files: usize, rows: usize, dim: usize, group: usize) -> PathBuf {
     let c = dir.join("corpus");
     std::fs::create_dir_all(&c).unwrap();
     for f in 0..files {
@@ -201,7 +210,7 @@ fn i64_column(batches: &[arrow::array::RecordBatch], name: &str) -> Vec<i64> {
 }
 
 /// Same rows, each LID within 1e-9.
-fn assert_same_rows(cluster: &Path, local: &Path) {
+pub(crate) fn assert_same_rows(cluster: &Path, local: &Path) {
     let (a, b) = (lids(cluster), lids(local));
     assert_eq!(a.len(), b.len(), "row counts");
     for (k, v) in &b {
@@ -211,7 +220,7 @@ fn assert_same_rows(cluster: &Path, local: &Path) {
 }
 
 /// The manifest figures a cluster run must share with a local run.
-fn assert_same_manifest(c: &serde_json::Value, l: &serde_json::Value) {
+pub(crate) fn assert_same_manifest(c: &serde_json::Value, l: &serde_json::Value) {
     for key in ["rows", "k", "estimator", "reference_rows", "reference_sha256", "dim", "sample", "sample_exclude", "partition", "id_columns", "embedding_column"] {
         assert_eq!(c[key], l[key], "manifest field {key}");
     }
@@ -221,13 +230,13 @@ fn assert_same_manifest(c: &serde_json::Value, l: &serde_json::Value) {
     }
 }
 
-fn run_args<'a>(corpus: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+pub(crate) fn run_args<'a>(corpus: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec!["-q", "run", "--corpus", corpus, "--embedding-column", "emb", "--id-columns", "seq_id,position", "--out", out, "--json"];
     v.extend_from_slice(extra);
     v
 }
 
-fn json(stdout: &str) -> serde_json::Value {
+pub(crate) fn json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 

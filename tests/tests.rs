@@ -14,5 +14,6 @@ mod grokking;
 mod report;
 mod schema;
 mod sql;
+mod store;
 mod sweep;
 mod util;
