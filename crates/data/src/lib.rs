@@ -43,7 +43,7 @@ mod table_schema;
 mod test_util;
 mod writer;
 
-pub use commit::{recover, Staging};
+pub use commit::{recover, staging_root, Staging};
 pub use embedding::{decode_embeddings, embedding_field_dim};
 pub use error::{DataError, Result};
 pub use filter::{RowFilter, SharedFilter};

@@ -81,6 +81,10 @@ pub struct Manifest {
     /// Result part files, relative to the output directory.
     #[serde(default)]
     pub files: Vec<String>,
+    /// The reference file, relative to the output directory, where it is not at the layout's
+    /// place (results on object stores name each attempt's files apart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_file: Option<String>,
     /// Every corpus file as the run found it (size, modification time): a sweep compares them
     /// with the files as they are now to decide whether the run must be done again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -140,7 +144,10 @@ impl Manifest {
 /// # Errors
 /// [`DataError::Io`] when the file cannot be read, [`DataError::Json`] when it is not a manifest.
 pub fn read_manifest(path: &Path) -> Result<Manifest> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let bytes = match crate::store::ObjectUrl::of(path)? {
+        Some(url) => crate::store::get(&url)?.to_vec(),
+        None => std::fs::read(path).map_err(|e| DataError::io(path, e))?,
+    };
     serde_json::from_slice(&bytes).map_err(|source| DataError::Json { path: path.to_path_buf(), source })
 }
 
@@ -149,9 +156,14 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
 /// # Errors
 /// [`DataError::Io`] naming the file.
 pub fn write_manifest(path: &Path, manifest: &Manifest) -> Result<()> {
+    write_atomic(path, &manifest_bytes(manifest, path)?)
+}
+
+/// A manifest as the bytes of its file (pretty JSON); `path` names it in errors.
+pub(crate) fn manifest_bytes(manifest: &Manifest, path: &Path) -> Result<Vec<u8>> {
     let mut bytes = serde_json::to_vec_pretty(manifest).map_err(|source| DataError::Json { path: path.to_path_buf(), source })?;
     bytes.push(b'\n');
-    write_atomic(path, &bytes)
+    Ok(bytes)
 }
 
 #[cfg(test)]

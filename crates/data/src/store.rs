@@ -24,7 +24,10 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as Key;
-use object_store::{GetOptions, ObjectMeta, ObjectStore};
+use object_store::{GetOptions, ObjectMeta, ObjectStore, PutMode, PutOptions, PutPayload};
+
+mod committed;
+pub use committed::CommittedView;
 
 use crate::error::{DataError, Result};
 
@@ -81,6 +84,15 @@ impl ObjectUrl {
 /// Whether `path` is an object URL rather than a local path.
 pub fn is_object(path: &Path) -> bool {
     path.to_str().is_some_and(|p| p.starts_with(S3_SCHEME))
+}
+
+/// The store of `bucket`, built from this host's environment once per bucket (and shared with
+/// the query engine, which reads result tables through [`CommittedView`]).
+///
+/// # Errors
+/// [`DataError::Store`] when the environment does not configure a store.
+pub fn bucket_store(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+    store(bucket)
 }
 
 /// The store of `bucket`, built from this host's environment once per bucket.
@@ -140,8 +152,9 @@ fn store_error(url: &ObjectUrl, e: object_store::Error) -> DataError {
     }
 }
 
-/// An error and its causes, as one line.
-fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its causes, outermost first, as one line (the reason of a refused request, or
+/// of a refused certificate, is often in a cause only).
+pub fn causes(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -185,6 +198,96 @@ pub fn head(url: &ObjectUrl) -> Result<ObjectMeta> {
     let key = url.location();
     // `ObjectStore`'s own methods: their futures are `Send` (the extension trait's are not).
     block_on(async move { s.get_opts(&key, GetOptions { head: true, ..Default::default() }).await.map(|r| r.meta) }).map_err(|e| store_error(url, e))
+}
+
+/// The objects directly under `dir` (not in deeper "directories"), with the names of those
+/// "directories", both sorted.
+///
+/// # Errors
+/// [`DataError::Store`] naming the URL (credentials, a missing bucket, the network).
+pub fn list_dir(dir: &ObjectUrl) -> Result<(Vec<ObjectMeta>, Vec<String>)> {
+    let s = store(&dir.bucket)?;
+    let key = dir.location();
+    let listed = block_on(async move { s.list_with_delimiter(Some(&key)).await }).map_err(|e| store_error(dir, e))?;
+    let mut objects = listed.objects;
+    objects.sort_by(|a, b| a.location.as_ref().cmp(b.location.as_ref()));
+    let mut dirs: Vec<String> = listed.common_prefixes.iter().map(|p| p.as_ref().to_string()).collect();
+    dirs.sort();
+    Ok((objects, dirs))
+}
+
+/// The whole object at `url`.
+///
+/// # Errors
+/// [`DataError::NotFound`] when there is none, [`DataError::Store`] otherwise.
+pub fn get(url: &ObjectUrl) -> Result<Bytes> {
+    let s = store(&url.bucket)?;
+    let key = url.location();
+    block_on(async move { s.get_opts(&key, GetOptions::default()).await?.bytes().await }).map_err(|e| store_error(url, e))
+}
+
+/// Writes `bytes` as the object at `url`, all or nothing (one PUT). `mode` makes it conditional:
+/// [`PutMode::Create`] is refused when the object exists, [`PutMode::Update`] when it changed
+/// since the version given; the inner result says so.
+///
+/// # Errors
+/// The store's errors naming the URL.
+pub fn put(url: &ObjectUrl, bytes: Bytes, mode: PutMode) -> Result<std::result::Result<(), PutRefused>> {
+    let s = store(&url.bucket)?;
+    let key = url.location();
+    let options = PutOptions { mode, ..Default::default() };
+    match block_on(async move { s.put_opts(&key, PutPayload::from_bytes(bytes), options).await }) {
+        Ok(_) => Ok(Ok(())),
+        Err(object_store::Error::AlreadyExists { .. }) => Ok(Err(PutRefused::Exists)),
+        Err(object_store::Error::Precondition { .. }) => Ok(Err(PutRefused::Changed)),
+        Err(e) => Err(store_error(url, e)),
+    }
+}
+
+/// Why a conditional [`put`] was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutRefused {
+    /// The object exists (another writer created it first).
+    Exists,
+    /// The object changed since it was read (another writer replaced it).
+    Changed,
+}
+
+impl std::fmt::Display for PutRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PutRefused::Exists => "written by another writer first (conditional create refused)",
+            PutRefused::Changed => "replaced by another writer meanwhile (conditional update refused)",
+        })
+    }
+}
+
+/// Uploads local file `path` as the object at `url` (one PUT: result parts and references are
+/// small beside the corpora; a PUT is all or nothing).
+///
+/// # Errors
+/// [`DataError::Io`] naming the file, the store's errors naming the URL.
+pub fn upload(path: &Path, url: &ObjectUrl) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    put(url, Bytes::from(bytes), PutMode::Overwrite).map(|_| ())
+}
+
+/// Deletes the object at `url` (a missing one is no error).
+///
+/// # Errors
+/// The store's errors naming the URL.
+pub fn delete(url: &ObjectUrl) -> Result<()> {
+    let s = store(&url.bucket)?;
+    let key = url.location();
+    let deleted = block_on(async move {
+        use futures::StreamExt;
+        let mut stream = s.delete_stream(futures::stream::once(async move { Ok(key) }).boxed());
+        stream.next().await.transpose().map(|_| ())
+    });
+    match deleted {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(store_error(url, e)),
+    }
 }
 
 /// An object read in ranges, as Parquet's readers read a file.

@@ -100,7 +100,8 @@ pub struct TablePart {
 }
 
 /// Every part file a dataset reader of `<dir>/data` reads (`*.parquet`, names starting with `.`
-/// or `_` skipped, as Parquet dataset readers skip them), with its schema, sorted by path.
+/// or `_` skipped, as Parquet dataset readers skip them), with its schema, sorted by path. On an
+/// object store, the files the result's manifests list.
 ///
 /// # Errors
 /// [`DataError::Io`] when a directory cannot be listed, [`DataError::NotParquet`] for a file
@@ -108,7 +109,12 @@ pub struct TablePart {
 pub fn table_parts(dir: &Path) -> Result<Vec<TablePart>> {
     let data = dir.join("data");
     let mut files = Vec::new();
-    if data.is_dir() {
+    if crate::store::is_object(dir) {
+        // No listing shows what is committed on a store: the manifests say.
+        for manifest in find_manifests(dir)? {
+            files.extend(read_manifest(&manifest)?.files.iter().map(|f| dir.join(f)));
+        }
+    } else if data.is_dir() {
         collect_parquet(&data, &mut files)?;
     }
     files.sort();
@@ -218,7 +224,7 @@ pub fn check_new_run(layout: &Layout, schema: &Schema) -> Result<()> {
         };
         for file in &manifest.files {
             let path = layout.out().join(file);
-            if !path.is_file() {
+            if !crate::store::is_object(&path) && !path.is_file() {
                 continue;
             }
             let theirs = open_builder(&path)?.schema().clone();

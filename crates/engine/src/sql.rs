@@ -1,14 +1,17 @@
 //! SQL over lidscope's tables: result directories (hive-partitioned `data/`, plus their manifests
 //! as a `<name>_runs` table), corpora and reference files.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTableUrl};
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use lidscope_data::store::{CommittedView, ObjectUrl};
 use lidscope_data::{find_manifests, is_result_dir, read_manifest, table_schema, Manifest};
 
 use crate::error::{EngineError, Result};
@@ -19,11 +22,31 @@ use crate::error::{EngineError, Result};
 /// common and need no quotes. `SHOW TABLES` and `SHOW COLUMNS FROM t` work.
 pub fn session() -> SessionContext {
     // information_schema: `SHOW TABLES` lists what --table registered, views included.
-    let mut config = datafusion::prelude::SessionConfig::new().with_information_schema(true);
+    let mut config = datafusion::prelude::SessionConfig::new().with_information_schema(true).with_extension(Arc::new(Buckets::default()));
     config.options_mut().sql_parser.enable_ident_normalization = false;
     let ctx = SessionContext::new_with_config(config);
     crate::udf::register_all(&ctx);
     ctx
+}
+
+/// The buckets a session reads, each through one [`CommittedView`] of this host's store for it,
+/// so that every result table registered on a bucket narrows the same view.
+#[derive(Default)]
+struct Buckets(Mutex<HashMap<String, Arc<CommittedView>>>);
+
+/// The view through which `ctx` reads `bucket`, registered with the session on first use.
+fn bucket_view(ctx: &SessionContext, bucket: &str) -> Result<Arc<CommittedView>> {
+    // A session not made by [`session`] gets a registry of its own for this call.
+    let buckets = ctx.state().config().get_extension::<Buckets>().unwrap_or_default();
+    let mut map = buckets.0.lock().expect("bucket registry poisoned");
+    if let Some(view) = map.get(bucket) {
+        return Ok(view.clone());
+    }
+    let view = Arc::new(CommittedView::new(lidscope_data::store::bucket_store(bucket)?));
+    let url = ObjectStoreUrl::parse(format!("s3://{bucket}")).map_err(df(format!("s3://{bucket}")))?;
+    ctx.register_object_store(url.as_ref(), view.clone());
+    map.insert(bucket.to_string(), view.clone());
+    Ok(view)
 }
 
 fn df(context: impl Into<String>) -> impl FnOnce(datafusion::error::DataFusionError) -> EngineError {
@@ -32,6 +55,9 @@ fn df(context: impl Into<String>) -> impl FnOnce(datafusion::error::DataFusionEr
 }
 
 /// Registers `path` as table `name`.
+///
+/// `path` may be an `s3://bucket/prefix` URL (the store configured by this host's `AWS_*`
+/// environment); a result there is read as its manifests list it, never by a bare listing.
 ///
 /// A result directory (holding `data/` or a `manifest.json`) becomes `name` over its `data/`
 /// files, hive partitions (`key=value` directories) as Utf8 columns, and `<name>_runs` with one
@@ -65,12 +91,17 @@ pub fn register_batches(ctx: &SessionContext, name: &str, schema: arrow::datatyp
 /// `estimator` (naming those they have) or `path` is not a result directory.
 pub async fn register_measuring(ctx: &SessionContext, name: &str, path: &str, estimator: Option<&str>) -> Result<()> {
     let p = Path::new(path);
+    let object = ObjectUrl::parse(path)?;
+    let view = match &object {
+        Some(url) => Some(bucket_view(ctx, &url.bucket)?),
+        None => None,
+    };
     if !is_result_dir(p) {
         if estimator.is_some() {
             return Err(EngineError::Invalid(format!("{path}: not a result directory, so it has no estimator columns")));
         }
         let has_glob = path.contains(['*', '?', '[']);
-        if !has_glob && !p.exists() {
+        if !has_glob && object.is_none() && !p.exists() {
             return Err(EngineError::Invalid(format!("--table {name}={path}: no such file or directory")));
         }
         // Training logs beside the results: a CSV file with a header line, types inferred.
@@ -80,8 +111,19 @@ pub async fn register_measuring(ctx: &SessionContext, name: &str, path: &str, es
         return ctx.register_parquet(name, path, ParquetReadOptions::default()).await.map_err(df(format!("--table {name}={path}")));
     }
     let data = p.join("data");
-    let url = ListingTableUrl::parse(format!("{}/", data.canonicalize().map_err(|e| EngineError::io(&data, e))?.display()))
-        .map_err(df(format!("--table {name}={path}")))?;
+    let url = match (&object, &view) {
+        (Some(out), Some(view)) => {
+            // The store shows this table's committed parts only: those its manifests name.
+            let mut keys = Vec::new();
+            for manifest in find_manifests(p)? {
+                keys.extend(read_manifest(&manifest)?.files.iter().map(|f| out.join(f).key));
+            }
+            view.show_only(&out.join("data").key, keys);
+            ListingTableUrl::parse(format!("{}/", data.display()))
+        }
+        _ => ListingTableUrl::parse(format!("{}/", data.canonicalize().map_err(|e| EngineError::io(&data, e))?.display())),
+    }
+    .map_err(df(format!("--table {name}={path}")))?;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let parts = options.infer_partitions(&ctx.state(), &url).await.map_err(df(format!("--table {name}={path}: partitions")))?;
     let options = options.with_table_partition_cols(parts.iter().map(|c| (c.clone(), DataType::Utf8)).collect());

@@ -245,6 +245,14 @@ async fn load_async_estimator(dir: &Path, bins: usize, estimator: Option<&str>) 
 /// this, the query engine's "cannot infer schema" would be the message.
 fn check_dir(dir: &Path) -> Result<()> {
     let bad = |reason: &str| Err(ReportError::Input { path: dir.to_path_buf(), reason: reason.to_string() });
+    if lidscope_data::store::is_object(dir) {
+        // On a store what counts is what the manifests name (parts of a killed run do not).
+        let manifests = lidscope_data::find_manifests(dir).map_err(|e| ReportError::Input { path: dir.to_path_buf(), reason: e.to_string() })?;
+        if manifests.is_empty() {
+            return bad("not a lidscope result (no run manifest under it)");
+        }
+        return Ok(());
+    }
     if !dir.exists() {
         return bad("no such directory");
     }

@@ -5,10 +5,15 @@
 //! directory of part files. The pattern is listed as a glob (captures read as `*`) and each path
 //! found is read back with a regex to recover the captures. Names starting with `.` or `_`
 //! (temporary files, `_SUCCESS`) are never matched by a wildcard or a capture.
+//!
+//! A pattern may name objects (`s3://bucket/emb/{model}/step-{step}/`): they are listed by the
+//! prefix before the first wildcard or capture, and each object and each "directory" above it
+//! is matched as a path would be.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use lidscope_data::store::ObjectUrl;
 use regex::Regex;
 
 use crate::error::{Result, SweepError};
@@ -32,13 +37,13 @@ pub struct Match {
 }
 
 impl Pattern {
-    /// Compiles `text`, relative to `base` unless absolute.
+    /// Compiles `text`, relative to `base` unless absolute (or an object URL).
     ///
     /// # Errors
     /// A message for an unclosed `{`, an empty or malformed capture name, a name used twice, or
     /// two captures side by side (nothing would tell where one ends).
     pub fn parse(text: &str, base: &Path) -> std::result::Result<Pattern, String> {
-        let full = if Path::new(text).is_absolute() { PathBuf::from(text) } else { base.join(text) };
+        let full = crate::spec::place(base, text);
         let full = full.to_str().ok_or("the path is not UTF-8")?.to_string();
         let (mut glob, mut regex, mut captures) = (String::new(), String::from("^"), Vec::<String>::new());
         let mut chars = full.chars().peekable();
@@ -110,14 +115,21 @@ impl Pattern {
     /// # Errors
     /// [`SweepError::Io`] when a directory on the way cannot be read.
     pub fn matches(&self) -> Result<Vec<Match>> {
-        let options = glob::MatchOptions { require_literal_leading_dot: true, ..Default::default() };
-        let paths = glob::glob_with(&self.glob, options).map_err(|e| SweepError::Io {
-            path: PathBuf::from(&self.glob),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
-        })?;
+        let paths: Vec<PathBuf> = match ObjectUrl::parse(&self.glob)? {
+            Some(url) => self.objects(&url)?,
+            None => {
+                let options = glob::MatchOptions { require_literal_leading_dot: true, ..Default::default() };
+                let paths = glob::glob_with(&self.glob, options).map_err(|e| SweepError::Io {
+                    path: PathBuf::from(&self.glob),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
+                })?;
+                paths
+                    .map(|entry| entry.map_err(|e| SweepError::Io { path: e.path().to_path_buf(), source: std::io::Error::other(e.to_string()) }))
+                    .collect::<Result<_>>()?
+            }
+        };
         let mut by_values: BTreeMap<Vec<String>, Vec<PathBuf>> = BTreeMap::new();
-        for entry in paths {
-            let path = entry.map_err(|e| SweepError::Io { path: e.path().to_path_buf(), source: std::io::Error::other(e.to_string()) })?;
+        for path in paths {
             let Some(text) = path.to_str() else { continue };
             let Some(caps) = self.regex.captures(text) else { continue };
             let values: Vec<String> = self.captures.iter().map(|n| caps[n.as_str()].to_string()).collect();
@@ -130,6 +142,27 @@ impl Pattern {
                 Match { values, paths }
             })
             .collect())
+    }
+
+    /// The objects under the pattern's literal prefix and the "directories" between them and it,
+    /// as URLs (a directory with a trailing `/`, as an input prefix is written).
+    fn objects(&self, url: &ObjectUrl) -> Result<Vec<PathBuf>> {
+        let literal = url.key.find(['*', '?', '[']).map_or(url.key.as_str(), |i| &url.key[..i]);
+        let prefix = ObjectUrl { bucket: url.bucket.clone(), key: literal.to_string() };
+        let mut found = std::collections::BTreeSet::new();
+        for meta in lidscope_data::store::list(&prefix)? {
+            let key = meta.location.as_ref();
+            found.insert(ObjectUrl { bucket: url.bucket.clone(), key: key.to_string() }.url());
+            let mut end = key.len();
+            while let Some(i) = key[..end].rfind('/') {
+                if i < literal.rfind('/').map_or(0, |j| j) {
+                    break;
+                }
+                found.insert(ObjectUrl { bucket: url.bucket.clone(), key: format!("{}/", &key[..i]) }.url());
+                end = i;
+            }
+        }
+        Ok(found.into_iter().map(PathBuf::from).collect())
     }
 }
 

@@ -12,9 +12,10 @@
 //! same tokens. Its name carries a hash of the sample's parameters, so that changing the seed,
 //! pool, size or columns draws a new sample (and recomputes the group's runs).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use lidscope_data::{inspect, resolve_inputs, sample_reference, vectors_sha256, write_atomic, write_reference, CorpusSpec, InputStamp, SampleConfig};
+use lidscope_data::store::{self, ObjectUrl};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -100,10 +101,16 @@ struct SampleRecord<'a> {
 /// # Errors
 /// The anchor's corpus cannot be read or sampled, or the file cannot be written.
 pub fn ensure(spec: &Spec, group: &SampleGroup, anchor: &PlannedRun) -> Result<PathBuf> {
-    let path = group.file(spec);
-    if path.is_file() {
-        return Ok(path);
-    }
+    let target = group.file(spec);
+    // Results on an object store: the sample is drawn into local staging, then uploaded beside
+    // them (record first), where every node of a cluster reads it.
+    let object = ObjectUrl::of(&target)?;
+    let path = match &object {
+        Some(url) if store::head(url).is_ok() => return Ok(target),
+        Some(url) => lidscope_data::staging_root().join("samples").join(url.key.replace('/', "_")),
+        None if target.is_file() => return Ok(target),
+        None => target.clone(),
+    };
     let dir = path.parent().expect("a sample file has a directory");
     std::fs::create_dir_all(dir).map_err(SweepError::io(dir))?;
     let patterns: Vec<String> = anchor.files.iter().map(|f| f.display().to_string()).collect();
@@ -129,6 +136,12 @@ pub fn ensure(spec: &Spec, group: &SampleGroup, anchor: &PlannedRun) -> Result<P
     let json = path.with_extension("json");
     write_atomic(&json, &serde_json::to_vec_pretty(&record).expect("plain data serialises"))?;
     write_reference(&path, &reference, &group.embedding_column)?;
+    if let Some(url) = &object {
+        let record = ObjectUrl { bucket: url.bucket.clone(), key: Path::new(&url.key).with_extension("json").display().to_string() };
+        store::upload(&json, &record)?;
+        store::upload(&path, url)?;
+        let _ = (std::fs::remove_file(&json), std::fs::remove_file(&path));
+    }
     tracing::info!(group = %group.label(), anchor = %anchor.label(), rows = reference.len(), "sample drawn");
-    Ok(path)
+    Ok(target)
 }

@@ -312,7 +312,7 @@ impl Spec {
             corpora.push(CorpusBlock { index, line, pattern: compiled, constants, parameters });
         }
         let keys = keys.map(|(k, _)| k).unwrap_or_default();
-        Ok(Spec { path: path.to_path_buf(), results: base.join(results.get_ref()), settle_seconds, corpora, keys })
+        Ok(Spec { path: path.to_path_buf(), results: place(&base, results.get_ref()), settle_seconds, corpora, keys })
     }
 }
 
@@ -356,7 +356,7 @@ fn resolve(
             let s = p.sample_exclude.as_ref().expect("checked");
             return Err(at(s.span().start, "sample_exclude has no meaning with a reference file".into()));
         }
-        (Some(file), None) => ReferenceChoice::File(base.join(file)),
+        (Some(file), None) => ReferenceChoice::File(place(base, file)),
         (Some(_), Some(s)) => return Err(at(s.span().start, "share_sample_by has no meaning with a reference file".into())),
         (None, Some(s)) if id_columns.is_empty() => {
             return Err(at(s.span().start, "share_sample_by needs id_columns: identities that name the same token in every checkpoint".into()))
@@ -384,6 +384,16 @@ fn resolve(
         filter: p.filter.clone(),
         completion_marker: p.completion_marker.clone(),
     })
+}
+
+/// `text` as a path: an absolute path or an object URL as it is, anything else under `base`.
+pub(crate) fn place(base: &Path, text: &str) -> PathBuf {
+    let p = Path::new(text);
+    if p.is_absolute() || lidscope_data::store::is_object(p) {
+        p.to_path_buf()
+    } else {
+        base.join(text)
+    }
 }
 
 #[cfg(test)]

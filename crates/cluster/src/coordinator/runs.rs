@@ -130,7 +130,7 @@ pub(crate) async fn drive(shared: SharedRef, handle: Arc<RunHandle>, run: Accept
     let result = drive_inner(&shared, &handle, &cfg, &valid, &staging, shard_rows).await;
     match result {
         Ok((manifest, warnings)) => {
-            let commit = tokio::task::spawn_blocking(move || staging.commit(&manifest).map(|()| manifest)).await;
+            let commit = tokio::task::spawn_blocking(move || staging.commit(&manifest)).await;
             match commit {
                 Ok(Ok(manifest)) => {
                     let manifest_json = serde_json::to_string_pretty(&manifest).expect("a manifest serialises");

@@ -87,14 +87,6 @@ impl RunConfig {
         if self.batch_rows == 0 {
             return Err(EngineError::Usage("batch size must be at least 1 row".into()));
         }
-        if lidscope_data::store::is_object(&self.out) {
-            // Committing needs a protocol without rename (a conditional put of the manifest);
-            // until it is built, say so rather than fail halfway.
-            return Err(EngineError::Usage(format!(
-                "--out {}: results are not written to object stores yet (corpora and references are read from them); write to a local or shared directory",
-                self.out.display()
-            )));
-        }
         let mut spec = CorpusSpec { files: resolve_inputs(&self.corpus)?, embedding_column: self.embedding_column.clone(), id_columns: self.id_columns.clone(), filter: None };
         let info = inspect(&spec)?;
         if let Some(sql) = &self.filter {

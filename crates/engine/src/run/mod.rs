@@ -108,6 +108,6 @@ pub fn run(cfg: &RunConfig, progress: &dyn Progress) -> Result<RunSummary> {
     let manifest = finish::manifest(params, &acc, global_twonn, timings, files, elapsed);
     // A run into another partition may have committed other column types meanwhile.
     lidscope_data::check_new_run(staging.layout(), &drive::output_schema(&valid.info, &outputs))?;
-    staging.commit(&manifest)?;
+    let manifest = staging.commit(&manifest)?;
     Ok(RunSummary { manifest, warnings })
 }
