@@ -11,7 +11,7 @@ use lidscope_embed::{Embedder, LayerRequest};
 
 use crate::util::*;
 
-fn model_dir(name: &str) -> PathBuf {
+pub(crate) fn model_dir(name: &str) -> PathBuf {
     fixture("embed/models").join(name)
 }
 
@@ -271,7 +271,7 @@ fn batching_does_not_change_vectors() {
 }
 
 /// Writes the golden texts (or the first `n`) with an extra column to carry.
-fn write_texts(path: &Path, n: usize) -> usize {
+pub(crate) fn write_texts(path: &Path, n: usize) -> usize {
     let all = texts();
     let rows: Vec<(i64, &String)> = all.iter().take(n).map(|(k, v)| (*k, v)).collect();
     let b = batch(vec![

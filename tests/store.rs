@@ -452,3 +452,85 @@ fn a_sweep_over_s3_into_s3_equals_the_sweep_on_files_and_runs_nothing_twice() {
     let again = ok(lidscope_s3(&["sweep", &s(&s3_spec), "--dry-run"], None));
     assert_eq!(again.lines().filter(|l| l.starts_with("new")).count(), 0, "{again}");
 }
+
+/// The bytes of every object under `prefix/` in the bucket, by name below the prefix.
+fn object_bytes(prefix: &str) -> HashMap<String, Vec<u8>> {
+    let store = bucket_store(&seaweed().endpoint);
+    objects(prefix)
+        .into_iter()
+        .map(|k| {
+            let bytes = runtime().block_on(async { store.get(&Key::from(k.as_str())).await.unwrap().bytes().await.unwrap() });
+            (k.strip_prefix(&format!("{prefix}/")).unwrap().to_string(), bytes.to_vec())
+        })
+        .collect()
+}
+
+#[test]
+fn embed_from_s3_into_s3_writes_the_corpus_embed_writes_on_files_with_its_completion_marker() {
+    let d = tempfile::tempdir().unwrap();
+    let texts = d.path().join("texts");
+    std::fs::create_dir(&texts).unwrap();
+    crate::embed::write_texts(&texts.join("texts.parquet"), 12);
+    let texts_url = upload_dir(&texts, "embed/texts");
+    let model = s(&crate::embed::model_dir("tiny-gpt2"));
+    let embed = |texts: &str, out: &str, extra: &[&str]| {
+        let mut a = vec!["-q", "embed", "--model", &model, "--texts", texts, "--text-column", "text", "--out", out, "--layers", "0,-1", "--batch-size", "4"];
+        a.extend_from_slice(extra);
+        lidscope_s3(&a, None)
+    };
+
+    let local = d.path().join("corpus");
+    ok(embed(&s(&texts.join("texts.parquet")), &s(&local), &[]));
+    let out = format!("s3://{BUCKET}/embed/corpus");
+    ok(embed(&format!("{texts_url}*.parquet"), &out, &[]));
+    // The same parts to the byte, and the same marker.
+    let mut on_files: HashMap<String, Vec<u8>> = HashMap::new();
+    for e in std::fs::read_dir(&local).unwrap().flatten() {
+        on_files.insert(e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap());
+    }
+    assert!(on_files.contains_key("_SUCCESS"), "{:?}", on_files.keys());
+    assert_eq!(object_bytes("embed/corpus"), on_files);
+    // No staging left behind.
+    let staged: Vec<_> = std::fs::read_dir(&seaweed().staging).map(|r| r.flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().starts_with("embed-")).collect()).unwrap_or_default();
+    assert!(staged.is_empty(), "staging left: {staged:?}");
+
+    // `lidscope run` reads the corpus on the store as it reads the one on files.
+    let common = ["--embedding-column", "hidden_L3", "--k", "10", "--reference-size", "200", "--pool", "300", "--json", "-q"];
+    let run = |corpus: &str, res: &Path| {
+        let mut a = vec!["run", "--corpus", corpus, "--out", res.to_str().unwrap()];
+        a.extend_from_slice(&common);
+        json(&ok(lidscope_s3(&a, None)))
+    };
+    let (rl, rr) = (d.path().join("res-local"), d.path().join("res-s3"));
+    assert_same_manifest(&run(&format!("{out}/"), &rr), &run(&s(&local), &rl));
+    assert_same_rows(&rr, &rl);
+
+    // Not replaced without --overwrite; with it, the prefix holds the new corpus only.
+    let again = embed(&format!("{texts_url}texts.parquet"), &out, &[]);
+    assert_eq!(again.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains(&out) && err.contains("--overwrite"), "{err}");
+    store_put("embed/corpus/part-999.parquet", b"left by an older corpus");
+    ok(embed(&format!("{texts_url}texts.parquet"), &out, &["--overwrite"]));
+    assert_eq!(object_bytes("embed/corpus"), on_files, "the older corpus's extra part is gone");
+
+    // A store that refuses the corpus: named before any work, nothing written.
+    let o = lidscope_s3(
+        &["-q", "embed", "--model", &model, "--texts", &s(&texts.join("texts.parquet")), "--text-column", "text", "--out", &format!("s3://{BUCKET}/embed/wrong-key")],
+        Some("not-the-secret"),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("s3://lidscope/embed/wrong-key") && err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
+    assert_eq!(objects("embed/wrong-key"), Vec::<String>::new());
+    let o = embed(&s(&texts.join("texts.parquet")), "s3://no-such-bucket-here/corpus", &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no bucket \"no-such-bucket-here\""), "{err}");
+}
+
+/// Puts `bytes` at `key` in the bucket.
+fn store_put(key: &str, bytes: &[u8]) {
+    let store = bucket_store(&seaweed().endpoint);
+    runtime().block_on(store.put(&Key::from(key), PutPayload::from(bytes.to_vec()))).unwrap();
+}

@@ -255,6 +255,8 @@ const BENCH_EXAMPLES: &str = "Examples:
   lidscope bench --against ./lidscope-previous --repeat 3
   # The cluster's overhead and recovery: 2 million 64-d tokens, a 4,000-row reference, k = 32
   lidscope bench --cluster --rows 2000000 --dim 64 --k 32
+  # The same with corpus and results on an S3-compatible store (endpoint and keys in AWS_*)
+  lidscope bench --cluster --rows 2000000 --dim 64 --k 32 --s3 s3://lidscope/bench
   # Tokens per second of `lidscope embed` on a checkpoint (256 texts of 128 tokens, batches of 16)
   lidscope bench --embed models/all-MiniLM-L6-v2
   # What each estimator costs per query beside the search (the paper's setting, k = 128)
@@ -645,6 +647,11 @@ pub struct BenchArgs {
     /// With --cluster: reference rows sampled from the corpus (default 4,000).
     #[arg(long, requires = "cluster")]
     pub reference_size: Option<usize>,
+    /// With --cluster: also run the plaintext cluster with its corpus and results under this
+    /// prefix of an S3-compatible store (credentials and endpoint from the AWS_* environment;
+    /// the bench's objects are deleted afterwards).
+    #[arg(long, value_name = "s3://BUCKET/PREFIX", requires = "cluster")]
+    pub s3: Option<String>,
     /// Instead: what each local estimator costs per query beside the neighbour search, on the
     /// paper's setting (--rows x --dim as its own reference, --k), and all of them in one pass.
     #[arg(long, conflicts_with_all = ["against", "kdtree", "cluster"])]

@@ -3,8 +3,9 @@
 //! One generated corpus is run four times as separate processes of this executable: locally, on
 //! a loopback cluster (a coordinator and two workers started here), on a second such cluster with
 //! mutual TLS on every port, and on the first cluster again with one worker killed (SIGKILL) once
-//! a quarter of the shards are committed. The figures are ratios of wall times taken on the same
-//! machine in the same minutes.
+//! a quarter of the shards are committed. With `--s3` the first cluster also runs the corpus
+//! uploaded to an object store, its results committed there. The figures are ratios of wall times
+//! taken on the same machine in the same minutes.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -57,8 +58,8 @@ pub fn main(a: &BenchArgs) -> Result<serde_json::Value> {
         let f = |ext: &str| certs.join(format!("{node}.{ext}")).display().to_string();
         vec!["--tls-ca".into(), certs.join(lidscope_cluster::certs::CA_CERT).display().to_string(), "--tls-cert".into(), f("pem"), "--tls-key".into(), f("key")]
     };
-    let run = |out: &str, cluster: Option<&str>| -> Vec<String> {
-        let mut v: Vec<String> = ["-q", "run", "--corpus", &c, "--embedding-column", "embedding", "--id-columns", "seq_id,position", "--json",
+    let run_on = |corpus: &str, out: &str, cluster: Option<&str>| -> Vec<String> {
+        let mut v: Vec<String> = ["-q", "run", "--corpus", corpus, "--embedding-column", "embedding", "--id-columns", "seq_id,position", "--json",
             "--k", &k, "--reference-size", &size, "--pool", &pool, "--out", out]
             .iter()
             .map(|s| s.to_string())
@@ -71,6 +72,7 @@ pub fn main(a: &BenchArgs) -> Result<serde_json::Value> {
         }
         v
     };
+    let run = |out: &str, cluster: Option<&str>| run_on(&c, out, cluster);
     let timed = |args: Vec<String>| -> Result<(f64, lidscope_data::Manifest)> {
         let t = Instant::now();
         let out = Command::new(std::env::current_exe()?).args(&args).output()?;
@@ -104,6 +106,16 @@ pub fn main(a: &BenchArgs) -> Result<serde_json::Value> {
     let shards = cm.files.len();
     eprintln!("cluster run (2 workers, {shards} shards): {cluster:.2} s, cluster / local = {:.2} (mean LID identical: {})", cluster / local, cm.mean_lid == lm.mean_lid);
 
+    // The same with the corpus read from an object store and the result committed there.
+    let on_store = match &a.s3 {
+        Some(prefix) => {
+            let (seconds, sm) = on_object_store(prefix, &corpus, |c, out| run_on(c, out, Some(&url)), &timed)?;
+            eprintln!("cluster run on {prefix}: {seconds:.2} s, store / file-system cluster = {:.3} (mean LID identical: {})", seconds / cluster, sm.mean_lid == lm.mean_lid);
+            Some((seconds, sm.mean_lid == lm.mean_lid))
+        }
+        None => None,
+    };
+
     // The same on a cluster with mutual TLS on every port (stopped before the next run).
     let (tls_seconds, tm) = {
         let (_c, tls_url, _w) = start_cluster(true)?;
@@ -131,13 +143,50 @@ pub fn main(a: &BenchArgs) -> Result<serde_json::Value> {
     }
     eprintln!("run with a worker killed at {:.2} s: done {after_kill:.2} s after the kill, {total:.2} s in all ({:+.2} s against the undisturbed run)",
         total - after_kill, total - cluster);
-    Ok(json!({
+    let mut report = json!({
         "rows": a.rows, "dim": a.dim, "k": a.k, "reference_rows": reference, "shards": shards,
         "local_seconds": local, "cluster_seconds": cluster, "cluster_over_local": cluster / local,
         "tls_cluster_seconds": tls_seconds, "tls_over_plaintext_cluster": tls_seconds / cluster,
         "killed_run_seconds": total, "seconds_from_kill_to_commit": after_kill, "extra_seconds_from_kill": total - cluster,
-        "mean_lid_identical": cm.mean_lid == lm.mean_lid && tm.mean_lid == lm.mean_lid,
-    }))
+        "mean_lid_identical": cm.mean_lid == lm.mean_lid && tm.mean_lid == lm.mean_lid && on_store.is_none_or(|(_, same)| same),
+    });
+    if let Some((seconds, _)) = on_store {
+        report["s3_cluster_seconds"] = json!(seconds);
+        report["s3_over_file_cluster"] = json!(seconds / cluster);
+    }
+    Ok(report)
+}
+
+/// Uploads the corpus under `prefix` (a fresh sub-prefix per bench), runs `args(corpus, out)`
+/// with both on the store, and deletes what it put there, whether the run succeeded or not.
+fn on_object_store(
+    prefix: &str,
+    corpus: &Path,
+    args: impl Fn(&str, &str) -> Vec<String>,
+    timed: &dyn Fn(Vec<String>) -> Result<(f64, lidscope_data::Manifest)>,
+) -> Result<(f64, lidscope_data::Manifest)> {
+    use lidscope_data::store::{self, ObjectUrl};
+    let base = ObjectUrl::parse(prefix)?.with_context(|| format!("--s3 {prefix}: not an s3://BUCKET/PREFIX URL"))?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    let root = base.join(&format!("lidscope-bench-{stamp}-{}/", std::process::id()));
+    let t = Instant::now();
+    let mut files: Vec<_> = std::fs::read_dir(corpus)?.collect::<std::io::Result<_>>()?;
+    files.sort_by_key(|e| e.file_name());
+    let result = (|| {
+        for f in &files {
+            store::upload(&f.path(), &root.join(&format!("corpus/{}", f.file_name().to_string_lossy())))?;
+        }
+        eprintln!("uploaded the corpus to {} in {:.1} s", root.url(), t.elapsed().as_secs_f64());
+        timed(args(&root.join("corpus/").url(), &root.join("results").url()))
+    })();
+    // Everything under the bench's own prefix (staging on this host is removed by the run).
+    let cleaned = store::list(&root).and_then(|objects| {
+        objects.iter().try_for_each(|m| store::delete(&ObjectUrl { bucket: root.bucket.clone(), key: m.location.to_string() }))
+    });
+    if let Err(e) = cleaned {
+        eprintln!("warning: could not delete the bench's objects under {}: {e}", root.url());
+    }
+    result
 }
 
 /// Committed shards of the run in `out` so far.

@@ -51,7 +51,7 @@ pub use identity::{canonical_identity_type, positional_key, priority, IdentityEn
 pub use inputs::{resolve_inputs, InputStamp};
 pub use layout::{find_manifests, is_result_dir, Layout, MANIFEST_FILE, PARTITION_MANIFEST_FILE};
 pub use manifest::{read_manifest, write_manifest, EstimateMeans, Manifest, PART_METADATA_PREFIX};
-pub use reader::{inspect, slice_corpus, CorpusBatch, CorpusInfo, CorpusReader, CorpusSlice, CorpusSpec};
+pub use reader::{inspect, open_parquet, slice_corpus, ParquetInput, CorpusBatch, CorpusInfo, CorpusReader, CorpusSlice, CorpusSpec};
 pub use reference::{read_reference, vectors_sha256, write_reference, Reference};
 pub use sample::{count_corpus_identities, merge_pools, pool_candidates, sample_from_pool, sample_identities, sample_reference, PoolCandidate, SampleConfig, SampleStats};
 pub use table_schema::{check_new_run, result_field, result_schema, result_type, table_parts, table_schema, to_result_column, unify_types, TablePart};

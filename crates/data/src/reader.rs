@@ -48,50 +48,57 @@ pub struct CorpusInfo {
     pub dim: Option<usize>,
 }
 
-pub(crate) fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<Input>> {
+/// A Parquet reader of `path`, a local file or an `s3://` object (read in ranges), for the
+/// callers outside this crate that read Parquet of their own (`embed`'s texts).
+///
+/// # Errors
+/// [`DataError::Io`] or the store's errors naming the path, [`DataError::NotParquet`].
+pub fn open_parquet(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<ParquetInput>> {
     let input = match ObjectUrl::of(path)? {
-        Some(url) => Input::Object(ObjectFile::open(&url)?),
-        None => Input::Local(File::open(path).map_err(|e| DataError::io(path, e))?),
+        Some(url) => ParquetInput::Object(ObjectFile::open(&url)?),
+        None => ParquetInput::Local(File::open(path).map_err(|e| DataError::io(path, e))?),
     };
     ParquetRecordBatchReaderBuilder::try_new(input).map_err(|source| DataError::NotParquet { path: path.to_path_buf(), source })
 }
 
 /// An input file: local, or an object read in ranges ([`crate::store`]).
 #[derive(Debug)]
-pub(crate) enum Input {
+pub enum ParquetInput {
+    /// A file of this host.
     Local(File),
+    /// An object of an S3-compatible store.
     Object(ObjectFile),
 }
 
-impl Length for Input {
+impl Length for ParquetInput {
     fn len(&self) -> u64 {
         match self {
-            Input::Local(f) => f.len(),
-            Input::Object(o) => o.len(),
+            ParquetInput::Local(f) => f.len(),
+            ParquetInput::Object(o) => o.len(),
         }
     }
 }
 
-impl ChunkReader for Input {
+impl ChunkReader for ParquetInput {
     type T = Box<dyn std::io::Read>;
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
         Ok(match self {
-            Input::Local(f) => Box::new(f.get_read(start)?),
-            Input::Object(o) => Box::new(o.get_read(start)?),
+            ParquetInput::Local(f) => Box::new(f.get_read(start)?),
+            ParquetInput::Object(o) => Box::new(o.get_read(start)?),
         })
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
         match self {
-            Input::Local(f) => f.get_bytes(start, length),
-            Input::Object(o) => o.get_bytes(start, length),
+            ParquetInput::Local(f) => f.get_bytes(start, length),
+            ParquetInput::Object(o) => o.get_bytes(start, length),
         }
     }
 }
 
 /// A projection of `builder`'s file onto the named top-level columns (all must exist).
-pub(crate) fn projection(builder: &ParquetRecordBatchReaderBuilder<Input>, path: &Path, names: &[&str]) -> Result<ProjectionMask> {
+pub(crate) fn projection(builder: &ParquetRecordBatchReaderBuilder<ParquetInput>, path: &Path, names: &[&str]) -> Result<ProjectionMask> {
     let schema = builder.schema();
     let mut indices = Vec::with_capacity(names.len());
     for name in names {
@@ -141,7 +148,7 @@ pub fn inspect(spec: &CorpusSpec) -> Result<CorpusInfo> {
     let mut dim = None;
     let mut rows_per_file = Vec::with_capacity(spec.files.len());
     for path in &spec.files {
-        let builder = open_builder(path)?;
+        let builder = open_parquet(path)?;
         let file_schema = builder.schema().clone();
         rows_per_file.push(builder.metadata().file_metadata().num_rows().max(0) as u64);
         let file_dim = check_embedding_field(&file_schema, path, &spec.embedding_column)?;
@@ -255,7 +262,7 @@ pub fn slice_corpus(spec: &CorpusSpec, target_rows: u64) -> Result<Vec<CorpusSli
     let target = target_rows.max(1);
     let mut out = Vec::new();
     for (file_index, path) in spec.files.iter().enumerate() {
-        let builder = open_builder(path)?;
+        let builder = open_parquet(path)?;
         let groups: Vec<u64> = builder.metadata().row_groups().iter().map(|g| g.num_rows().max(0) as u64).collect();
         let (mut start, mut first_row, mut rows, mut row) = (0, 0, 0, 0);
         for (g, n) in groups.iter().enumerate() {
@@ -361,7 +368,7 @@ impl CorpusReader {
 
     fn open(&self, slice: &CorpusSlice) -> Result<ParquetRecordBatchReader> {
         let path = &self.files[slice.file_index];
-        let mut builder = open_builder(path)?;
+        let mut builder = open_parquet(path)?;
         if let Some(groups) = &slice.row_groups {
             let available = builder.metadata().num_row_groups();
             if groups.end > available {

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::embedding::decode_embeddings;
 use crate::error::{DataError, Result};
 use crate::identity::{describe_positional, positional_key, IdentityEncoder};
-use crate::reader::{check_embedding_field, open_builder, projection};
+use crate::reader::{check_embedding_field, open_parquet, projection};
 use crate::sample::{positional_batch, SampleStats};
 use crate::writer::AtomicParquetWriter;
 
@@ -57,7 +57,7 @@ impl Reference {
 /// [`DataError::EmptyFile`] for a file without rows and [`DataError::DuplicateIdentity`] naming both
 /// rows when two rows share an identity.
 pub fn read_reference(path: &Path, embedding_column: &str, id_columns: &[String]) -> Result<Reference> {
-    let builder = open_builder(path)?;
+    let builder = open_parquet(path)?;
     let schema = builder.schema().clone();
     let fixed_dim = check_embedding_field(&schema, path, embedding_column)?;
     let encoder = if id_columns.is_empty() { None } else { Some(IdentityEncoder::new(&schema, id_columns, path)?) };

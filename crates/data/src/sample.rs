@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::embedding::decode_embeddings;
 use crate::error::{DataError, Result};
 use crate::identity::{describe_positional, positional_key, priority, IdentityEncoder};
-use crate::reader::{open_builder, projection, CorpusInfo, CorpusReader, CorpusSlice, CorpusSpec};
+use crate::reader::{open_parquet, projection, CorpusInfo, CorpusReader, CorpusSlice, CorpusSpec};
 use crate::reference::Reference;
 
 /// How to draw the reference sample (paper: pool 150,000, size 60,000).
@@ -447,7 +447,7 @@ impl VectorSource<'_> {
             let file = pool[group[0]].file as usize;
             let path = &self.spec.files[file];
             let rows: Vec<u64> = group.iter().map(|&i| pool[i].row).collect();
-            let builder = open_builder(path)?;
+            let builder = open_parquet(path)?;
             let mask = projection(&builder, path, &[column.as_str()])?;
             let selection = RowSelection::from_consecutive_ranges(ranges(&rows).into_iter(), self.info.rows_per_file[file] as usize);
             let reader = builder

@@ -24,7 +24,10 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as Key;
-use object_store::{GetOptions, ObjectMeta, ObjectStore, PutMode, PutOptions, PutPayload};
+use object_store::{GetOptions, ObjectMeta, ObjectStore, PutOptions, PutPayload};
+/// How [`put`] treats an object already at the URL (create only, overwrite, or replace only the
+/// version read before).
+pub use object_store::PutMode;
 
 mod committed;
 pub use committed::CommittedView;

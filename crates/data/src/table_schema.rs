@@ -27,7 +27,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use crate::error::{DataError, Result};
 use crate::layout::{find_manifests, Layout};
 use crate::manifest::read_manifest;
-use crate::reader::open_builder;
+use crate::reader::open_parquet;
 
 /// The type a carried column of a corpus is written as in results: lossless widenings only, so
 /// that the same values from differently typed corpora give the same column type.
@@ -141,7 +141,7 @@ fn part(data: &Path, path: PathBuf) -> Result<TablePart> {
         Some(r) if !r.is_empty() => r,
         _ => "(unpartitioned)".to_string(),
     };
-    let schema = open_builder(&path)?.schema().clone();
+    let schema = open_parquet(&path)?.schema().clone();
     Ok(TablePart { run, path, schema })
 }
 
@@ -227,7 +227,7 @@ pub fn check_new_run(layout: &Layout, schema: &Schema) -> Result<()> {
             if !crate::store::is_object(&path) && !path.is_file() {
                 continue;
             }
-            let theirs = open_builder(&path)?.schema().clone();
+            let theirs = open_parquet(&path)?.schema().clone();
             for f in schema.fields() {
                 let Ok(t) = theirs.field_with_name(f.name()) else { continue };
                 if unify_types(f.data_type(), t.data_type()).is_none() {

@@ -1,6 +1,12 @@
 //! The streaming pipeline behind `lidscope embed`: Parquet texts in, a corpus directory of Parquet
 //! parts out (one row per token), written into a temporary sibling directory that replaces `out`
 //! only when every part is complete: on any error nothing is left behind.
+//!
+//! Texts and the corpus may be on an S3-compatible store (`s3://`). A store has no rename: the
+//! parts are written in a local staging directory first ([`lidscope_data::staging_root`]), then
+//! uploaded one PUT each, and `_SUCCESS` is put last (and deleted first when a corpus is
+//! replaced), so a reader that waits for it (a sweep's `completion_marker`) never reads a corpus
+//! half uploaded. Local corpora get the same marker, so one sweep spec serves both.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -10,11 +16,12 @@ use std::time::Instant;
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, FixedSizeListArray, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray, UInt32Array};
 use arrow::compute::{cast, take};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+
+use lidscope_data::store::{self, ObjectUrl, PutMode};
 
 use crate::{EmbedError, Embedder};
 
@@ -86,6 +93,93 @@ fn io(path: &Path, e: impl std::fmt::Display) -> EmbedError {
     EmbedError::Io(format!("{}: {e}", path.display()))
 }
 
+/// The marker put beside a corpus's parts once all of them are in place.
+pub const COMPLETION_MARKER: &str = "_SUCCESS";
+
+/// Where the corpus goes: a local directory (replaced by a rename) or an object-store prefix
+/// (uploaded part by part, the marker last). Parts are written in `tmp` first either way.
+struct Target {
+    out: PathBuf,
+    url: Option<ObjectUrl>,
+    tmp: PathBuf,
+}
+
+impl Target {
+    /// Refuses an existing, non-empty `out` without `overwrite` (for a prefix: one that holds
+    /// objects; the listing also finds a missing bucket or wrong credentials before any work),
+    /// and makes the staging directory.
+    fn prepare(out: &Path, overwrite: bool) -> Result<Self, EmbedError> {
+        let exists = |what: &str| EmbedError::Input(format!("{}: already {what} (use --overwrite to replace it)", out.display()));
+        let url = ObjectUrl::of(out).map_err(|e| EmbedError::Input(e.to_string()))?;
+        let tmp = match &url {
+            Some(url) => {
+                let prefix = url.join("");
+                if !store::list(&prefix).map_err(|e| EmbedError::Io(e.to_string()))?.is_empty() && !overwrite {
+                    return Err(exists("holds objects"));
+                }
+                let name: String = url.url().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+                lidscope_data::staging_root().join(format!("embed-{name}-{}", std::process::id()))
+            }
+            None => {
+                if out.exists() {
+                    if !out.is_dir() {
+                        return Err(io(out, "exists and is not a directory"));
+                    }
+                    let empty = std::fs::read_dir(out).map_err(|e| io(out, e))?.next().is_none();
+                    if !empty && !overwrite {
+                        return Err(exists("exists"));
+                    }
+                }
+                let parent = match out.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                std::fs::create_dir_all(&parent).map_err(|e| io(&parent, e))?;
+                let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+                parent.join(format!(".{name}.embed-tmp-{}", std::process::id()))
+            }
+        };
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        Ok(Target { out: out.to_path_buf(), url, tmp })
+    }
+
+    /// Puts the complete corpus in place, the marker (holding the token count) last.
+    fn commit(&self, tokens: u64) -> Result<(), EmbedError> {
+        let marker = serde_json::json!({ "tokens": tokens }).to_string();
+        let marker_path = self.tmp.join(COMPLETION_MARKER);
+        std::fs::write(&marker_path, &marker).map_err(|e| io(&marker_path, e))?;
+        let Some(url) = &self.url else {
+            if self.out.exists() {
+                std::fs::remove_dir_all(&self.out).map_err(|e| io(&self.out, format!("cannot replace: {e}")))?;
+            }
+            return std::fs::rename(&self.tmp, &self.out).map_err(|e| io(&self.out, e));
+        };
+        let store_err = |e: lidscope_data::DataError| EmbedError::Io(e.to_string());
+        let prefix = url.join("");
+        let marker_url = prefix.join(COMPLETION_MARKER);
+        store::delete(&marker_url).map_err(store_err)?;
+        let mut names: Vec<String> = std::fs::read_dir(&self.tmp)
+            .map_err(|e| io(&self.tmp, e))?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| io(&self.tmp, e))?;
+        names.retain(|n| n != COMPLETION_MARKER);
+        names.sort();
+        for name in &names {
+            store::upload(&self.tmp.join(name), &prefix.join(name)).map_err(store_err)?;
+        }
+        // What an earlier corpus here left that this one does not have (e.g. more parts).
+        for m in store::list(&prefix).map_err(store_err)? {
+            let key = m.location.as_ref();
+            if !names.iter().any(|n| key.strip_prefix(prefix.key.as_str()) == Some(n.as_str())) {
+                store::delete(&ObjectUrl { bucket: prefix.bucket.clone(), key: key.to_string() }).map_err(store_err)?;
+            }
+        }
+        store::put(&marker_url, marker.into(), PutMode::Overwrite).map_err(store_err)?.map_err(|r| EmbedError::Io(format!("{}: {r}", marker_url.url())))
+    }
+}
+
 const FIXED: [&str; 4] = ["position", "token_id", "token", "special"];
 
 /// Embeds every text of `opts.texts` with `embedder` and writes the corpus to `opts.out`.
@@ -117,8 +211,7 @@ pub fn embed_corpus(embedder: &Embedder, opts: &EmbedOptions, progress: &dyn Fn(
     let mut carried: Option<Vec<Field>> = None;
     let mut id_fields: Vec<Field> = Vec::new();
     for path in &files {
-        let f = File::open(path).map_err(|e| io(path, format!("cannot open: {e}")))?;
-        let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| io(path, format!("not a readable Parquet file: {e}")))?;
+        let b = lidscope_data::open_parquet(path).map_err(|e| EmbedError::Io(e.to_string()))?;
         let schema = b.schema().clone();
         let rows = b.metadata().file_metadata().num_rows() as u64;
         let col = schema.field_with_name(&opts.text_column).map_err(|_| {
@@ -167,26 +260,9 @@ pub fn embed_corpus(embedder: &Embedder, opts: &EmbedOptions, progress: &dyn Fn(
     }
     let carried = carried.unwrap_or_default();
 
-    // Output directory.
-    let out = &opts.out;
-    if out.exists() {
-        if !out.is_dir() {
-            return Err(io(out, "exists and is not a directory"));
-        }
-        let empty = std::fs::read_dir(out).map_err(|e| io(out, e))?.next().is_none();
-        if !empty && !opts.overwrite {
-            return Err(EmbedError::Input(format!("{}: already exists (use --overwrite to replace it)", out.display())));
-        }
-    }
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(|e| io(&parent, e))?;
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    let tmp = parent.join(format!(".{name}.embed-tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    // Output directory (or prefix), checked before anything is computed.
+    let target = Target::prepare(&opts.out, opts.overwrite)?;
+    let tmp = target.tmp.clone();
     let mut guard = TmpDir(Some(tmp.clone()));
 
     // Output schema.
@@ -235,9 +311,10 @@ pub fn embed_corpus(embedder: &Embedder, opts: &EmbedOptions, progress: &dyn Fn(
     let chunk = (batch_size * 8).max(64);
     for input in &inputs {
         let path = &input.path;
-        let f = File::open(path).map_err(|e| io(path, format!("cannot open: {e}")))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(f)
-            .and_then(|b| b.with_batch_size(chunk).build())
+        let reader = lidscope_data::open_parquet(path)
+            .map_err(|e| EmbedError::Io(e.to_string()))?
+            .with_batch_size(chunk)
+            .build()
             .map_err(|e| io(path, format!("not a readable Parquet file: {e}")))?;
         let mut row0 = 0u64;
         for batch in reader {
@@ -314,11 +391,11 @@ pub fn embed_corpus(embedder: &Embedder, opts: &EmbedOptions, progress: &dyn Fn(
                 parts += 1;
             }
             let (w, rows) = writer.as_mut().expect("just opened");
-            w.write(&out_batch).map_err(|e| io(out, e))?;
+            w.write(&out_batch).map_err(|e| io(&opts.out, e))?;
             *rows += out_batch.num_rows();
             if *rows >= part_rows {
                 let (w, _) = writer.take().expect("open");
-                w.close().map_err(|e| io(out, e))?;
+                w.close().map_err(|e| io(&opts.out, e))?;
             }
             tokens += n_tok as u64;
             row0 += texts.len() as u64;
@@ -328,16 +405,15 @@ pub fn embed_corpus(embedder: &Embedder, opts: &EmbedOptions, progress: &dyn Fn(
         }
     }
     if let Some((w, _)) = writer.take() {
-        w.close().map_err(|e| io(out, e))?;
+        w.close().map_err(|e| io(&opts.out, e))?;
     }
     if parts == 0 {
         return Err(EmbedError::Input(format!("no texts in {}", opts.texts.join(", "))));
     }
-    // Swap in.
-    if out.exists() {
-        std::fs::remove_dir_all(out).map_err(|e| io(out, format!("cannot replace: {e}")))?;
+    target.commit(tokens)?;
+    if target.url.is_none() {
+        // Renamed into place; a staging directory for a store stays armed and goes.
+        guard.0 = None;
     }
-    std::fs::rename(&tmp, out).map_err(|e| io(out, e))?;
-    guard.0 = None;
     Ok(EmbedSummary { texts: texts_done, tokens, parts, layers, columns, max_length, seconds: started.elapsed().as_secs_f64() })
 }
