@@ -451,6 +451,18 @@ fn a_sweep_over_s3_into_s3_equals_the_sweep_on_files_and_runs_nothing_twice() {
     assert_eq!(a, b);
     let again = ok(lidscope_s3(&["sweep", &s(&s3_spec), "--dry-run"], None));
     assert_eq!(again.lines().filter(|l| l.starts_with("new")).count(), 0, "{again}");
+
+    // With a completion marker, a prefix is a run only once its marker is there.
+    let marked = root.join("marked.toml");
+    let pattern = format!("s3://{BUCKET}/sweep/emb/{{model}}/step-{{step}}/{{dataset}}/");
+    std::fs::write(&marked, spec(&format!("s3://{BUCKET}/sweep/marked"), &pattern) + "completion_marker = \"_SUCCESS\"\n").unwrap();
+    let plan = ok(lidscope_s3(&["sweep", &s(&marked), "--dry-run"], None));
+    assert_eq!(plan.lines().filter(|l| l.starts_with("waiting")).count(), 3, "{plan}");
+    assert!(plan.contains(&format!("no _SUCCESS in s3://{BUCKET}/sweep/emb/a/step-100/")), "{plan}");
+    store_put("sweep/emb/a/step-200/wiki/_SUCCESS", b"{}");
+    let plan = ok(lidscope_s3(&["sweep", &s(&marked), "--dry-run"], None));
+    assert_eq!(plan.lines().filter(|l| l.starts_with("waiting")).count(), 2, "{plan}");
+    assert_eq!(plan.lines().filter(|l| l.starts_with("new")).count(), 1, "{plan}");
 }
 
 /// The bytes of every object under `prefix/` in the bucket, by name below the prefix.

@@ -6,9 +6,10 @@
 //! corpus of hundreds of gigabytes.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use lidscope_data::store::{self, ObjectUrl};
 use lidscope_data::{read_manifest, InputStamp, Layout, Manifest};
 use lidscope_engine::{identities_source, ReferenceSource, RunConfig};
 use lidscope_kernel::{LidConfig, SearchStrategy};
@@ -192,9 +193,8 @@ pub fn stamps(run: &PlannedRun) -> Result<Vec<InputStamp>> {
 fn status(spec: &Spec, run: &PlannedRun, settle: Option<Duration>) -> Result<Status> {
     if let Some(marker) = &run.parameters.completion_marker {
         for f in &run.files {
-            let dir = if f.is_dir() { f.clone() } else { f.parent().map(PathBuf::from).unwrap_or_default() };
-            if !dir.join(marker).exists() {
-                return Ok(Status::Waiting(format!("no {marker} in {}", dir.display())));
+            if let Some(missing) = missing_marker(f, marker)? {
+                return Ok(Status::Waiting(format!("no {marker} in {missing}")));
             }
         }
     }
@@ -212,6 +212,24 @@ fn status(spec: &Spec, run: &PlannedRun, settle: Option<Duration>) -> Result<Sta
         Some(reason) => Status::Changed(reason),
         None => Status::Done,
     })
+}
+
+/// The directory (or prefix) beside input `f` when it lacks `marker`: `f` itself when it is a
+/// directory (a prefix ending in `/`), else the one holding it.
+fn missing_marker(f: &Path, marker: &str) -> Result<Option<String>> {
+    if let Some(url) = ObjectUrl::of(f)? {
+        let dir = if url.key.ends_with('/') || url.key.is_empty() { url.key.clone() } else { url.key.rsplit_once('/').map_or(String::new(), |(d, _)| format!("{d}/")) };
+        let want = ObjectUrl { bucket: url.bucket.clone(), key: format!("{dir}{marker}") };
+        let found = match store::head(&want) {
+            Ok(_) => true,
+            Err(lidscope_data::DataError::NotFound { .. }) => false,
+            Err(e) => return Err(e.into()),
+        };
+        let dir = ObjectUrl { bucket: url.bucket, key: dir }.url();
+        return Ok((!found).then_some(dir));
+    }
+    let dir = if f.is_dir() { f.to_path_buf() } else { f.parent().map(PathBuf::from).unwrap_or_default() };
+    Ok((!dir.join(marker).exists()).then(|| dir.display().to_string()))
 }
 
 /// How the committed `m` differs from what `run` asks for now, if it does.
