@@ -112,7 +112,7 @@ impl Cluster {
         c
     }
 
-    fn start_coordinator(&mut self, bind: &str) {
+    pub(crate) fn start_coordinator(&mut self, bind: &str) {
         let log = self.dir.path().join(format!("coordinator-{}.log", Instant::now().elapsed().as_nanos()));
         let token = s(&self.token);
         let mut args = vec!["coordinator", "--bind", bind, "--token-file", &token, "--worker-timeout", "8", "--shards-in-flight", "4"];
@@ -141,13 +141,13 @@ impl Cluster {
         work
     }
 
-    fn kill_coordinator(&mut self) {
+    pub(crate) fn kill_coordinator(&mut self) {
         let mut p = self.coordinator.take().unwrap();
         p.0.kill().unwrap(); // SIGKILL
         p.0.wait().unwrap();
     }
 
-    fn port(&self) -> &str {
+    pub(crate) fn port(&self) -> &str {
         self.url.rsplit(':').next().unwrap()
     }
 
@@ -241,7 +241,7 @@ pub(crate) fn json(stdout: &str) -> serde_json::Value {
 }
 
 /// Committed shard records in a run's staging directory.
-fn committed_shards(out: &Path) -> Vec<PathBuf> {
+pub(crate) fn committed_shards(out: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(out) else { return Vec::new() };
     let mut v = Vec::new();
     for e in entries.flatten() {
@@ -254,7 +254,7 @@ fn committed_shards(out: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
         assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");

@@ -419,6 +419,74 @@ fn a_cluster_run_from_s3_to_s3_equals_the_local_run_on_files() {
     }
 }
 
+/// The coordinator's local staging directory for results at `s3://lidscope/<prefix>` (named after
+/// the URL, as `lidscope_data`'s commit names it), once it exists.
+fn staging_for(prefix: &str) -> Option<PathBuf> {
+    let readable = format!("{BUCKET}-{prefix}").replace('/', "_") + "-";
+    std::fs::read_dir(&seaweed().staging).ok()?.flatten().map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&readable)))
+}
+
+#[test]
+fn a_cluster_run_into_s3_resumes_after_its_coordinator_is_killed_keeping_committed_shards() {
+    let mut cluster = crate::cluster::Cluster::start_with(2, false, store_env(None));
+    let d = tempfile::tempdir().unwrap();
+    let c = corpus(d.path(), 8, 12_000, 96, 3000);
+    let url = upload_dir(&c, "resume/corpus");
+    let common = ["--k", "48", "--reference-size", "8000", "--pool", "20000"];
+    let remote = format!("s3://{BUCKET}/resume/results");
+    let (token, cluster_url) = (s(&cluster.token), cluster.url.clone());
+    let mut args = run_args(&url, &remote, &common);
+    args.extend(["--cluster", &cluster_url, "--token-file", &token, "--shard-rows", "3000"]);
+    let client = lidscope_s3_command(&args, None).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let shards = || staging_for("resume/results").map(|b| crate::cluster::committed_shards(&b)).unwrap_or_default();
+    crate::cluster::wait_for("two committed shards", Duration::from_secs(120), || shards().len() >= 2);
+    cluster.kill_coordinator();
+    let out = client.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the client cannot succeed without its coordinator");
+    assert!(objects("resume/results").is_empty(), "a killed cluster run put {:?} on the store", objects("resume/results"));
+
+    // The parts of the shards committed before the kill, as they are in the coordinator's staging.
+    let mut kept = Vec::new();
+    let shards_before = shards();
+    for shard in &shards_before {
+        let staging = shard.parent().unwrap().parent().unwrap();
+        let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(shard).unwrap()).unwrap();
+        for p in rec["parts"].as_array().unwrap() {
+            let f = staging.join("data").join(p.as_str().unwrap());
+            let bytes = std::fs::read(&f).unwrap();
+            kept.push((f, bytes));
+        }
+    }
+    assert!(kept.len() >= 2 && kept.len() < 32, "{} parts committed before the kill", kept.len());
+
+    // The same address again: the workers find it; the same command resumes and commits.
+    let port = cluster.port().to_string();
+    cluster.start_coordinator(&format!("127.0.0.1:{port}"));
+    // Without -q: what the resumed run says about the shards it keeps.
+    let loud: Vec<&str> = args.iter().copied().filter(|a| *a != "-q").collect();
+    let out = lidscope_s3(&loud, None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "resumed run failed:\n{err}\n{}", cluster.logs());
+    assert!(err.contains("(its committed shards are kept)"), "{err}");
+    // Only the shards not committed before are computed again.
+    let before = shards_before.len();
+    assert!(err.contains(&format!("{before} of 32 shards were committed before; computing the other {}", 32 - before)), "{err}");
+    let cm = json(&String::from_utf8(out.stdout).unwrap());
+    // Every part kept from before the kill is on the store byte for byte.
+    let uploaded = object_bytes("resume/results");
+    for (f, bytes) in &kept {
+        assert!(uploaded.values().any(|b| b == bytes), "{} committed before the kill is not among {:?}", f.display(), uploaded.keys());
+    }
+    let local = d.path().join("local");
+    let lm = json(&ok(lidscope_s3(&run_args(&s(&c), &s(&local), &common), None)));
+    assert_same_manifest(&cm, &lm);
+    let (a, b) = (lids(&remote), lids(&s(&local)));
+    assert_eq!(a.len(), b.len(), "row counts");
+    for (k, v) in &b {
+        assert!((v - a[k]).abs() <= 1e-9 || (v.is_nan() && a[k].is_nan()), "row {k:?}: {} on the cluster, {v} locally", a[k]);
+    }
+}
+
 #[test]
 fn a_sweep_over_s3_into_s3_equals_the_sweep_on_files_and_runs_nothing_twice() {
     let d = tempfile::tempdir().unwrap();

@@ -113,6 +113,9 @@ pub async fn run(access: &Access, spec: RunSpec, progress: &dyn Progress, interr
         match event?.event {
             Some(Event::Phase(p)) if p.name != "lid" => progress.phase(&p.name, 0),
             Some(Event::Planned(p)) => {
+                if p.shards_done > 0 {
+                    progress.warn(&format!("{} of {} shards were committed before; computing the other {}", p.shards_done, p.shards, p.shards - p.shards_done));
+                }
                 progress.phase("lid", p.rows);
                 progress.advance(p.rows_done);
             }
