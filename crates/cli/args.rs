@@ -257,8 +257,14 @@ const BENCH_EXAMPLES: &str = "Examples:
   lidscope bench --cluster --rows 2000000 --dim 64 --k 32
   # The same with corpus and results on an S3-compatible store (endpoint and keys in AWS_*)
   lidscope bench --cluster --rows 2000000 --dim 64 --k 32 --s3 s3://lidscope/bench
+  # Real hidden states beside the synthetic settings: the corpus as its own sample, then against
+  # a 4,000-row sample of it (the search path the probe chose, and why, is printed for each)
+  lidscope bench --real hidden/minilm --real-column hidden_L6
+  lidscope bench --real shared/fixtures/minilm_fortunes.parquet --no-synthetic --json
   # Tokens per second of `lidscope embed` on a checkpoint (256 texts of 128 tokens, batches of 16)
   lidscope bench --embed models/all-MiniLM-L6-v2
+  # ... on real texts of mixed length (a Parquet column of texts), with the share of the sgemm rate
+  lidscope bench --embed models/all-MiniLM-L6-v2 --embed-texts texts.parquet --text-column text
   # What each estimator costs per query beside the search (the paper's setting, k = 128)
   lidscope bench --estimators --rows 20000";
 
@@ -637,6 +643,23 @@ pub struct BenchArgs {
     /// Runs of each executable with --against (in the order A B B A A B ...)
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,
+    /// Also time real hidden states: this corpus (Parquet file, directory, glob or s3:// URL, e.g.
+    /// the output of `lidscope embed`) as its own sample, and against a sample of
+    /// --real-reference of its rows.
+    #[arg(long, value_name = "CORPUS", conflicts_with_all = ["against", "cluster"])]
+    pub real: Option<String>,
+    /// With --real: the embedding column (`lidscope embed` names layer i `hidden_L<i>`).
+    #[arg(long, value_name = "NAME", default_value = "hidden_L6", requires = "real")]
+    pub real_column: String,
+    /// With --real: the identity columns.
+    #[arg(long, value_name = "A,B", default_value = "seq_id,position", value_delimiter = ',', requires = "real")]
+    pub real_id_columns: Vec<String>,
+    /// With --real: rows of the sample in the second real setting (0: skip it).
+    #[arg(long, value_name = "N", default_value_t = 4000, requires = "real")]
+    pub real_reference: usize,
+    /// With --real: skip the synthetic settings.
+    #[arg(long, requires = "real")]
+    pub no_synthetic: bool,
     /// Print the figures as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -660,6 +683,17 @@ pub struct BenchArgs {
     /// (256 texts of 128 tokens, batches of 16, the last layer).
     #[arg(long, value_name = "MODEL_DIR", conflicts_with_all = ["against", "kdtree", "cluster"])]
     pub embed: Option<PathBuf>,
+    /// With --embed: real texts instead of the synthetic ones (Parquet: a file, directory, glob
+    /// or s3:// URL), truncated at --max-length tokens.
+    #[arg(long, value_name = "TEXTS", requires = "embed")]
+    pub embed_texts: Option<String>,
+    /// With --embed-texts: the column of texts.
+    #[arg(long, value_name = "NAME", default_value = "text", requires = "embed_texts")]
+    pub text_column: String,
+    /// With --embed: tokens per text at most (default: 128 for the synthetic texts, as `lidscope
+    /// embed` truncates for real ones: min(512, the checkpoint's positions)).
+    #[arg(long, value_name = "N", requires = "embed")]
+    pub max_length: Option<usize>,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {

@@ -34,19 +34,29 @@ pub fn main(a: &BenchArgs) -> Result<()> {
     } else if let Some(other) = &a.against {
         report["against"] = against(a, other)?;
     } else if !a.no_run {
-        let (run, by_file) = paper_setting(a)?;
-        let large = corpus_over_reference(a)?;
+        let synthetic = if a.no_synthetic { None } else { Some((paper_setting(a)?, corpus_over_reference(a)?)) };
+        let real = a.real.as_deref().map(|corpus| real_settings(a, corpus)).transpose()?;
         let after = measure();
         let rate = before.max(after);
         eprintln!("sgemm rate after the runs: {after:.1} GFLOP/s; baseline = best = {rate:.1} GFLOP/s");
         report["sgemm_gflops_after"] = json!(after);
-        eprintln!("-- the paper's setting, the corpus as its own sample:");
-        report["run"] = summarise(a, run, rate);
-        eprintln!("-- the same rows given as a reference file (--reference):");
-        report["reference_file"] = summarise(a, by_file, rate);
-        if let Some(large) = large {
-            eprintln!("-- the corpus much larger than the reference (a file of other rows):");
-            report["corpus_over_reference"] = summarise(a, large, rate);
+        if let Some(((run, by_file), large)) = synthetic {
+            eprintln!("-- the paper's setting, the corpus as its own sample:");
+            report["run"] = summarise(a, run, rate);
+            eprintln!("-- the same rows given as a reference file (--reference):");
+            report["reference_file"] = summarise(a, by_file, rate);
+            if let Some(large) = large {
+                eprintln!("-- the corpus much larger than the reference (a file of other rows):");
+                report["corpus_over_reference"] = summarise(a, large, rate);
+            }
+        }
+        if let Some((own, sampled)) = real {
+            eprintln!("-- real hidden states ({}, column {}), the corpus as its own sample:", a.real.as_deref().unwrap_or_default(), a.real_column);
+            report["real"] = summarise(a, own, rate);
+            if let Some(sampled) = sampled {
+                eprintln!("-- the same real corpus against a sample of {} of its rows:", a.real_reference);
+                report["real_over_sample"] = summarise(a, sampled, rate);
+            }
         }
     }
     if a.json {
@@ -133,6 +143,8 @@ fn against(a: &BenchArgs, other: &Path) -> Result<serde_json::Value> {
 /// One end-to-end run of the benchmark and the sizes its floors are computed from.
 struct Timed {
     manifest: lidscope_data::Manifest,
+    /// Which neighbour search answered, and why.
+    search: Option<String>,
     /// Corpus rows measured.
     queries: usize,
     /// Reference rows.
@@ -150,13 +162,13 @@ fn paper_setting(a: &BenchArgs) -> Result<(Timed, Timed)> {
     write_corpus(&tmp.path().join("corpus"), &SynthSpec { rows: a.rows, dim: a.dim, manifold_dim: a.manifold_dim, seed: a.seed, files: 4 })?;
     eprintln!("generated {} x {} near a {}-d manifold in {:.1} s", a.rows, a.dim, a.manifold_dim, t.elapsed().as_secs_f64());
     let cfg = config(a, vec![tmp.path().join("corpus").display().to_string()], tmp.path().join("out"), ReferenceSource::Sample(SampleConfig::new(a.rows, a.rows, 42)));
-    let sampled = run(&cfg, &NoProgress)?.manifest;
+    let sampled = run(&cfg, &NoProgress)?;
     let by_file = RunConfig { reference: ReferenceSource::File(cfg.out.join("reference.parquet")), out: tmp.path().join("out-file"), ..cfg };
-    let by_file = run(&by_file, &NoProgress)?.manifest;
-    if by_file.mean_lid != sampled.mean_lid {
-        anyhow::bail!("the reference as a file gave mean LID {} against {} as a sample", by_file.mean_lid, sampled.mean_lid);
+    let by_file = run(&by_file, &NoProgress)?;
+    if by_file.manifest.mean_lid != sampled.manifest.mean_lid {
+        anyhow::bail!("the reference as a file gave mean LID {} against {} as a sample", by_file.manifest.mean_lid, sampled.manifest.mean_lid);
     }
-    let timed = |manifest| Timed { manifest, queries: a.rows, reference: a.rows, dim: a.dim, symmetric: true };
+    let timed = |r: lidscope_engine::RunSummary| Timed { manifest: r.manifest, search: r.search, queries: a.rows, reference: a.rows, dim: a.dim, symmetric: true };
     Ok((timed(sampled), timed(by_file)))
 }
 
@@ -176,8 +188,35 @@ fn corpus_over_reference(a: &BenchArgs) -> Result<Option<Timed>> {
     let corpus: Vec<String> = corpus.iter().map(|p| p.display().to_string()).collect();
     eprintln!("generated {} x {} against a {}-row reference", (files - 1) * n, a.corpus_dim, n);
     let cfg = config(a, corpus, tmp.path().join("out"), ReferenceSource::File(reference.clone()));
-    let manifest = run(&cfg, &NoProgress)?.manifest;
-    Ok(Some(Timed { manifest, queries: (files - 1) * n, reference: n, dim: a.corpus_dim, symmetric: false }))
+    let r = run(&cfg, &NoProgress)?;
+    Ok(Some(Timed { manifest: r.manifest, search: r.search, queries: (files - 1) * n, reference: n, dim: a.corpus_dim, symmetric: false }))
+}
+
+/// Real hidden states (`--real`): the corpus as its own sample (the paper's setting: one
+/// self-join; exact duplicate rows are left out of a sample, so the reference may be a little
+/// smaller than the corpus), then every row against a sample of `--real-reference` of them.
+fn real_settings(a: &BenchArgs, corpus: &str) -> Result<(Timed, Option<Timed>)> {
+    let tmp = tempfile::tempdir()?;
+    let base = RunConfig {
+        embedding_column: a.real_column.clone(),
+        id_columns: a.real_id_columns.clone(),
+        ..config(a, vec![corpus.to_string()], tmp.path().join("own"), ReferenceSource::Sample(SampleConfig::new(0, 0, 42)))
+    };
+    let rows = base.validate().with_context(|| format!("the real corpus {corpus}"))?.info.total_rows as usize;
+    eprintln!("real corpus {corpus}: {rows} rows of column {}", a.real_column);
+    let timed = |r: lidscope_engine::RunSummary, symmetric: bool| {
+        let (queries, reference, dim) = (r.manifest.rows as usize, r.manifest.reference_rows, r.manifest.dim);
+        Timed { manifest: r.manifest, search: r.search, queries, reference, dim, symmetric }
+    };
+    let own = RunConfig { reference: ReferenceSource::Sample(SampleConfig::new(rows, rows, 42)), ..base.clone() };
+    let own = timed(run(&own, &NoProgress)?, true);
+    let sampled = if a.real_reference == 0 || a.real_reference >= rows {
+        None
+    } else {
+        let cfg = RunConfig { reference: ReferenceSource::Sample(SampleConfig::new(rows, a.real_reference, 42)), out: tmp.path().join("sampled"), ..base };
+        Some(timed(run(&cfg, &NoProgress)?, false))
+    };
+    Ok((own, sampled))
 }
 
 fn config(a: &BenchArgs, corpus: Vec<String>, out: PathBuf, reference: ReferenceSource) -> RunConfig {
@@ -207,7 +246,8 @@ fn summarise(a: &BenchArgs, r: Timed, rate: f64) -> serde_json::Value {
     let flops_knn = 2.0 * q * n * d;
     let flops_est = 2.0 * q * k * k * d;
     let floor = (flops_knn + flops_est) / (rate * 1e9);
-    let symmetric_floor = r.symmetric.then(|| (q * n * d + q * k * k * d) / (rate * 1e9));
+    // Symmetric: the reference rows' own products once (`N^2 d`), any other query in general.
+    let symmetric_floor = r.symmetric.then(|| (n * n * d + 2.0 * (q - n).max(0.0) * n * d + q * k * k * d) / (rate * 1e9));
     let io = t("reference") + t("read") + t("write");
     let wall = m.elapsed_seconds;
     eprintln!("wall {wall:.2} s = neighbour search {:.2} s + local estimates {:.2} s + I/O {io:.2} s (sample+read+write) + other {:.2} s",
@@ -219,7 +259,11 @@ fn summarise(a: &BenchArgs, r: Timed, rate: f64) -> serde_json::Value {
         eprintln!("symmetric float32 floor {s:.2} s (N^2d + Nk^2d): wall / floor = {:.2}", wall / s);
     }
     eprintln!("mean LID {:.4}, global TwoNN {:.4}", m.mean_lid, m.global_twonn);
+    if let Some(s) = &r.search {
+        eprintln!("search: {s}");
+    }
     json!({
+        "search": r.search,
         "queries": r.queries, "reference_rows": r.reference, "dim": r.dim, "k": a.k, "manifold_dim": a.manifold_dim,
         "wall_seconds": wall, "knn_seconds": t("knn"), "estimate_seconds": t("estimate"), "io_seconds": io,
         "timings": m.timings, "floor_seconds": floor, "wall_over_floor": wall / floor,

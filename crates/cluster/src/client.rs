@@ -126,7 +126,7 @@ pub async fn run(access: &Access, spec: RunSpec, progress: &dyn Progress, interr
                 for w in &c.warnings {
                     progress.warn(w);
                 }
-                return Ok(RunSummary { manifest, warnings: c.warnings });
+                return Ok(RunSummary { manifest, warnings: c.warnings, search: None });
             }
             Some(Event::Failed(f)) => return Err(ClusterError::Status(tonic::Status::failed_precondition(f.error))),
             Some(Event::Cancelled(_)) => return Err(ClusterError::Config(format!("run {} cancelled; the same command resumes it", reply.run_id))),

@@ -39,6 +39,9 @@ pub struct RunSummary {
     pub manifest: Manifest,
     /// Warnings raised during the run.
     pub warnings: Vec<String>,
+    /// Which neighbour search answered and why ([`lidscope_kernel::KnnIndex::search_path`]);
+    /// `None` where the search ran elsewhere (on a cluster's workers).
+    pub search: Option<String>,
 }
 
 /// Runs the job end to end and commits `<out>/data/*.parquet`, `<out>/reference.parquet` and
@@ -109,5 +112,7 @@ pub fn run(cfg: &RunConfig, progress: &dyn Progress) -> Result<RunSummary> {
     // A run into another partition may have committed other column types meanwhile.
     lidscope_data::check_new_run(staging.layout(), &drive::output_schema(&valid.info, &outputs))?;
     let manifest = staging.commit(&manifest)?;
-    Ok(RunSummary { manifest, warnings })
+    let search = indexed.loaded.index.search_path();
+    tracing::info!("neighbour search: {search}");
+    Ok(RunSummary { manifest, warnings, search: Some(search) })
 }

@@ -220,16 +220,29 @@ impl KnnIndex {
         }
     }
 
-    /// Which search answers: for logs and benchmarks.
+    /// Which search answers, and why: for logs and benchmarks.
     pub fn search_path(&self) -> String {
-        let probe = self.probe.map(|e| format!(" (int8 probe: {:.0}% more candidates than k)", 100.0 * e)).unwrap_or_default();
         let path = match &self.centred {
             _ if self.kdtree.is_some() => "k-d tree",
             Centred::Rows(_) => "float32 products (gemm crate)",
             Centred::Panels { .. } => "float32 products (AVX-512 tile kernel)",
             Centred::Int8(_) => "int8 products (AVX512_VNNI)",
         };
-        format!("{path}{probe}")
+        let why = match self.probe {
+            Some(extra) => {
+                let needs = INT8_ROWS_PER_EXTRA * extra;
+                let verdict = if matches!(self.centred, Centred::Int8(_)) { "it pays" } else { "too few for int8" };
+                format!(
+                    ": the int8 probe re-ranked {:.0}% more candidates than k, which int8 repays from {needs:.0} reference rows; here {}: {verdict}",
+                    100.0 * extra,
+                    self.n
+                )
+            }
+            None if self.kdtree.is_none() && !int8::available() => ": no AVX512_VNNI on this CPU for the int8 search".to_string(),
+            None if self.kdtree.is_none() && self.dim > int8::MAX_DIM => format!(": dimension {} is above the int8 search's {}", self.dim, int8::MAX_DIM),
+            None => String::new(),
+        };
+        format!("{path}{why}")
     }
 
     /// [`KnnIndex::new`] with the given [`Products`] (tests compare them on one machine).
