@@ -199,3 +199,50 @@ fn plot_draws_every_run_of_a_sweep() {
     let e = lidscope_err(&["plot", &empty.display().to_string(), "--out", &svg.display().to_string()]);
     assert!(e.contains("empty"), "{e}");
 }
+
+/// `bench --real`: both real settings run on the MiniLM fixture rows, each names its search and
+/// why, and the measured run is the run `lidscope run` makes with the same sample.
+#[test]
+fn bench_real_times_real_hidden_states_and_says_which_search_answered() {
+    let corpus = s(&fixture("minilm_fortunes.parquet"));
+    let out = lidscope_ok(&["bench", "--real", &corpus, "--no-synthetic", "--k", "32", "--real-reference", "2000", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = read_batches(&fixture("minilm_fortunes.parquet")).iter().map(|b| b.num_rows()).sum::<usize>();
+    for (key, reference) in [("real", None), ("real_over_sample", Some(2000))] {
+        let r = &v[key];
+        assert_eq!(r["queries"].as_u64(), Some(rows as u64), "{key}: {r}");
+        if let Some(n) = reference {
+            assert_eq!(r["reference_rows"].as_u64(), Some(n), "{key}");
+        }
+        let search = r["search"].as_str().unwrap_or_else(|| panic!("{key}: no search path: {r}"));
+        assert!(search.contains("products") && search.contains(": "), "{key}: {search}");
+        assert!(r["floor_seconds"].as_f64().unwrap() > 0.0 && r["wall_over_floor"].as_f64().unwrap() > 0.0, "{key}: {r}");
+    }
+    assert!(v["real"]["wall_over_symmetric_floor"].as_f64().is_some(), "the corpus as its own sample has the symmetric floor");
+    // The same run by hand: the same sample (seed 42, pool and size = the corpus) and mean LID.
+    let d = tempfile::tempdir().unwrap();
+    let n = rows.to_string();
+    let m = lidscope_ok(&["-q", "run", "--corpus", &corpus, "--embedding-column", "hidden_L6", "--id-columns", "seq_id,position", "--k", "32",
+        "--reference-size", &n, "--pool", &n, "--seed", "42", "--out", &s(&d.path().join("out")), "--json"]);
+    let m: serde_json::Value = serde_json::from_str(&m).unwrap();
+    assert_eq!(m["mean_lid"], v["real"]["mean_lid"]);
+}
+
+/// `bench --embed --embed-texts`: the fixture's 300 texts truncated at 128 tokens are exactly the
+/// 13,192 tokens of `minilm_fortunes.parquet`, and the rate is given against the sgemm rate.
+#[test]
+fn bench_embed_on_real_texts_counts_their_tokens_and_the_share_of_the_sgemm_rate() {
+    let model = fixture("embed/models/all-MiniLM-L6-v2");
+    let texts = fixture("minilm_fortunes_texts.parquet");
+    let out = lidscope_ok(&["bench", "--embed", &s(&model), "--embed-texts", &s(&texts), "--max-length", "128", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let tokens = read_batches(&fixture("minilm_fortunes.parquet")).iter().map(|b| b.num_rows()).sum::<usize>();
+    assert_eq!(v["texts"].as_u64(), Some(300), "{v}");
+    assert_eq!(v["tokens"].as_u64(), Some(tokens as u64), "{v}");
+    assert!(v["tokens_per_text"]["min"].as_u64() < v["tokens_per_text"]["max"].as_u64(), "mixed lengths: {v}");
+    assert_eq!(v["tokens_per_text"]["max"].as_u64(), Some(128));
+    let (share, gflops, sgemm) = (v["share_of_sgemm"].as_f64().unwrap(), v["forward_gflops"].as_f64().unwrap(), v["sgemm_gflops"].as_f64().unwrap());
+    assert!(share > 0.0 && (share - gflops / sgemm).abs() < 1e-9, "{v}");
+    let err = lidscope_err(&["bench", "--embed", &s(&model), "--embed-texts", &s(&texts), "--text-column", "body"]);
+    assert!(err.contains("no column \"body\"") && err.contains("minilm_fortunes_texts.parquet"), "{err}");
+}
