@@ -680,7 +680,7 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with_all = ["against", "kdtree", "cluster"])]
     pub estimators: bool,
     /// Instead: tokens per second of `lidscope embed` with this checkpoint, beside the sgemm rate
-    /// (256 texts of 128 tokens, batches of 16, the last layer).
+    /// (256 synthetic texts of 128 tokens, or --embed-texts; batches of 16, the last layer).
     #[arg(long, value_name = "MODEL_DIR", conflicts_with_all = ["against", "kdtree", "cluster"])]
     pub embed: Option<PathBuf>,
     /// With --embed: real texts instead of the synthetic ones (Parquet: a file, directory, glob

@@ -238,7 +238,8 @@ fn config(a: &BenchArgs, corpus: Vec<String>, out: PathBuf, reference: Reference
 
 /// The figures of the issue: wall time split, GFLOP/s, and the ratio to the float32 floor at the
 /// sgemm rate: `2QNd + 2Qk^2d` in general (each query against every reference row, a `k x k`
-/// Gram per query); `N^2d + Nk^2d` when the queries are the reference rows (symmetric products).
+/// Gram per query); `N^2d + 2(Q-N)Nd + Qk^2d` when the reference is drawn from the queries
+/// (symmetric products among its rows, any other query in general).
 fn summarise(a: &BenchArgs, r: Timed, rate: f64) -> serde_json::Value {
     let m = r.manifest;
     let t = |k: &str| m.timings.get(k).copied().unwrap_or(0.0);
@@ -256,7 +257,7 @@ fn summarise(a: &BenchArgs, r: Timed, rate: f64) -> serde_json::Value {
         flops_knn / t("knn") / 1e9, flops_est / t("estimate") / 1e9, (flops_knn + flops_est) / wall / 1e9);
     eprintln!("float32 floor {floor:.2} s (2QNd + 2Qk^2d at {rate:.1} GFLOP/s): wall / floor = {:.2}", wall / floor);
     if let Some(s) = symmetric_floor {
-        eprintln!("symmetric float32 floor {s:.2} s (N^2d + Nk^2d): wall / floor = {:.2}", wall / s);
+        eprintln!("symmetric float32 floor {s:.2} s (N^2d + 2(Q-N)Nd + Qk^2d): wall / floor = {:.2}", wall / s);
     }
     eprintln!("mean LID {:.4}, global TwoNN {:.4}", m.mean_lid, m.global_twonn);
     if let Some(s) = &r.search {
