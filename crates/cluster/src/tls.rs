@@ -123,10 +123,11 @@ pub(crate) fn handshake_error(url: &str, error: &(dyn std::error::Error + 'stati
 /// Neither side of a failed TLS setup gets a clear reason: a TLS server reads plaintext HTTP/2 as
 /// a bad handshake, and under TLS 1.3 a server checks the client's certificate after the client
 /// thinks the handshake done; either way the server just closes, and tonic reports a transport
-/// error ("h2 protocol error", "broken pipe").
+/// error ("h2 protocol error", "broken pipe", or, when the close wins the race with the request,
+/// hyper's "operation was canceled: connection closed").
 pub(crate) fn dropped_error(url: &str, status: &tonic::Status) -> Option<ClusterError> {
     let transport = std::error::Error::source(status).is_some();
-    if !transport || !matches!(status.code(), tonic::Code::Internal | tonic::Code::Unknown) {
+    if !transport || !matches!(status.code(), tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::Cancelled) {
         return None;
     }
     let hint = if url.starts_with("https://") {
