@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{ArrayRef, Int64Array, StringArray};
-use lidscope_embed::{Embedder, LayerRequest};
+use lidscope_embed::{Batching, Embedder, LayerRequest};
 
 use crate::util::*;
 
@@ -83,7 +83,7 @@ fn check_golden(m: &Embedder, file: &str, max_length: usize, batch: usize) -> f3
     assert_eq!(m.num_hidden_states(), n_layers, "{file}: number of hidden states");
     let t: Vec<&str> = gold.iter().map(|g| all[&g.seq_id].as_str()).collect();
     let layers: Vec<usize> = (0..n_layers).collect();
-    let got = m.embed(&t, &layers, max_length, batch).unwrap();
+    let got = m.embed(&t, &layers, max_length, per_pass(batch)).unwrap();
     let mut worst = 0f32;
     for (g, e) in gold.iter().zip(&got) {
         assert_eq!(e.ids, g.ids, "{file}: seq {}: token ids", g.seq_id);
@@ -157,7 +157,7 @@ fn check_prenorm(m: &Embedder, name: &str, texts: &BTreeMap<i64, String>, max_le
     let t: Vec<&str> = order.iter().map(|s| texts[s].as_str()).collect();
     let layers = m.resolve_layers(&LayerRequest::parse_list("-1,prenorm").unwrap()).unwrap();
     assert_eq!(layers.iter().map(|&l| m.column_name(l)).collect::<Vec<_>>(), [post_col.clone(), pre_col.clone()]);
-    let got = m.embed(&t, &layers, max_length, 8).unwrap();
+    let got = m.embed(&t, &layers, max_length, per_pass(8)).unwrap();
     let (mut r, mut worst, mut apart) = (0usize, 0f32, 0f32);
     for e in &got {
         for (p, id) in e.ids.iter().enumerate() {
@@ -221,7 +221,7 @@ fn embed_cli_writes_the_prenorm_column() {
     assert_eq!(f64_column(&b, "seq_id").len(), 3481 * 4);
     let m = Embedder::load(&ckpt).unwrap();
     let (pre, dim) = embeddings(&b, "hidden_L2_prenorm");
-    let want = m.embed(&["3 + 5 ="], &[3], 4, 1).unwrap();
+    let want = m.embed(&["3 + 5 ="], &[3], 4, per_pass(1)).unwrap();
     let seq = f64_column(&b, "seq_id");
     let tb = read_batches(&fixture("grokking/texts.parquet"));
     let row = string_column(&tb, "text").iter().position(|t| t == "3 + 5 =").unwrap();
@@ -252,8 +252,14 @@ fn max_diff(a: &[lidscope_embed::EmbeddedText], b: &[lidscope_embed::EmbeddedTex
     worst
 }
 
-/// Padding and attention masks do not change a token's vector: one text per forward pass against
-/// 16 texts of different lengths per pass (encoder and decoders, every layer).
+/// `n` texts per forward pass, whatever their tokens.
+fn per_pass(n: usize) -> Batching {
+    Batching { texts: n, tokens: usize::MAX }
+}
+
+/// Packing texts into one pass does not change a token's vector: one text per forward pass
+/// against 16 texts of different lengths per pass, and against passes cut by a token budget
+/// (encoder and decoders, every layer).
 #[test]
 fn batching_does_not_change_vectors() {
     let all = texts();
@@ -262,11 +268,14 @@ fn batching_does_not_change_vectors() {
     let models: Vec<&Embedder> = std::iter::once(minilm()).chain(tiny.iter()).collect();
     for m in models {
         let layers: Vec<usize> = (0..m.num_hidden_states()).collect();
-        let one = m.embed(&t, &layers, 512, 1).unwrap();
-        let many = m.embed(&t, &layers, 512, 16).unwrap();
+        let one = m.embed(&t, &layers, 512, per_pass(1)).unwrap();
+        let many = m.embed(&t, &layers, 512, per_pass(16)).unwrap();
         let d = max_diff(&one, &many);
         eprintln!("{}: batch 1 vs 16: max |diff| {d:.2e}", m.dir.display());
         assert!(d <= 1e-5, "{}: batch 1 vs 16 differ by {d}", m.dir.display());
+        let budget = m.embed(&t, &layers, 512, Batching { texts: 256, tokens: 100 }).unwrap();
+        let d = max_diff(&one, &budget);
+        assert!(d <= 1e-5, "{}: batch 1 vs passes of 100 tokens differ by {d}", m.dir.display());
     }
 }
 
@@ -301,7 +310,7 @@ fn embed_cli_writes_a_corpus_that_run_reads() {
     let m = Embedder::load(&model).unwrap();
     let all = texts();
     let t: Vec<&str> = all.values().take(12).map(|s| s.as_str()).collect();
-    let want = m.embed(&t, &[0, 3], 512, 1).unwrap();
+    let want = m.embed(&t, &[0, 3], 512, per_pass(1)).unwrap();
     let seq = f64_column(&b, "seq_id");
     let ids = f64_column(&b, "token_id");
     let (h3, dim) = embeddings(&b, "hidden_L3");

@@ -121,9 +121,13 @@ pub struct EmbedArgs {
     /// checkpoint's positions when fewer].
     #[arg(long, value_name = "N")]
     pub max_length: Option<usize>,
-    /// Texts per forward pass.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..), value_name = "B")]
+    /// Texts per forward pass, at most. A pass packs its texts' tokens without padding.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..), value_name = "B")]
     pub batch_size: u32,
+    /// Tokens per forward pass, at most (a longer text runs alone): about 2,000 keep the matrix
+    /// products near the machine's GEMM rate with the activations in cache.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub batch_tokens: u32,
     /// Replace an existing --out.
     #[arg(long)]
     pub overwrite: bool,
@@ -680,9 +684,13 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with_all = ["against", "kdtree", "cluster"])]
     pub estimators: bool,
     /// Instead: tokens per second of `lidscope embed` with this checkpoint, beside the sgemm rate
-    /// (256 synthetic texts of 128 tokens, or --embed-texts; batches of 16, the last layer).
+    /// (256 synthetic texts of 128 tokens, or --embed-texts; passes as `embed` makes them, the
+    /// last layer).
     #[arg(long, value_name = "MODEL_DIR", conflicts_with_all = ["against", "kdtree", "cluster"])]
     pub embed: Option<PathBuf>,
+    /// With --embed: tokens per forward pass, at most (as `lidscope embed --batch-tokens`).
+    #[arg(long, value_name = "N", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..), requires = "embed")]
+    pub batch_tokens: u32,
     /// With --embed: real texts instead of the synthetic ones (Parquet: a file, directory, glob
     /// or s3:// URL), truncated at --max-length tokens.
     #[arg(long, value_name = "TEXTS", requires = "embed")]

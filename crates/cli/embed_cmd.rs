@@ -1,7 +1,7 @@
 //! `lidscope embed`: texts + a Hugging Face checkpoint -> a corpus of per-token hidden states.
 
 use anyhow::{bail, Context, Result};
-use lidscope_embed::{embed_corpus, EmbedOptions, EmbedProgress, EmbedSummary, Embedder, LayerRequest};
+use lidscope_embed::{embed_corpus, Batching, EmbedOptions, EmbedProgress, EmbedSummary, Embedder, LayerRequest};
 use lidscope_engine::Progress;
 
 use crate::args::EmbedArgs;
@@ -46,7 +46,7 @@ pub fn embed(a: &EmbedArgs, quiet: bool) -> Result<EmbedSummary> {
         id_columns: if ids.is_empty() { None } else { Some(ids) },
         layers,
         max_length: a.max_length,
-        batch_size: a.batch_size as usize,
+        batching: Batching { texts: a.batch_size as usize, tokens: a.batch_tokens as usize },
         overwrite: a.overwrite,
     };
     let bar = Bar::new(quiet);
@@ -62,15 +62,14 @@ pub fn embed(a: &EmbedArgs, quiet: bool) -> Result<EmbedSummary> {
 }
 
 /// `lidscope bench --embed <MODEL_DIR>`: tokens per second of the forward pass, beside the
-/// machine's sgemm rate and candle's rate on the feed-forward product of a full batch. The texts
+/// machine's sgemm rate and candle's rate on the feed-forward product of a full pass. The texts
 /// are synthetic (256 of `--max-length` tokens, 128 by default) or, with `--embed-texts`, real ones of mixed
-/// length, embedded in chunks as `lidscope embed` does (sorted by length within each chunk, so
-/// the batches are padded as a user's are). The rate counts only the products of real tokens:
-/// padding is cost, not work.
+/// length, embedded in chunks and packed passes as `lidscope embed` does. The rate counts the
+/// products of real tokens (projections, feed-forward, and attention within each text).
 pub fn bench(a: &crate::args::BenchArgs) -> Result<()> {
     reuse_freed_tensors();
     let dir = a.embed.as_ref().expect("checked by the caller");
-    let batch = 16usize;
+    let batching = Batching { tokens: a.batch_tokens as usize, ..Batching::default() };
     let m = Embedder::load(dir)?;
     let t = a.max_length.unwrap_or(if a.embed_texts.is_some() { m.default_max_length() } else { 128 });
     let (texts, source) = match &a.embed_texts {
@@ -82,12 +81,12 @@ pub fn bench(a: &crate::args::BenchArgs) -> Result<()> {
     let d = m.dim();
     let ff = m.config.intermediate_size;
     let sgemm = lidscope_kernel::sgemm_gflops(4096, d.max(64), 3);
-    let ffn = lidscope_embed::candle_matmul_gflops(batch * t, d, ff, 5);
-    m.embed(&refs[..batch.min(refs.len())], &[last], t, batch)?; // warm-up
+    let ffn = lidscope_embed::candle_matmul_gflops(batching.tokens, d, ff, 5);
+    m.embed(&refs[..16.min(refs.len())], &[last], t, batching)?; // warm-up
     let started = std::time::Instant::now();
     let mut lengths = Vec::with_capacity(refs.len());
-    for chunk in refs.chunks((batch * 8).max(64)) {
-        lengths.extend(m.embed(chunk, &[last], t, batch)?.iter().map(|e| e.ids.len()));
+    for chunk in refs.chunks(batching.texts.max(64)) {
+        lengths.extend(m.embed(chunk, &[last], t, batching)?.iter().map(|e| e.ids.len()));
     }
     let secs = started.elapsed().as_secs_f64();
     let tokens: usize = lengths.iter().sum();
@@ -99,9 +98,9 @@ pub fn bench(a: &crate::args::BenchArgs) -> Result<()> {
     let threads = rayon::current_num_threads();
     let v = serde_json::json!({
         "model": dir.display().to_string(), "texts_source": source, "texts": texts.len(), "tokens": tokens,
-        "tokens_per_text": {"min": shortest, "median": median, "max": longest}, "max_length": t, "batch_size": batch, "seconds": secs,
+        "tokens_per_text": {"min": shortest, "median": median, "max": longest}, "max_length": t, "batch_size": batching.texts, "batch_tokens": batching.tokens, "seconds": secs,
         "tokens_per_second": tokens as f64 / secs, "forward_gflops": gflops, "sgemm_gflops": sgemm, "share_of_sgemm": share,
-        "candle_ffn_matmul_gflops": ffn, "ffn_shape": [batch * t, d, ff], "threads": threads,
+        "candle_ffn_matmul_gflops": ffn, "ffn_shape": [batching.tokens, d, ff], "threads": threads,
     });
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -113,7 +112,7 @@ pub fn bench(a: &crate::args::BenchArgs) -> Result<()> {
             texts.len(),
             tokens as f64 / secs,
             d.max(64),
-            batch * t,
+            batching.tokens,
             d,
             ff
         );

@@ -1,16 +1,18 @@
 //! The supported architectures, written on candle's tensor operations.
 //!
-//! Every model takes a right-padded batch of token ids (`[B, T]`) and the true length of each row,
-//! and returns every entry of Hugging Face's `hidden_states` (`[B, T, D]` each): entry 0 is the
-//! embedding output, entry `i` the output of block `i`; for GPT-2, Llama and Qwen2 the last entry is
-//! taken after the final norm, as transformers does. Padding is masked out of attention (and, for the
-//! decoders, the future too), and right padding leaves every real token's position unchanged, so a
-//! token's vector does not depend on what else is in its batch.
+//! Every model takes a *packed* batch: the token ids of several texts one after another, no
+//! padding (`[N]`), and where each text starts; it returns the requested entries of Hugging
+//! Face's `hidden_states` (`[N, D]` each): entry 0 is the embedding output, entry `i` the output
+//! of block `i`; for GPT-2, Llama and Qwen2 the last entry is taken after the final norm, as
+//! transformers does. Dense layers, norms and activations see real tokens only; attention
+//! ([`ops::Attention`](crate::ops::Attention)) keeps each text to itself (and, for the decoders,
+//! each token to its past), and positions count from each text's start, so a token's vector does
+//! not depend on what else is in its batch.
 
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::{Arch, ModelConfig};
-use crate::ops::{bias_activation, masked_softmax, Activation, AttentionMask};
+use crate::ops::{add_residual, attention, bias_activation, swiglu, Activation, Attention, Norm};
 use crate::weights::Weights;
 use crate::EmbedError;
 
@@ -42,24 +44,57 @@ impl Linear {
         Ok(Self { w_t, b })
     }
 
+    /// Several layers that read the same input as one, their outputs side by side (the fused
+    /// query-key-value projection, Llama's gate and up): one wider product instead of thin ones.
+    fn concat(parts: &[Linear]) -> Result<Self> {
+        let w_t = c(Tensor::cat(&parts.iter().map(|p| &p.w_t).collect::<Vec<_>>(), 1))?;
+        let b = if parts.iter().any(|p| p.b.is_some()) {
+            let mut all = Vec::new();
+            for p in parts {
+                match &p.b {
+                    Some(b) => all.extend_from_slice(b),
+                    None => all.extend(std::iter::repeat_n(0.0, c(p.w_t.dim(1))?)),
+                }
+            }
+            Some(all)
+        } else {
+            None
+        };
+        Ok(Self { w_t, b })
+    }
+
+    /// `x W^T` of `[N, in]` rows, nothing added.
+    fn product(&self, x: &Tensor) -> Result<Tensor> {
+        c(x.matmul(&self.w_t))
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_act(x, Activation::Identity)
     }
 
     /// `act(x W^T + b)`: the bias and activation in one pass over the fresh product.
     fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
-        let (b, t, d) = c(x.dims3())?;
-        let y = c(x.reshape((b * t, d)).and_then(|x| x.matmul(&self.w_t)))?;
+        let y = self.product(x)?;
         if self.b.is_some() || act != Activation::Identity {
             bias_activation(&y, self.b.as_deref(), act)?;
         }
-        c(y.reshape((b, t, ())))
+        Ok(y)
+    }
+
+    /// `norm(x W^T + b + residual)`: bias, residual add and (post-norm) norm in one pass.
+    fn forward_residual(&self, x: &Tensor, residual: &Tensor, norm: Option<&LayerNorm>) -> Result<Tensor> {
+        let y = self.product(x)?;
+        add_residual(&y, self.b.as_deref(), residual, norm.map(LayerNorm::fused))?;
+        Ok(y)
     }
 }
 
 struct LayerNorm {
     w: Tensor,
     b: Tensor,
+    /// `w` and `b` as slices, for the norm fused after a residual add.
+    w_v: Vec<f32>,
+    b_v: Vec<f32>,
     eps: f32,
 }
 
@@ -68,7 +103,11 @@ impl LayerNorm {
         // Old BERT checkpoints call them gamma and beta.
         let weight = w.get_any(&[format!("{name}.weight").as_str(), format!("{name}.gamma").as_str()], &[dim])?;
         let bias = w.get_any(&[format!("{name}.bias").as_str(), format!("{name}.beta").as_str()], &[dim])?;
-        Ok(Self { w: weight, b: bias, eps: eps as f32 })
+        Ok(Self { w_v: c(weight.to_vec1())?, b_v: c(bias.to_vec1())?, w: weight, b: bias, eps: eps as f32 })
+    }
+
+    fn fused(&self) -> Norm<'_> {
+        Norm::Layer { w: &self.w_v, b: &self.b_v, eps: self.eps }
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -91,43 +130,42 @@ impl RmsNorm {
     }
 }
 
-/// `[B, T, H*d] -> [B, H, T, d]`.
-fn heads(x: &Tensor, h: usize, d: usize) -> Result<Tensor> {
-    let (b, t, _) = c(x.dims3())?;
-    c(x.reshape((b, t, h, d)).and_then(|x| x.transpose(1, 2)).and_then(|x| x.contiguous()))
+/// The texts of a packed batch and the hidden states the caller wants kept.
+struct Pass<'a> {
+    /// Text `i` is rows `offsets[i]..offsets[i + 1]`.
+    offsets: &'a [usize],
+    /// Requested `hidden_states` indices, and what each got.
+    want: &'a [usize],
+    got: Vec<Option<Tensor>>,
 }
 
-/// Scaled dot-product attention. `q`: `[B, H, T, d]`, `k`, `v`: `[B, KV, T, d]` (grouped-query
-/// attention when `KV < H`). Returns `[B, T, H*d]`.
-fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttentionMask) -> Result<Tensor> {
-    let (b, h, t, d) = c(q.dims4())?;
-    let kv = c(k.dim(1))?;
-    let (k, v) = if kv != h {
-        let rep = h / kv;
-        let expand = |x: &Tensor| -> Result<Tensor> {
-            c(x.unsqueeze(2)
-                .and_then(|x| x.expand((b, kv, rep, t, d)))
-                .and_then(|x| x.contiguous())
-                .and_then(|x| x.reshape((b, h, t, d))))
-        };
-        (expand(k)?, expand(v)?)
-    } else {
-        (k.clone(), v.clone())
-    };
-    let kt = c(k.t().and_then(|x| x.contiguous()))?;
-    let probs = c(q.matmul(&kt))?;
-    masked_softmax(&probs, 1.0 / (d as f32).sqrt(), mask)?;
-    let out = c(probs.matmul(&v))?;
-    c(out.transpose(1, 2).and_then(|x| x.contiguous()).and_then(|x| x.reshape((b, t, h * d))))
+impl Pass<'_> {
+    /// Keeps `x` as entry `index` if it was asked for (a cheap handle: tensors share storage).
+    fn offer(&mut self, index: usize, x: &Tensor) {
+        for (w, g) in self.want.iter().zip(&mut self.got) {
+            if *w == index {
+                *g = Some(x.clone());
+            }
+        }
+    }
+
+    /// Each token's position within its text, from `start`.
+    fn positions(&self, start: usize, dev: &Device) -> Result<Tensor> {
+        let ids: Vec<u32> = self.offsets.windows(2).flat_map(|w| (0..w[1] - w[0]).map(move |p| (p + start) as u32)).collect();
+        c(Tensor::new(ids.as_slice(), dev))
+    }
+
+    fn longest(&self) -> usize {
+        self.offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // BERT and RoBERTa
 
 struct BertLayer {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// Query, key and value projections side by side.
+    qkv: Linear,
     attn_out: Linear,
     attn_ln: LayerNorm,
     inter: Linear,
@@ -169,9 +207,11 @@ impl Bert {
         for i in 0..cfg.num_layers {
             let p = format!("encoder.layer.{i}");
             layers.push(BertLayer {
-                q: Linear::load(w, &format!("{p}.attention.self.query"), d, d, true)?,
-                k: Linear::load(w, &format!("{p}.attention.self.key"), d, d, true)?,
-                v: Linear::load(w, &format!("{p}.attention.self.value"), d, d, true)?,
+                qkv: Linear::concat(&[
+                    Linear::load(w, &format!("{p}.attention.self.query"), d, d, true)?,
+                    Linear::load(w, &format!("{p}.attention.self.key"), d, d, true)?,
+                    Linear::load(w, &format!("{p}.attention.self.value"), d, d, true)?,
+                ])?,
                 attn_out: Linear::load(w, &format!("{p}.attention.output.dense"), d, d, true)?,
                 attn_ln: LayerNorm::load(w, &format!("{p}.attention.output.LayerNorm"), d, eps)?,
                 inter: Linear::load(w, &format!("{p}.intermediate.dense"), d, cfg.intermediate_size, true)?,
@@ -186,33 +226,25 @@ impl Bert {
         Ok(Self { word, pos, token_type, ln, layers, position_offset })
     }
 
-    fn forward(&self, ids: &Tensor, lengths: &[usize]) -> Result<Vec<Tensor>> {
-        let (b, t) = c(ids.dims2())?;
-        let dev = ids.device();
-        let flat = c(ids.flatten_all())?;
-        let x = c(self.word.index_select(&flat, 0))?;
-        let pos_ids: Vec<u32> = (0..t).map(|i| (i + self.position_offset) as u32).collect();
-        let pos_ids = c(Tensor::new(pos_ids.as_slice(), dev))?;
-        let p = c(self.pos.index_select(&pos_ids, 0))?;
-        let x = c(x.reshape((b, t, ())).and_then(|x| x.broadcast_add(&p)))?;
+    fn forward(&self, ids: &Tensor, pass: &mut Pass<'_>) -> Result<()> {
+        let x = c(self.word.index_select(ids, 0))?;
+        let p = c(self.pos.index_select(&pass.positions(self.position_offset, ids.device())?, 0))?;
+        let x = c(x.add(&p))?;
         let x = match &self.token_type {
             Some(tt) => c(x.broadcast_add(tt))?,
             None => x,
         };
         let mut x = self.ln.forward(&x)?;
-        let mask = AttentionMask { lengths: lengths.to_vec(), causal: false };
-        let mut hs = vec![x.clone()];
-        for l in &self.layers {
-            let q = heads(&l.q.forward(&x)?, l.heads, l.head_dim)?;
-            let k = heads(&l.k.forward(&x)?, l.heads, l.head_dim)?;
-            let v = heads(&l.v.forward(&x)?, l.heads, l.head_dim)?;
-            let a = attention(&q, &k, &v, &mask)?;
-            let a = l.attn_ln.forward(&c(l.attn_out.forward(&a)?.add(&x))?)?;
+        pass.offer(0, &x);
+        for (i, l) in self.layers.iter().enumerate() {
+            let qkv = l.qkv.forward(&x)?;
+            let op = Attention { offsets: pass.offsets, heads: l.heads, kv_heads: l.heads, head_dim: l.head_dim, causal: false, rope: None };
+            let a = l.attn_out.forward_residual(&attention(&qkv, &op)?, &x, Some(&l.attn_ln))?;
             let h = l.inter.forward_act(&a, if l.gelu_tanh { Activation::GeluTanh } else { Activation::GeluErf })?;
-            x = l.out_ln.forward(&c(l.out.forward(&h)?.add(&a))?)?;
-            hs.push(x.clone());
+            x = l.out.forward_residual(&h, &a, Some(&l.out_ln))?;
+            pass.offer(i + 1, &x);
         }
-        Ok(hs)
+        Ok(())
     }
 }
 
@@ -269,33 +301,27 @@ impl Gpt2 {
         })
     }
 
-    fn forward(&self, ids: &Tensor, lengths: &[usize]) -> Result<Vec<Tensor>> {
-        let (b, t) = c(ids.dims2())?;
-        let x = c(self.wte.index_select(&c(ids.flatten_all())?, 0).and_then(|x| x.reshape((b, t, ()))))?;
-        let p = c(self.wpe.narrow(0, 0, t))?;
-        let mut x = c(x.broadcast_add(&p))?;
-        let d = c(x.dim(2))?;
-        let hd = d / self.heads;
-        let mask = AttentionMask { lengths: lengths.to_vec(), causal: true };
-        let mut hs = vec![x.clone()];
-        for l in &self.layers {
-            let h = l.ln1.forward(&x)?;
-            let qkv = l.c_attn.forward(&h)?;
-            let q = heads(&c(qkv.narrow(2, 0, d))?, self.heads, hd)?;
-            let k = heads(&c(qkv.narrow(2, d, d))?, self.heads, hd)?;
-            let v = heads(&c(qkv.narrow(2, 2 * d, d))?, self.heads, hd)?;
-            let a = l.c_proj.forward(&attention(&q, &k, &v, &mask)?)?;
-            x = c(x.add(&a))?;
+    fn forward(&self, ids: &Tensor, pass: &mut Pass<'_>) -> Result<()> {
+        let x = c(self.wte.index_select(ids, 0))?;
+        let mut x = c(x.add(&c(self.wpe.index_select(&pass.positions(0, ids.device())?, 0))?))?;
+        let d = c(x.dim(1))?;
+        let op = Attention { offsets: pass.offsets, heads: self.heads, kv_heads: self.heads, head_dim: d / self.heads, causal: true, rope: None };
+        pass.offer(0, &x);
+        let n = self.layers.len();
+        for (i, l) in self.layers.iter().enumerate() {
+            let qkv = l.c_attn.forward(&l.ln1.forward(&x)?)?;
+            x = l.c_proj.forward_residual(&attention(&qkv, &op)?, &x, None)?;
             let h = l.fc.forward_act(&l.ln2.forward(&x)?, if self.gelu_tanh { Activation::GeluTanh } else { Activation::GeluErf })?;
-            x = c(x.add(&l.proj.forward(&h)?))?;
-            hs.push(x.clone());
+            x = l.proj.forward_residual(&h, &x, None)?;
+            if i + 1 < n {
+                pass.offer(i + 1, &x);
+            }
         }
         // Hugging Face's last entry is after the final norm; the block's own output follows it,
         // as the pre-norm entry (index `layers + 1`).
-        let last = hs.len() - 1;
-        hs[last] = self.ln_f.forward(&x)?;
-        hs.push(x);
-        Ok(hs)
+        pass.offer(n, &self.ln_f.forward(&x)?);
+        pass.offer(n + 1, &x);
+        Ok(())
     }
 }
 
@@ -304,13 +330,12 @@ impl Gpt2 {
 
 struct LlamaLayer {
     ln1: RmsNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// Query, key and value projections side by side.
+    qkv: Linear,
     o: Linear,
     ln2: RmsNorm,
-    gate: Linear,
-    up: Linear,
+    /// Gate and up projections side by side.
+    gate_up: Linear,
     down: Linear,
 }
 
@@ -336,13 +361,17 @@ impl Llama {
             let p = format!("layers.{i}");
             layers.push(LlamaLayer {
                 ln1: RmsNorm::load(w, &format!("{p}.input_layernorm"), d, eps)?,
-                q: Linear::load(w, &format!("{p}.self_attn.q_proj"), d, h * hd, qkv_bias)?,
-                k: Linear::load(w, &format!("{p}.self_attn.k_proj"), d, kv * hd, qkv_bias)?,
-                v: Linear::load(w, &format!("{p}.self_attn.v_proj"), d, kv * hd, qkv_bias)?,
+                qkv: Linear::concat(&[
+                    Linear::load(w, &format!("{p}.self_attn.q_proj"), d, h * hd, qkv_bias)?,
+                    Linear::load(w, &format!("{p}.self_attn.k_proj"), d, kv * hd, qkv_bias)?,
+                    Linear::load(w, &format!("{p}.self_attn.v_proj"), d, kv * hd, qkv_bias)?,
+                ])?,
                 o: Linear::load(w, &format!("{p}.self_attn.o_proj"), h * hd, d, cfg.o_bias)?,
                 ln2: RmsNorm::load(w, &format!("{p}.post_attention_layernorm"), d, eps)?,
-                gate: Linear::load(w, &format!("{p}.mlp.gate_proj"), d, cfg.intermediate_size, cfg.mlp_bias)?,
-                up: Linear::load(w, &format!("{p}.mlp.up_proj"), d, cfg.intermediate_size, cfg.mlp_bias)?,
+                gate_up: Linear::concat(&[
+                    Linear::load(w, &format!("{p}.mlp.gate_proj"), d, cfg.intermediate_size, cfg.mlp_bias)?,
+                    Linear::load(w, &format!("{p}.mlp.up_proj"), d, cfg.intermediate_size, cfg.mlp_bias)?,
+                ])?,
                 down: Linear::load(w, &format!("{p}.mlp.down_proj"), cfg.intermediate_size, d, cfg.mlp_bias)?,
             });
         }
@@ -361,7 +390,7 @@ impl Llama {
     }
 
     /// `cos`, `sin`: `[T, head_dim/2]`, computed in float32 as transformers does.
-    fn rope_tables(&self, t: usize, dev: &Device) -> Result<(Tensor, Tensor)> {
+    fn rope_tables(&self, t: usize) -> (Vec<f32>, Vec<f32>) {
         let half = self.head_dim / 2;
         // As transformers: base ** (arange(0, d, 2) / d) in float32, then its reciprocal.
         let inv: Vec<f32> = (0..half).map(|i| 1.0f32 / (self.rope_theta as f32).powf((2 * i) as f32 / self.head_dim as f32)).collect();
@@ -374,35 +403,34 @@ impl Llama {
                 sin.push(a.sin());
             }
         }
-        Ok((c(Tensor::from_vec(cos, (t, half), dev))?, c(Tensor::from_vec(sin, (t, half), dev))?))
+        (cos, sin)
     }
 
-    fn forward(&self, ids: &Tensor, lengths: &[usize]) -> Result<Vec<Tensor>> {
-        let (b, t) = c(ids.dims2())?;
-        let dev = ids.device();
-        let mut x = c(self.embed.index_select(&c(ids.flatten_all())?, 0).and_then(|x| x.reshape((b, t, ()))))?;
-        let mask = AttentionMask { lengths: lengths.to_vec(), causal: true };
-        let (cos, sin) = self.rope_tables(t, dev)?;
-        let mut hs = vec![x.clone()];
-        for l in &self.layers {
-            let h = l.ln1.forward(&x)?;
-            let q = heads(&l.q.forward(&h)?, self.heads, self.head_dim)?;
-            let k = heads(&l.k.forward(&h)?, self.kv_heads, self.head_dim)?;
-            let v = heads(&l.v.forward(&h)?, self.kv_heads, self.head_dim)?;
-            let q = c(candle_nn::rotary_emb::rope(&q, &cos, &sin))?;
-            let k = c(candle_nn::rotary_emb::rope(&k, &cos, &sin))?;
-            let a = l.o.forward(&attention(&q, &k, &v, &mask)?)?;
-            x = c(x.add(&a))?;
-            let h = l.ln2.forward(&x)?;
-            let g = c(candle_nn::ops::silu(&l.gate.forward(&h)?))?;
-            let u = l.up.forward(&h)?;
-            x = c(x.add(&l.down.forward(&c(g.mul(&u))?)?))?;
-            hs.push(x.clone());
+    fn forward(&self, ids: &Tensor, pass: &mut Pass<'_>) -> Result<()> {
+        let mut x = c(self.embed.index_select(ids, 0))?;
+        let (cos, sin) = self.rope_tables(pass.longest());
+        let op = Attention {
+            offsets: pass.offsets,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            causal: true,
+            rope: Some((cos.as_slice(), sin.as_slice())),
+        };
+        pass.offer(0, &x);
+        let n = self.layers.len();
+        for (i, l) in self.layers.iter().enumerate() {
+            let qkv = l.qkv.forward(&l.ln1.forward(&x)?)?;
+            x = l.o.forward_residual(&attention(&qkv, &op)?, &x, None)?;
+            let g = swiglu(&l.gate_up.forward(&l.ln2.forward(&x)?)?)?;
+            x = l.down.forward_residual(&g, &x, None)?;
+            if i + 1 < n {
+                pass.offer(i + 1, &x);
+            }
         }
-        let last = hs.len() - 1;
-        hs[last] = self.norm.forward(&x)?;
-        hs.push(x);
-        Ok(hs)
+        pass.offer(n, &self.norm.forward(&x)?);
+        pass.offer(n + 1, &x);
+        Ok(())
     }
 }
 
@@ -434,38 +462,34 @@ impl Model {
         Ok(Self { net, num_hidden_states: cfg.num_layers + 1, hidden_size: cfg.hidden_size })
     }
 
-    /// Every hidden state of a right-padded batch: `ids` is `[B, T]` (u32), `lengths[b]` the real
-    /// length of row `b`. Decoders (GPT-2, Llama, Qwen2) return one entry more than
+    /// The requested hidden states (`layers`: indices as [`Model::num_hidden_states`] counts
+    /// them, plus the decoders' pre-norm entry) of a packed batch: the texts' token ids one after
+    /// another, one flat row-major `[tokens, hidden_size]` vector per requested entry, the rows in
+    /// the order of `seqs`. Decoders (GPT-2, Llama, Qwen2) also answer index
     /// `num_hidden_states`: the last block's output before the final norm.
-    pub fn forward(&self, ids: &Tensor, lengths: &[usize]) -> Result<Vec<Tensor>> {
-        match &self.net {
-            Net::Bert(m) => m.forward(ids, lengths),
-            Net::Gpt2(m) => m.forward(ids, lengths),
-            Net::Llama(m) => m.forward(ids, lengths),
-        }
-    }
-
-    /// Runs a batch of token id sequences; returns, per requested hidden-state index, the
-    /// `[B, T, D]` float32 values as a flat row-major vector (padding rows included).
-    pub fn run(&self, seqs: &[&[u32]], layers: &[usize]) -> Result<(usize, Vec<Vec<f32>>)> {
+    pub fn run(&self, seqs: &[&[u32]], layers: &[usize]) -> Result<Vec<Vec<f32>>> {
         let dev = Device::Cpu;
-        let t = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
-        let b = seqs.len();
-        if t == 0 {
-            return Ok((0, vec![Vec::new(); layers.len()]));
+        let mut offsets = Vec::with_capacity(seqs.len() + 1);
+        offsets.push(0);
+        for s in seqs {
+            offsets.push(offsets.last().copied().unwrap_or(0) + s.len());
         }
-        let mut ids = vec![0u32; b * t];
-        for (i, s) in seqs.iter().enumerate() {
-            ids[i * t..i * t + s.len()].copy_from_slice(s);
+        if offsets.last() == Some(&0) {
+            return Ok(vec![Vec::new(); layers.len()]);
         }
-        let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
-        let ids = c(Tensor::from_vec(ids, (b, t), &dev))?;
-        let hs = self.forward(&ids, &lengths)?;
+        let ids: Vec<u32> = seqs.iter().flat_map(|s| s.iter().copied()).collect();
+        let ids = c(Tensor::from_vec(ids, offsets[offsets.len() - 1], &dev))?;
+        let mut pass = Pass { offsets: &offsets, want: layers, got: vec![None; layers.len()] };
+        match &self.net {
+            Net::Bert(m) => m.forward(&ids, &mut pass)?,
+            Net::Gpt2(m) => m.forward(&ids, &mut pass)?,
+            Net::Llama(m) => m.forward(&ids, &mut pass)?,
+        }
         let mut out = Vec::with_capacity(layers.len());
-        for &l in layers {
-            let h = c(hs[l].to_dtype(DType::F32).and_then(|h| h.flatten_all()).and_then(|h| h.to_vec1::<f32>()))?;
-            out.push(h);
+        for (&l, h) in layers.iter().zip(pass.got) {
+            let h = h.ok_or_else(|| EmbedError::Compute(format!("hidden state {l} is not one this model computes")))?;
+            out.push(c(h.to_dtype(DType::F32).and_then(|h| h.flatten_all()).and_then(|h| h.to_vec1::<f32>()))?);
         }
-        Ok((t, out))
+        Ok(out)
     }
 }

@@ -1,12 +1,15 @@
-//! The forward pass's element-wise work, fused and vectorised.
+//! The forward pass's work outside the dense products, fused and vectorised.
 //!
-//! Between the matrix products, candle evaluates GELU with a scalar `erf` per element and the
-//! attention softmax as separate scale, mask-add and softmax passes with a scalar `exp`; on
-//! all-MiniLM-L6-v2 that took more time than the products themselves. These candle custom ops do
-//! each in one pass over contiguous `f32` data, with polynomial `erf` and `exp` that the compiler
-//! vectorises (AVX-512 or AVX2 when the CPU has them, via [`lidscope_kernel::multiversion!`]), and
-//! rows spread over rayon's threads. Their error is a few 1e-7 relative: far inside the 1e-4 that
-//! the hidden states must keep against transformers (tested on every fixture checkpoint).
+//! Between the matrix products, candle evaluates GELU with a scalar `erf` per element, the
+//! attention softmax as separate scale, mask-add and softmax passes with a scalar `exp`, and
+//! attention itself as head transposes and many small batched products over padded texts; on
+//! all-MiniLM-L6-v2 that took more time than the dense products. These candle custom ops do each
+//! in one pass over contiguous `f32` data: bias and activation, bias, residual add and norm,
+//! SwiGLU, and attention over a packed batch (per text and head, no padding, no transposes),
+//! with polynomial `erf` and `exp` that the compiler vectorises (AVX-512 or AVX2 when the CPU has
+//! them, via [`lidscope_kernel::multiversion!`]), and rows or texts spread over rayon's threads.
+//! Their error is a few 1e-7 relative: far inside the 1e-4 that the hidden states must keep
+//! against transformers (tested on every fixture checkpoint).
 
 use candle_core::{CpuStorage, Layout, Tensor};
 use rayon::prelude::*;
@@ -142,23 +145,6 @@ pub fn bias_activation(y: &Tensor, bias: Option<&[f32]>, act: Activation) -> Res
     y.inplace_op1(&BiasAct { bias, act }).map_err(|e| EmbedError::Compute(e.to_string()))
 }
 
-/// Which keys each query of a batch may attend to: those of its own text (right padding), and
-/// for decoders none after itself.
-#[derive(Clone, Debug)]
-pub struct AttentionMask {
-    /// Tokens of each text of the batch.
-    pub lengths: Vec<usize>,
-    /// Decoders: query `i` sees keys `0..=i` only.
-    pub causal: bool,
-}
-
-/// The fused `softmax(scores * scale + mask)` over the last dimension of `[B, H, T, T]` scores;
-/// keys a query may not see get probability exactly 0, as with transformers' additive mask.
-struct MaskedSoftmax<'a> {
-    mask: &'a AttentionMask,
-    scale: f32,
-}
-
 /// One row: `out[j] = exp(s[j] * scale - max) / sum` for `j < valid`, 0 after. The max and the
 /// sum run in 16 independent lanes: a float reduction in one accumulator cannot be vectorised
 /// (its order is fixed), and the loop around `exp` would stay scalar with it.
@@ -191,40 +177,349 @@ fn softmax_row(row: &mut [f32], valid: usize, scale: f32) {
     row[valid..].iter_mut().for_each(|o| *o = 0.0);
 }
 
-/// The rows of one `(text, head)` block of `t` queries.
+/// Multi-head attention over a *packed* batch: the tokens of several texts one after another,
+/// with no padding, so that every dense layer of the model runs on real tokens only and on as
+/// many of them as a pass holds (short texts made thin, padded products before). Only here do
+/// the texts' boundaries matter: a query sees the keys of its own text (and, for decoders, none
+/// after itself). Heads are read from the fused projection in place, so no head transposes.
+pub struct Attention<'a> {
+    /// Text `i` is rows `offsets[i]..offsets[i + 1]` of the batch.
+    pub offsets: &'a [usize],
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (fewer than `heads` for grouped-query attention).
+    pub kv_heads: usize,
+    /// Width of a head.
+    pub head_dim: usize,
+    /// Decoders: query `i` sees keys `0..=i` of its text.
+    pub causal: bool,
+    /// Rotary position tables (`cos`, `sin`, each `[positions, head_dim / 2]`, position = index
+    /// within the text) applied to queries and keys: Llama and Qwen2.
+    pub rope: Option<(&'a [f32], &'a [f32])>,
+}
+
+/// One `(text, head)` of [`Attention`]: where its rows and columns are, and its scratch space.
+struct Head<'a> {
+    qkv: &'a [f32],
+    width: usize,
+    row0: usize,
+    t: usize,
+    q_col: usize,
+    k_col: usize,
+    v_col: usize,
+    hd: usize,
+    causal: bool,
+    rope: Option<(&'a [f32], &'a [f32])>,
+}
+
+/// Scratch of one task: queries `[t, hd]`, keys transposed `[hd, t]`, values `[t, hd]`, one row
+/// of scores and the head's output `[t, hd]`.
+#[derive(Default)]
+struct Scratch {
+    q: Vec<f32>,
+    kt: Vec<f32>,
+    v: Vec<f32>,
+    s: Vec<f32>,
+    o: Vec<f32>,
+}
+
+/// Rotates the pairs `(x[j], x[j + half])` of one head's row by its position's angles, as
+/// transformers' `rotate_half` (and candle's `rope`) does.
 #[inline(always)]
-fn softmax_block(s: &mut [f32], t: usize, len: usize, causal: bool, scale: f32) {
-    for (i, row) in s.chunks_exact_mut(t).enumerate() {
-        let valid = if causal { (i + 1).min(len) } else { len };
-        softmax_row(row, valid.max(1), scale);
+fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = cos.len();
+    let (a, b) = x.split_at_mut(half);
+    for j in 0..half {
+        let (x1, x2) = (a[j], b[j]);
+        a[j] = x1 * cos[j] - x2 * sin[j];
+        b[j] = x1 * sin[j] + x2 * cos[j];
+    }
+}
+
+/// Lanes of the attention kernel's register blocks (one AVX-512 vector of `f32`).
+const LANES: usize = 16;
+
+/// `softmax(q kᵀ / √d) v` for one text and head, into `buf.o`. Texts are short (tens of tokens),
+/// so the loops are shaped for registers rather than for caches: a query's scores are formed 16
+/// keys at a time over the head's dimensions (keys transposed and padded with zeros to a multiple
+/// of 16, so no scalar remainder), its output 16 dimensions at a time over the keys. Each score
+/// and output element is still one sum in order, over dimensions or keys.
+#[inline(always)]
+fn attend_head(job: &Head<'_>, buf: &mut Scratch) {
+    let (t, hd) = (job.t, job.hd);
+    let tp = t.div_ceil(LANES) * LANES;
+    let scale = 1.0 / (hd as f32).sqrt();
+    buf.q.resize(t * hd, 0.0);
+    buf.kt.clear();
+    buf.kt.resize(hd * tp, 0.0);
+    buf.v.resize(t * hd, 0.0);
+    buf.s.resize(tp, 0.0);
+    buf.o.resize(t * hd, 0.0);
+    let mut krow = [0f32; 512];
+    for r in 0..t {
+        let row = &job.qkv[(job.row0 + r) * job.width..][..job.width];
+        let q = &mut buf.q[r * hd..(r + 1) * hd];
+        q.copy_from_slice(&row[job.q_col..job.q_col + hd]);
+        buf.v[r * hd..(r + 1) * hd].copy_from_slice(&row[job.v_col..job.v_col + hd]);
+        let k = &mut krow[..hd];
+        k.copy_from_slice(&row[job.k_col..job.k_col + hd]);
+        if let Some((cos, sin)) = job.rope {
+            let half = hd / 2;
+            let (c, s) = (&cos[r * half..(r + 1) * half], &sin[r * half..(r + 1) * half]);
+            rotate(q, c, s);
+            rotate(k, c, s);
+        }
+        for (d, &kd) in k.iter().enumerate() {
+            buf.kt[d * tp + r] = kd;
+        }
+    }
+    let full = hd / LANES * LANES;
+    for i in 0..t {
+        let valid = if job.causal { i + 1 } else { t };
+        let q = &buf.q[i * hd..(i + 1) * hd];
+        for c in 0..valid.div_ceil(LANES) {
+            let mut acc = [0f32; LANES];
+            for (d, &qd) in q.iter().enumerate() {
+                let k: &[f32; LANES] = buf.kt[d * tp + c * LANES..][..LANES].try_into().expect("16 lanes");
+                for l in 0..LANES {
+                    acc[l] += qd * k[l];
+                }
+            }
+            buf.s[c * LANES..(c + 1) * LANES].copy_from_slice(&acc);
+        }
+        let p = &mut buf.s[..valid];
+        softmax_row(p, valid, scale);
+        let o = &mut buf.o[i * hd..(i + 1) * hd];
+        for c in (0..full).step_by(LANES) {
+            let mut acc = [0f32; LANES];
+            for (j, &pj) in p.iter().enumerate() {
+                let v: &[f32; LANES] = buf.v[j * hd + c..][..LANES].try_into().expect("16 lanes");
+                for l in 0..LANES {
+                    acc[l] += pj * v[l];
+                }
+            }
+            o[c..c + LANES].copy_from_slice(&acc);
+        }
+        for (dd, o) in o.iter_mut().enumerate().skip(full) {
+            *o = p.iter().enumerate().fold(0.0, |a, (j, &pj)| a + pj * buf.v[j * hd + dd]);
+        }
     }
 }
 
 lidscope_kernel::multiversion! {
-    fn softmax_block_v(s: &mut [f32], t: usize, len: usize, causal: bool, scale: f32) -> () => softmax_block
+    fn attend_head_v(job: &Head<'_>, buf: &mut Scratch) -> () => attend_head
 }
 
-impl candle_core::InplaceOp1 for MaskedSoftmax<'_> {
+impl Attention<'_> {
+    fn head<'b>(&'b self, qkv: &'b [f32], width: usize, text: usize, head: usize) -> Head<'b> {
+        let hd = self.head_dim;
+        let kv = head / (self.heads / self.kv_heads);
+        Head {
+            qkv,
+            width,
+            row0: self.offsets[text],
+            t: self.offsets[text + 1] - self.offsets[text],
+            q_col: head * hd,
+            k_col: (self.heads + kv) * hd,
+            v_col: (self.heads + self.kv_heads + kv) * hd,
+            hd,
+            causal: self.causal,
+            rope: self.rope,
+        }
+    }
+}
+
+/// Copies one head's `[t, hd]` output into its columns of the text's rows (`[t, heads * hd]`).
+fn scatter_head(out: &mut [f32], o: &[f32], head: usize, hd: usize, width: usize) {
+    for (dst, src) in out.chunks_exact_mut(width).zip(o.chunks_exact(hd)) {
+        dst[head * hd..(head + 1) * hd].copy_from_slice(src);
+    }
+}
+
+impl candle_core::CustomOp1 for Attention<'_> {
     fn name(&self) -> &'static str {
-        "lidscope-masked-softmax"
+        "lidscope-packed-attention"
     }
 
-    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let (b, h, t, t2) = layout.shape().dims4()?;
-        if t != t2 || b != self.mask.lengths.len() {
-            candle_core::bail!("masked softmax: scores {:?} for {} texts", layout.shape(), self.mask.lengths.len());
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, candle_core::Shape)> {
+        let CpuStorage::F32(all) = storage else { candle_core::bail!("{}: float32 only", self.name()) };
+        let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("{}: the input must be contiguous", self.name()) };
+        let qkv = &all[start..end];
+        let (n, width) = layout.shape().dims2()?;
+        let (h, kv, hd) = (self.heads, self.kv_heads, self.head_dim);
+        if kv == 0 || h % kv != 0 || width != (h + 2 * kv) * hd || self.offsets.last() != Some(&n) || hd > 512 {
+            candle_core::bail!("{}: {n} x {width} projections for {h} heads, {kv} key/value heads of {hd}, texts ending at {:?}", self.name(), self.offsets.last());
         }
-        let s = contiguous_f32_mut(storage, layout, self.name())?;
-        let (causal, scale) = (self.mask.causal, self.scale);
-        s.par_chunks_mut(t * t).enumerate().for_each(|(block, s)| softmax_block_v(s, t, self.mask.lengths[block / h], causal, scale));
+        let longest = self.offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+        if let Some((cos, sin)) = self.rope {
+            if cos.len() < longest * hd / 2 || sin.len() < longest * hd / 2 {
+                candle_core::bail!("{}: rotary tables shorter than a text of {longest}", self.name());
+            }
+        }
+        let texts = self.offsets.len() - 1;
+        let dq = h * hd;
+        let mut out = vec![0f32; n * dq];
+        if texts >= 4 * rayon::current_num_threads() {
+            // Many texts: one task per text, writing its own rows.
+            let mut rows = Vec::with_capacity(texts);
+            let mut rest = out.as_mut_slice();
+            for w in self.offsets.windows(2) {
+                let (mine, after) = rest.split_at_mut((w[1] - w[0]) * dq);
+                rows.push(mine);
+                rest = after;
+            }
+            rows.into_par_iter().enumerate().for_each_init(Scratch::default, |buf, (text, rows)| {
+                for head in 0..h {
+                    attend_head_v(&self.head(qkv, width, text, head), buf);
+                    scatter_head(rows, &buf.o, head, hd, dq);
+                }
+            });
+        } else {
+            // Few (long) texts: one task per text and head, copied into place after.
+            let tasks: Vec<(usize, usize)> = (0..texts).flat_map(|t| (0..h).map(move |head| (t, head))).collect();
+            let outs: Vec<Vec<f32>> = tasks
+                .par_iter()
+                .map_init(Scratch::default, |buf, &(text, head)| {
+                    attend_head_v(&self.head(qkv, width, text, head), buf);
+                    buf.o.clone()
+                })
+                .collect();
+            for (&(text, head), o) in tasks.iter().zip(&outs) {
+                scatter_head(&mut out[self.offsets[text] * dq..self.offsets[text + 1] * dq], o, head, hd, dq);
+            }
+        }
+        Ok((CpuStorage::F32(out), candle_core::Shape::from((n, dq))))
+    }
+}
+
+/// Multi-head attention of a packed batch: `qkv` is `[N, (heads + 2 kv_heads) head_dim]` (the
+/// fused projections: queries, then keys, then values), the result `[N, heads head_dim]`.
+pub fn attention(qkv: &Tensor, op: &Attention<'_>) -> Result<Tensor> {
+    qkv.apply_op1_no_bwd(op).map_err(|e| EmbedError::Compute(e.to_string()))
+}
+
+/// A norm fused after a residual add.
+#[derive(Clone, Copy)]
+pub enum Norm<'a> {
+    /// `(x - mean) / √(var + eps) * w + b`.
+    Layer { w: &'a [f32], b: &'a [f32], eps: f32 },
+}
+
+/// `y = norm(y + bias + residual)` (or without the norm) over rows of `bias.len()`, in place.
+struct Residual<'a> {
+    bias: Option<&'a [f32]>,
+    norm: Option<Norm<'a>>,
+}
+
+/// One chunk of rows of [`Residual`]. The norm's mean and variance are two passes over the row,
+/// as PyTorch computes them (not `E[x²] - E[x]²`, which cancels in float32).
+#[inline(always)]
+fn residual_rows(y: &mut [f32], r: &[f32], dim: usize, bias: Option<&[f32]>, norm: Option<Norm<'_>>) {
+    for (y, r) in y.chunks_exact_mut(dim).zip(r.chunks_exact(dim)) {
+        match bias {
+            Some(b) => y.iter_mut().zip(r).zip(b).for_each(|((y, r), b)| *y = *y + b + r),
+            None => y.iter_mut().zip(r).for_each(|(y, r)| *y += r),
+        }
+        if let Some(Norm::Layer { w, b, eps }) = norm {
+            let mean = lane_sum(y) / dim as f32;
+            let mut lanes = [0f32; 16];
+            let chunks = y.chunks_exact(16);
+            let tail: f32 = chunks.remainder().iter().map(|v| (v - mean) * (v - mean)).sum();
+            for c in chunks {
+                for l in 0..16 {
+                    lanes[l] += (c[l] - mean) * (c[l] - mean);
+                }
+            }
+            let var = (lanes.iter().sum::<f32>() + tail) / dim as f32;
+            let inv = 1.0 / (var + eps).sqrt();
+            y.iter_mut().zip(w).zip(b).for_each(|((y, w), b)| *y = (*y - mean) * inv * w + b);
+        }
+    }
+}
+
+/// A sum in 16 lanes, so that it vectorises.
+#[inline(always)]
+fn lane_sum(x: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for l in 0..16 {
+            lanes[l] += c[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+lidscope_kernel::multiversion! {
+    fn residual_rows_v(y: &mut [f32], r: &[f32], dim: usize, bias: Option<&[f32]>, norm: Option<Norm<'_>>) -> () => residual_rows
+}
+
+impl candle_core::InplaceOp2 for Residual<'_> {
+    fn name(&self) -> &'static str {
+        "lidscope-residual-norm"
+    }
+
+    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<()> {
+        let dim = *l1.dims().last().unwrap_or(&0);
+        if l1.shape() != l2.shape() || dim == 0 || self.bias.is_some_and(|b| b.len() != dim) {
+            candle_core::bail!("{}: {:?} + {:?}", self.name(), l1.shape(), l2.shape());
+        }
+        let CpuStorage::F32(r) = s2 else { candle_core::bail!("{}: float32 only", self.name()) };
+        let Some((a, b)) = l2.contiguous_offsets() else { candle_core::bail!("{}: the residual must be contiguous", self.name()) };
+        let r = &r[a..b];
+        let y = contiguous_f32_mut(s1, l1, self.name())?;
+        let rows = (CHUNK / dim).max(1) * dim;
+        y.par_chunks_mut(rows).zip(r.par_chunks(rows)).for_each(|(y, r)| residual_rows_v(y, r, dim, self.bias, self.norm));
         Ok(())
     }
 }
 
-/// Turns raw attention scores `q kᵀ` (`[B, H, T, T]`, a tensor nothing else shares) into
-/// probabilities in place: scaled, masked and normalised in one pass.
-pub fn masked_softmax(scores: &Tensor, scale: f32, mask: &AttentionMask) -> Result<()> {
-    scores.inplace_op1(&MaskedSoftmax { mask, scale }).map_err(|e| EmbedError::Compute(e.to_string()))
+/// `y = norm(y + bias + residual)`, in place on `y` (a fresh product nothing else shares): a
+/// dense layer's bias, the block's residual add and (post-norm encoders) the norm in one pass.
+pub fn add_residual(y: &Tensor, bias: Option<&[f32]>, residual: &Tensor, norm: Option<Norm<'_>>) -> Result<()> {
+    y.inplace_op2(residual, &Residual { bias, norm }).map_err(|e| EmbedError::Compute(e.to_string()))
+}
+
+/// SwiGLU of a fused gate-and-up product: `[N, 2 ff]` (gate columns, then up) to `[N, ff]`,
+/// `silu(gate) * up` with `silu(g) = g / (1 + e^-g)`.
+struct SwiGlu;
+
+#[inline(always)]
+fn swiglu_rows(gu: &[f32], out: &mut [f32], ff: usize) {
+    for (gu, o) in gu.chunks_exact(2 * ff).zip(out.chunks_exact_mut(ff)) {
+        let (g, u) = gu.split_at(ff);
+        o.iter_mut().zip(g).zip(u).for_each(|((o, &g), &u)| *o = g / (exp(-g) + 1.0) * u);
+    }
+}
+
+lidscope_kernel::multiversion! {
+    fn swiglu_rows_v(gu: &[f32], out: &mut [f32], ff: usize) -> () => swiglu_rows
+}
+
+impl candle_core::CustomOp1 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "lidscope-swiglu"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, candle_core::Shape)> {
+        let CpuStorage::F32(all) = storage else { candle_core::bail!("{}: float32 only", self.name()) };
+        let Some((a, b)) = layout.contiguous_offsets() else { candle_core::bail!("{}: the input must be contiguous", self.name()) };
+        let (n, w) = layout.shape().dims2()?;
+        if w % 2 != 0 || w == 0 {
+            candle_core::bail!("{}: {n} x {w} is not a gate and an up product side by side", self.name());
+        }
+        let ff = w / 2;
+        let mut out = vec![0f32; n * ff];
+        let rows = (CHUNK / w).max(1);
+        all[a..b].par_chunks(rows * w).zip(out.par_chunks_mut(rows * ff)).for_each(|(gu, o)| swiglu_rows_v(gu, o, ff));
+        Ok((CpuStorage::F32(out), candle_core::Shape::from((n, ff))))
+    }
+}
+
+/// `silu(gate) * up` of a fused `[N, 2 ff]` gate-and-up product.
+pub fn swiglu(gate_up: &Tensor) -> Result<Tensor> {
+    gate_up.apply_op1_no_bwd(&SwiGlu).map_err(|e| EmbedError::Compute(e.to_string()))
 }
 
 /// The `f32` data of a contiguous tensor's storage, to write.
@@ -275,25 +570,106 @@ mod tests {
         assert_eq!(x.to_vec2::<f32>().unwrap(), y);
     }
 
-    #[test]
-    fn masked_softmax_is_the_additive_mask_softmax() {
-        let (b, h, t) = (2, 3, 5);
-        let s: Vec<f32> = (0..b * h * t * t).map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.7).collect();
-        let scores = Tensor::from_vec(s.clone(), (b, h, t, t), &candle_core::Device::Cpu).unwrap();
-        for causal in [false, true] {
-            let mask = AttentionMask { lengths: vec![5, 3], causal };
-            let probs = scores.copy().unwrap();
-            masked_softmax(&probs, 0.25, &mask).unwrap();
-            let got: Vec<f32> = probs.flatten_all().unwrap().to_vec1().unwrap();
-            for (r, row) in s.chunks(t).enumerate() {
-                let (text, i) = (r / (h * t), r % t);
-                let visible = |j: usize| j < mask.lengths[text] && (!causal || j <= i);
-                let max = (0..t).filter(|&j| visible(j)).map(|j| row[j] as f64 * 0.25).fold(f64::MIN, f64::max);
-                let sum: f64 = (0..t).filter(|&j| visible(j)).map(|j| (row[j] as f64 * 0.25 - max).exp()).sum();
-                for j in 0..t {
-                    let want = if visible(j) { (row[j] as f64 * 0.25 - max).exp() / sum } else { 0.0 };
-                    assert!((got[r * t + j] as f64 - want).abs() < 1e-6, "row {r} key {j}: {} vs {want}", got[r * t + j]);
+    /// Attention of one text and head in float64: `softmax(q kᵀ / √d + mask) v`, rotary
+    /// positions applied first.
+    fn naive(qkv: &[f32], width: usize, rows: std::ops::Range<usize>, cols: (usize, usize, usize), hd: usize, causal: bool, rope: Option<(&[f32], &[f32])>) -> Vec<f64> {
+        let t = rows.len();
+        // Queries and keys are rotated, values not.
+        let get = |r: usize, c: usize| -> Vec<f64> {
+            let mut x: Vec<f64> = qkv[(rows.start + r) * width + c..][..hd].iter().map(|&v| v as f64).collect();
+            if let Some((cos, sin)) = rope.filter(|_| c != cols.2) {
+                let half = hd / 2;
+                let y = x.clone();
+                for j in 0..half {
+                    let (c, s) = (cos[r * half + j] as f64, sin[r * half + j] as f64);
+                    x[j] = y[j] * c - y[j + half] * s;
+                    x[j + half] = y[j] * s + y[j + half] * c;
                 }
+            }
+            x
+        };
+        let mut out = vec![0.0; t * hd];
+        for i in 0..t {
+            let q = get(i, cols.0);
+            let keys = if causal { i + 1 } else { t };
+            let s: Vec<f64> = (0..keys).map(|j| q.iter().zip(get(j, cols.1)).map(|(a, b)| a * b).sum::<f64>() / (hd as f64).sqrt()).collect();
+            let max = s.iter().cloned().fold(f64::MIN, f64::max);
+            let sum: f64 = s.iter().map(|v| (v - max).exp()).sum();
+            for (j, sj) in s.iter().enumerate() {
+                let v = get(j, cols.2);
+                for d in 0..hd {
+                    out[i * hd + d] += (sj - max).exp() / sum * v[d];
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn packed_attention_equals_per_text_attention() {
+        // Few texts (tasks per head) and many (tasks per text); grouped-query heads; rotary.
+        for (lengths, heads, kv, causal, rotary) in [
+            (vec![5, 1, 9], 4, 4, false, false),
+            (vec![7, 3], 4, 2, true, true),
+            ((0..40).map(|i| 1 + i % 11).collect::<Vec<usize>>(), 2, 1, true, false),
+            ((0..40).map(|i| 1 + i * 7 % 13).collect::<Vec<usize>>(), 3, 3, false, true),
+        ] {
+            let hd = 8;
+            let width = (heads + 2 * kv) * hd;
+            let mut offsets = vec![0];
+            lengths.iter().for_each(|l| offsets.push(offsets.last().unwrap() + l));
+            let n = *offsets.last().unwrap();
+            let qkv: Vec<f32> = (0..n * width).map(|i| ((i * 7919 % 211) as f32 - 105.0) * 0.013).collect();
+            let longest = *lengths.iter().max().unwrap();
+            let cos: Vec<f32> = (0..longest * hd / 2).map(|i| (i as f32 * 0.3).cos()).collect();
+            let sin: Vec<f32> = (0..longest * hd / 2).map(|i| (i as f32 * 0.3).sin()).collect();
+            let rope = rotary.then_some((cos.as_slice(), sin.as_slice()));
+            let op = Attention { offsets: &offsets, heads, kv_heads: kv, head_dim: hd, causal, rope };
+            let x = Tensor::from_vec(qkv.clone(), (n, width), &candle_core::Device::Cpu).unwrap();
+            let got: Vec<Vec<f32>> = attention(&x, &op).unwrap().to_vec2().unwrap();
+            for (text, w) in offsets.windows(2).enumerate() {
+                for head in 0..heads {
+                    let g = head / (heads / kv);
+                    let want = naive(&qkv, width, w[0]..w[1], (head * hd, (heads + g) * hd, (heads + kv + g) * hd), hd, causal, rope);
+                    for r in 0..w[1] - w[0] {
+                        for d in 0..hd {
+                            let (a, b) = (got[w[0] + r][head * hd + d] as f64, want[r * hd + d]);
+                            assert!((a - b).abs() < 1e-5, "text {text} head {head} row {r} dim {d}: {a} vs {b}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn residual_norm_and_swiglu_match_their_definitions() {
+        let (n, d) = (3, 20);
+        let y: Vec<f32> = (0..n * d).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let r: Vec<f32> = (0..n * d).map(|i| (i as f32 * 0.11).cos()).collect();
+        let bias: Vec<f32> = (0..d).map(|i| i as f32 * 0.01).collect();
+        let (w, b): (Vec<f32>, Vec<f32>) = ((0..d).map(|i| 1.0 + i as f32 * 0.1).collect(), (0..d).map(|i| -(i as f32) * 0.05).collect());
+        let dev = candle_core::Device::Cpu;
+        let yt = Tensor::from_vec(y.clone(), (n, d), &dev).unwrap();
+        let rt = Tensor::from_vec(r.clone(), (n, d), &dev).unwrap();
+        add_residual(&yt, Some(&bias), &rt, Some(Norm::Layer { w: &w, b: &b, eps: 1e-5 })).unwrap();
+        let got: Vec<f32> = yt.flatten_all().unwrap().to_vec1().unwrap();
+        for row in 0..n {
+            let x: Vec<f64> = (0..d).map(|j| y[row * d + j] as f64 + bias[j] as f64 + r[row * d + j] as f64).collect();
+            let mean = x.iter().sum::<f64>() / d as f64;
+            let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / d as f64;
+            for j in 0..d {
+                let want = (x[j] - mean) / (var + 1e-5).sqrt() * w[j] as f64 + b[j] as f64;
+                assert!((got[row * d + j] as f64 - want).abs() < 1e-5, "row {row} {j}");
+            }
+        }
+        let gu = Tensor::from_vec(y.clone(), (n, d), &dev).unwrap();
+        let got: Vec<Vec<f32>> = swiglu(&gu).unwrap().to_vec2().unwrap();
+        for row in 0..n {
+            for j in 0..d / 2 {
+                let (g, u) = (y[row * d + j] as f64, y[row * d + d / 2 + j] as f64);
+                let want = g / (1.0 + (-g).exp()) * u;
+                assert!((got[row][j] as f64 - want).abs() < 1e-5 * (1.0 + want.abs()), "swiglu row {row} {j}");
             }
         }
     }

@@ -40,8 +40,8 @@ pub struct EmbedOptions {
     pub layers: Vec<crate::LayerRequest>,
     /// Truncation length, special tokens included; `None`: [`Embedder::default_max_length`].
     pub max_length: Option<usize>,
-    /// Texts per forward pass.
-    pub batch_size: usize,
+    /// How texts are grouped into forward passes.
+    pub batching: crate::Batching,
     /// Replace an existing `out`.
     pub overwrite: bool,
 }
@@ -203,7 +203,7 @@ pub fn embed_corpus(embedder: &Embedder, opts: &EmbedOptions, progress: &dyn Fn(
             embedder.max_positions()
         )));
     }
-    let batch_size = opts.batch_size.max(1);
+    let batching = opts.batching;
 
     // Inputs: every file checked before anything is computed.
     let files = lidscope_data::resolve_inputs(&opts.texts).map_err(|e| EmbedError::Input(e.to_string()))?;
@@ -308,7 +308,8 @@ pub fn embed_corpus(embedder: &Embedder, opts: &EmbedOptions, progress: &dyn Fn(
     let mut texts_done = 0u64;
     let mut tokens = 0u64;
     let mut seq_base = 0i64;
-    let chunk = (batch_size * 8).max(64);
+    // Texts read (and their hidden states held) at a time: a pass's worth of texts, at least 64.
+    let chunk = batching.texts.max(64);
     for input in &inputs {
         let path = &input.path;
         let reader = lidscope_data::open_parquet(path)
@@ -338,7 +339,7 @@ pub fn embed_corpus(embedder: &Embedder, opts: &EmbedOptions, progress: &dyn Fn(
                 }
                 texts.push(col.value(r));
             }
-            let emb = embedder.embed(&texts, &layers, max_length, batch_size)?;
+            let emb = embedder.embed(&texts, &layers, max_length, batching)?;
             // Rows: one per token.
             let n_tok: usize = emb.iter().map(|e| e.ids.len()).sum();
             let mut take_idx = Vec::with_capacity(n_tok);
