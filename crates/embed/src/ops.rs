@@ -145,38 +145,6 @@ pub fn bias_activation(y: &Tensor, bias: Option<&[f32]>, act: Activation) -> Res
     y.inplace_op1(&BiasAct { bias, act }).map_err(|e| EmbedError::Compute(e.to_string()))
 }
 
-/// One row: `out[j] = exp(s[j] * scale - max) / sum` for `j < valid`, 0 after. The max and the
-/// sum run in 16 independent lanes: a float reduction in one accumulator cannot be vectorised
-/// (its order is fixed), and the loop around `exp` would stay scalar with it.
-#[inline(always)]
-fn softmax_row(row: &mut [f32], valid: usize, scale: f32) {
-    const L: usize = 16;
-    let o = &mut row[..valid];
-    let mut lanes = [f32::NEG_INFINITY; L];
-    let chunks = o.chunks_exact(L);
-    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-    for c in chunks {
-        for l in 0..L {
-            lanes[l] = lanes[l].max(c[l]);
-        }
-    }
-    let max = lanes.iter().fold(tail, |m, v| m.max(*v)) * scale;
-    for o in o.iter_mut() {
-        *o = exp(*o * scale - max);
-    }
-    let mut lanes = [0f32; L];
-    let chunks = o.chunks_exact(L);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for l in 0..L {
-            lanes[l] += c[l];
-        }
-    }
-    let inv = 1.0 / (lanes.iter().sum::<f32>() + tail);
-    o.iter_mut().for_each(|o| *o *= inv);
-    row[valid..].iter_mut().for_each(|o| *o = 0.0);
-}
-
 /// Multi-head attention over a *packed* batch: the tokens of several texts one after another,
 /// with no padding, so that every dense layer of the model runs on real tokens only and on as
 /// many of them as a pass holds (short texts made thin, padded products before). Only here do
@@ -212,15 +180,13 @@ struct Head<'a> {
     rope: Option<(&'a [f32], &'a [f32])>,
 }
 
-/// Scratch of one task: queries `[t, hd]`, keys transposed `[hd, t]`, values `[t, hd]`, one row
-/// of scores and the head's output `[t, hd]`.
+/// Scratch of one task: rotated queries `[t, hd]` (rotary models), keys transposed and padded
+/// `[hd, t16]`, and the scores of a block of queries `[4, t16]`.
 #[derive(Default)]
 struct Scratch {
     q: Vec<f32>,
     kt: Vec<f32>,
-    v: Vec<f32>,
     s: Vec<f32>,
-    o: Vec<f32>,
 }
 
 /// Rotates the pairs `(x[j], x[j + half])` of one head's row by its position's angles, as
@@ -239,33 +205,65 @@ fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32]) {
 /// Lanes of the attention kernel's register blocks (one AVX-512 vector of `f32`).
 const LANES: usize = 16;
 
-/// `softmax(q kᵀ / √d) v` for one text and head, into `buf.o`. Texts are short (tens of tokens),
-/// so the loops are shaped for registers rather than for caches: a query's scores are formed 16
-/// keys at a time over the head's dimensions (keys transposed and padded with zeros to a multiple
-/// of 16, so no scalar remainder), its output 16 dimensions at a time over the keys. Each score
-/// and output element is still one sum in order, over dimensions or keys.
+/// One row of attention probabilities, padded to whole vectors: `row[j] = exp(row[j] * scale -
+/// max) / sum` for `j < valid`, 0 after (those keys are padding or, for decoders, the future).
+/// Every step runs on full 16-lane blocks, in 16 independent lanes: a short row would otherwise
+/// be mostly scalar remainder, and a reduction in one accumulator cannot be vectorised.
 #[inline(always)]
-fn attend_head(job: &Head<'_>, buf: &mut Scratch) {
-    let (t, hd) = (job.t, job.hd);
+fn softmax_padded(row: &mut [f32], valid: usize, scale: f32) {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    for (c, chunk) in row.chunks_exact(LANES).enumerate() {
+        for l in 0..LANES {
+            let v = if c * LANES + l < valid { chunk[l] } else { f32::NEG_INFINITY };
+            lanes[l] = lanes[l].max(v);
+        }
+    }
+    let max = lanes.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v)) * scale;
+    let mut sums = [0f32; LANES];
+    for (c, chunk) in row.chunks_exact_mut(LANES).enumerate() {
+        for l in 0..LANES {
+            let e = exp(chunk[l] * scale - max);
+            chunk[l] = if c * LANES + l < valid { e } else { 0.0 };
+            sums[l] += chunk[l];
+        }
+    }
+    let inv = 1.0 / sums.iter().sum::<f32>();
+    row.iter_mut().for_each(|p| *p *= inv);
+}
+
+/// Queries per register block of the attention kernel: independent sums to hide the FMAs'
+/// latency, sharing each load of a key or value block.
+const QB: usize = 4;
+
+/// `softmax(q kᵀ / √d) v` for one text and head, into rows `0..t` of `out` (row `i` at
+/// `out[i * stride..][..hd]`). Texts are short (tens of tokens), so the loops are shaped for
+/// registers rather than caches: scores are formed for 4 queries and 16 keys at a time over the
+/// head's dimensions (keys transposed and padded with zeros to a multiple of 16, so there is no
+/// scalar remainder), outputs for 4 queries and 16 dimensions at a time over the keys. Queries
+/// and values are read where the projection put them (queries copied only to rotate them). Each
+/// score and output element is still one sum in order, over dimensions or keys; keys a query
+/// may not see add exact zeros.
+#[inline(always)]
+fn attend_head(job: &Head<'_>, buf: &mut Scratch, out: &mut [f32], stride: usize) {
+    let (t, hd, w) = (job.t, job.hd, job.width);
     let tp = t.div_ceil(LANES) * LANES;
     let scale = 1.0 / (hd as f32).sqrt();
-    buf.q.resize(t * hd, 0.0);
+    let rows = &job.qkv[job.row0 * w..(job.row0 + t) * w];
     buf.kt.clear();
     buf.kt.resize(hd * tp, 0.0);
-    buf.v.resize(t * hd, 0.0);
-    buf.s.resize(tp, 0.0);
-    buf.o.resize(t * hd, 0.0);
+    buf.s.resize(QB * tp, 0.0);
+    if job.rope.is_some() {
+        buf.q.resize(t * hd, 0.0);
+    }
     let mut krow = [0f32; 512];
-    for r in 0..t {
-        let row = &job.qkv[(job.row0 + r) * job.width..][..job.width];
-        let q = &mut buf.q[r * hd..(r + 1) * hd];
-        q.copy_from_slice(&row[job.q_col..job.q_col + hd]);
-        buf.v[r * hd..(r + 1) * hd].copy_from_slice(&row[job.v_col..job.v_col + hd]);
+    for (r, row) in rows.chunks_exact(w).enumerate() {
         let k = &mut krow[..hd];
         k.copy_from_slice(&row[job.k_col..job.k_col + hd]);
         if let Some((cos, sin)) = job.rope {
             let half = hd / 2;
             let (c, s) = (&cos[r * half..(r + 1) * half], &sin[r * half..(r + 1) * half]);
+            let q = &mut buf.q[r * hd..(r + 1) * hd];
+            q.copy_from_slice(&row[job.q_col..job.q_col + hd]);
             rotate(q, c, s);
             rotate(k, c, s);
         }
@@ -273,41 +271,61 @@ fn attend_head(job: &Head<'_>, buf: &mut Scratch) {
             buf.kt[d * tp + r] = kd;
         }
     }
+    // Query `i`'s row (the last real one stands in for the padding of a partial block).
+    let (qs, q_stride, q_col) = if job.rope.is_some() { (&buf.q[..], hd, 0) } else { (rows, w, job.q_col) };
+    let query = |i: usize| &qs[i.min(t - 1) * q_stride + q_col..][..hd];
+    let value = |j: usize| &rows[j * w + job.v_col..][..hd];
     let full = hd / LANES * LANES;
-    for i in 0..t {
-        let valid = if job.causal { i + 1 } else { t };
-        let q = &buf.q[i * hd..(i + 1) * hd];
-        for c in 0..valid.div_ceil(LANES) {
-            let mut acc = [0f32; LANES];
-            for (d, &qd) in q.iter().enumerate() {
+    for i0 in (0..t).step_by(QB) {
+        let valid: [usize; QB] = std::array::from_fn(|qi| if job.causal { (i0 + qi + 1).min(t) } else { t });
+        let keys = valid[QB - 1];
+        let kp = keys.div_ceil(LANES) * LANES;
+        let q: [&[f32]; QB] = std::array::from_fn(|qi| query(i0 + qi));
+        for c in 0..kp / LANES {
+            let mut acc = [[0f32; LANES]; QB];
+            for d in 0..hd {
                 let k: &[f32; LANES] = buf.kt[d * tp + c * LANES..][..LANES].try_into().expect("16 lanes");
-                for l in 0..LANES {
-                    acc[l] += qd * k[l];
+                for (acc, q) in acc.iter_mut().zip(&q) {
+                    let qd = q[d];
+                    for l in 0..LANES {
+                        acc[l] = qd.mul_add(k[l], acc[l]);
+                    }
                 }
             }
-            buf.s[c * LANES..(c + 1) * LANES].copy_from_slice(&acc);
+            for (qi, acc) in acc.iter().enumerate() {
+                buf.s[qi * tp + c * LANES..][..LANES].copy_from_slice(acc);
+            }
         }
-        let p = &mut buf.s[..valid];
-        softmax_row(p, valid, scale);
-        let o = &mut buf.o[i * hd..(i + 1) * hd];
+        for (qi, &valid) in valid.iter().enumerate() {
+            softmax_padded(&mut buf.s[qi * tp..qi * tp + kp], valid, scale);
+        }
+        let real = QB.min(t - i0);
         for c in (0..full).step_by(LANES) {
-            let mut acc = [0f32; LANES];
-            for (j, &pj) in p.iter().enumerate() {
-                let v: &[f32; LANES] = buf.v[j * hd + c..][..LANES].try_into().expect("16 lanes");
-                for l in 0..LANES {
-                    acc[l] += pj * v[l];
+            let mut acc = [[0f32; LANES]; QB];
+            for j in 0..keys {
+                let v: &[f32; LANES] = value(j)[c..c + LANES].try_into().expect("16 lanes");
+                for (qi, acc) in acc.iter_mut().enumerate() {
+                    let p = buf.s[qi * tp + j];
+                    for l in 0..LANES {
+                        acc[l] = p.mul_add(v[l], acc[l]);
+                    }
                 }
             }
-            o[c..c + LANES].copy_from_slice(&acc);
+            for (qi, acc) in acc.iter().enumerate().take(real) {
+                out[(i0 + qi) * stride + c..][..LANES].copy_from_slice(acc);
+            }
         }
-        for (dd, o) in o.iter_mut().enumerate().skip(full) {
-            *o = p.iter().enumerate().fold(0.0, |a, (j, &pj)| a + pj * buf.v[j * hd + dd]);
+        for dd in full..hd {
+            for qi in 0..real {
+                let p = &buf.s[qi * tp..qi * tp + keys];
+                out[(i0 + qi) * stride + dd] = p.iter().enumerate().fold(0.0, |a, (j, &pj)| pj.mul_add(value(j)[dd], a));
+            }
         }
     }
 }
 
 lidscope_kernel::multiversion! {
-    fn attend_head_v(job: &Head<'_>, buf: &mut Scratch) -> () => attend_head
+    fn attend_head_v(job: &Head<'_>, buf: &mut Scratch, out: &mut [f32], stride: usize) -> () => attend_head
 }
 
 impl Attention<'_> {
@@ -326,13 +344,6 @@ impl Attention<'_> {
             causal: self.causal,
             rope: self.rope,
         }
-    }
-}
-
-/// Copies one head's `[t, hd]` output into its columns of the text's rows (`[t, heads * hd]`).
-fn scatter_head(out: &mut [f32], o: &[f32], head: usize, hd: usize, width: usize) {
-    for (dst, src) in out.chunks_exact_mut(width).zip(o.chunks_exact(hd)) {
-        dst[head * hd..(head + 1) * hd].copy_from_slice(src);
     }
 }
 
@@ -370,8 +381,7 @@ impl candle_core::CustomOp1 for Attention<'_> {
             }
             rows.into_par_iter().enumerate().for_each_init(Scratch::default, |buf, (text, rows)| {
                 for head in 0..h {
-                    attend_head_v(&self.head(qkv, width, text, head), buf);
-                    scatter_head(rows, &buf.o, head, hd, dq);
+                    attend_head_v(&self.head(qkv, width, text, head), buf, &mut rows[head * hd..], dq);
                 }
             });
         } else {
@@ -380,12 +390,17 @@ impl candle_core::CustomOp1 for Attention<'_> {
             let outs: Vec<Vec<f32>> = tasks
                 .par_iter()
                 .map_init(Scratch::default, |buf, &(text, head)| {
-                    attend_head_v(&self.head(qkv, width, text, head), buf);
-                    buf.o.clone()
+                    let job = self.head(qkv, width, text, head);
+                    let mut o = vec![0f32; job.t * hd];
+                    attend_head_v(&job, buf, &mut o, hd);
+                    o
                 })
                 .collect();
             for (&(text, head), o) in tasks.iter().zip(&outs) {
-                scatter_head(&mut out[self.offsets[text] * dq..self.offsets[text + 1] * dq], o, head, hd, dq);
+                let rows = &mut out[self.offsets[text] * dq..self.offsets[text + 1] * dq];
+                for (dst, src) in rows.chunks_exact_mut(dq).zip(o.chunks_exact(hd)) {
+                    dst[head * hd..(head + 1) * hd].copy_from_slice(src);
+                }
             }
         }
         Ok((CpuStorage::F32(out), candle_core::Shape::from((n, dq))))
@@ -607,14 +622,15 @@ mod tests {
 
     #[test]
     fn packed_attention_equals_per_text_attention() {
-        // Few texts (tasks per head) and many (tasks per text); grouped-query heads; rotary.
-        for (lengths, heads, kv, causal, rotary) in [
-            (vec![5, 1, 9], 4, 4, false, false),
-            (vec![7, 3], 4, 2, true, true),
-            ((0..40).map(|i| 1 + i % 11).collect::<Vec<usize>>(), 2, 1, true, false),
-            ((0..40).map(|i| 1 + i * 7 % 13).collect::<Vec<usize>>(), 3, 3, false, true),
+        // Few texts (tasks per head) and many (tasks per text); grouped-query heads; rotary;
+        // heads narrower than a vector, of whole vectors, and of vectors and a remainder; texts
+        // longer than a block of keys.
+        for (lengths, heads, kv, hd, causal, rotary) in [
+            (vec![5, 1, 9], 4, 4, 8, false, false),
+            (vec![7, 3, 37], 4, 2, 40, true, true),
+            ((0..40).map(|i| 1 + i % 11).collect::<Vec<usize>>(), 2, 1, 16, true, false),
+            ((0..40).map(|i| 1 + i * 7 % 19).collect::<Vec<usize>>(), 3, 3, 24, false, true),
         ] {
-            let hd = 8;
             let width = (heads + 2 * kv) * hd;
             let mut offsets = vec![0];
             lengths.iter().for_each(|l| offsets.push(offsets.last().unwrap() + l));
