@@ -233,7 +233,7 @@ fn softmax_padded(row: &mut [f32], valid: usize, scale: f32) {
 
 /// Queries per register block of the attention kernel: independent sums to hide the FMAs'
 /// latency, sharing each load of a key or value block.
-const QB: usize = 4;
+const QB: usize = 4; // the kernel's four named sums
 
 /// `softmax(q kᵀ / √d) v` for one text and head, into rows `0..t` of `out` (row `i` at
 /// `out[i * stride..][..hd]`). Texts are short (tens of tokens), so the loops are shaped for
@@ -282,17 +282,18 @@ fn attend_head(job: &Head<'_>, buf: &mut Scratch, out: &mut [f32], stride: usize
         let kp = keys.div_ceil(LANES) * LANES;
         let q: [&[f32]; QB] = std::array::from_fn(|qi| query(i0 + qi));
         for c in 0..kp / LANES {
-            let mut acc = [[0f32; LANES]; QB];
-            for d in 0..hd {
-                let k: &[f32; LANES] = buf.kt[d * tp + c * LANES..][..LANES].try_into().expect("16 lanes");
-                for (acc, q) in acc.iter_mut().zip(&q) {
-                    let qd = q[d];
-                    for l in 0..LANES {
-                        acc[l] = qd.mul_add(k[l], acc[l]);
-                    }
+            // Four named sums, so that each stays in a register.
+            let (mut a0, mut a1, mut a2, mut a3) = ([0f32; LANES], [0f32; LANES], [0f32; LANES], [0f32; LANES]);
+            let ks = buf.kt.chunks_exact(tp).map(|row| &row[c * LANES..(c + 1) * LANES]);
+            for ((((k, &q0), &q1), &q2), &q3) in ks.zip(q[0]).zip(q[1]).zip(q[2]).zip(q[3]) {
+                for l in 0..LANES {
+                    a0[l] = q0.mul_add(k[l], a0[l]);
+                    a1[l] = q1.mul_add(k[l], a1[l]);
+                    a2[l] = q2.mul_add(k[l], a2[l]);
+                    a3[l] = q3.mul_add(k[l], a3[l]);
                 }
             }
-            for (qi, acc) in acc.iter().enumerate() {
+            for (qi, acc) in [a0, a1, a2, a3].iter().enumerate() {
                 buf.s[qi * tp + c * LANES..][..LANES].copy_from_slice(acc);
             }
         }
@@ -300,18 +301,21 @@ fn attend_head(job: &Head<'_>, buf: &mut Scratch, out: &mut [f32], stride: usize
             softmax_padded(&mut buf.s[qi * tp..qi * tp + kp], valid, scale);
         }
         let real = QB.min(t - i0);
+        let (s0, rest) = buf.s.split_at(tp);
+        let (s1, rest) = rest.split_at(tp);
+        let (s2, s3) = rest.split_at(tp);
         for c in (0..full).step_by(LANES) {
-            let mut acc = [[0f32; LANES]; QB];
-            for j in 0..keys {
-                let v: &[f32; LANES] = value(j)[c..c + LANES].try_into().expect("16 lanes");
-                for (qi, acc) in acc.iter_mut().enumerate() {
-                    let p = buf.s[qi * tp + j];
-                    for l in 0..LANES {
-                        acc[l] = p.mul_add(v[l], acc[l]);
-                    }
+            let (mut a0, mut a1, mut a2, mut a3) = ([0f32; LANES], [0f32; LANES], [0f32; LANES], [0f32; LANES]);
+            let vs = rows.chunks_exact(w).map(|row| &row[job.v_col + c..job.v_col + c + LANES]);
+            for ((((v, &p0), &p1), &p2), &p3) in vs.zip(&s0[..keys]).zip(&s1[..keys]).zip(&s2[..keys]).zip(&s3[..keys]) {
+                for l in 0..LANES {
+                    a0[l] = p0.mul_add(v[l], a0[l]);
+                    a1[l] = p1.mul_add(v[l], a1[l]);
+                    a2[l] = p2.mul_add(v[l], a2[l]);
+                    a3[l] = p3.mul_add(v[l], a3[l]);
                 }
             }
-            for (qi, acc) in acc.iter().enumerate().take(real) {
+            for (qi, acc) in [a0, a1, a2, a3].iter().enumerate().take(real) {
                 out[(i0 + qi) * stride + c..][..LANES].copy_from_slice(acc);
             }
         }
