@@ -265,7 +265,7 @@ const BENCH_EXAMPLES: &str = "Examples:
   # a 4,000-row sample of it (the search path the probe chose, and why, is printed for each)
   lidscope bench --real hidden/minilm --real-column hidden_L6
   lidscope bench --real shared/fixtures/minilm_fortunes.parquet --no-synthetic --json
-  # Tokens per second of `lidscope embed` on a checkpoint (256 texts of 128 tokens, batches of 16)
+  # Tokens per second of `lidscope embed` on a checkpoint (256 texts of 128 tokens, packed passes)
   lidscope bench --embed models/all-MiniLM-L6-v2
   # ... on real texts of mixed length (a Parquet column of texts), with the share of the sgemm rate
   lidscope bench --embed models/all-MiniLM-L6-v2 --embed-texts texts.parquet --text-column text
