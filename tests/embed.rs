@@ -72,8 +72,8 @@ fn golden(file: &str) -> (Vec<GoldenText>, usize) {
     (out, dim)
 }
 
-/// Embeds the golden file's texts with `m` (all layers, `batch` texts per forward pass, with
-/// padding) and compares: token ids, tokens and special flags exactly, hidden states within 1e-4.
+/// Embeds the golden file's texts with `m` (all layers, `batch` texts per packed forward pass)
+/// and compares: token ids, tokens and special flags exactly, hidden states within 1e-4.
 /// Returns the largest absolute difference.
 fn check_golden(m: &Embedder, file: &str, max_length: usize, batch: usize) -> f32 {
     let all = texts();

@@ -10,8 +10,8 @@
 //!
 //! Architectures: BERT (incl. MiniLM), RoBERTa, GPT-2, Llama and Qwen2, written on candle's tensor
 //! operations (float32, CPU) on packed batches (no padding), with attention and the element-wise
-//! steps fused in [`ops`](crate) and dispatched
-//! to the CPU's vector width by the kernel's `multiversion!`. It does not depend on DataFusion.
+//! steps fused in [`ops`](crate) and dispatched to the CPU's vector width by the kernel's
+//! `multiversion!`. It does not depend on DataFusion.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -26,7 +26,6 @@ use std::path::{Path, PathBuf};
 
 pub use config::{Arch, ModelConfig, SUPPORTED};
 pub use model::Model;
-// `Batching` is defined below, beside `Embedder::embed`.
 pub use pipeline::{embed_corpus, EmbedOptions, EmbedProgress, EmbedSummary};
 pub use weights::Weights;
 

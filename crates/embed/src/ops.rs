@@ -166,7 +166,7 @@ pub struct Attention<'a> {
     pub rope: Option<(&'a [f32], &'a [f32])>,
 }
 
-/// One `(text, head)` of [`Attention`]: where its rows and columns are, and its scratch space.
+/// One `(text, head)` of [`Attention`]: where its rows and columns are in the fused projection.
 struct Head<'a> {
     qkv: &'a [f32],
     width: usize,
@@ -362,7 +362,7 @@ impl candle_core::CustomOp1 for Attention<'_> {
         let qkv = &all[start..end];
         let (n, width) = layout.shape().dims2()?;
         let (h, kv, hd) = (self.heads, self.kv_heads, self.head_dim);
-        if kv == 0 || h % kv != 0 || width != (h + 2 * kv) * hd || self.offsets.last() != Some(&n) || hd > 512 {
+        if kv == 0 || h % kv != 0 || width != (h + 2 * kv) * hd || self.offsets.last() != Some(&n) || hd > 512 || (self.rope.is_some() && hd % 2 != 0) {
             candle_core::bail!("{}: {n} x {width} projections for {h} heads, {kv} key/value heads of {hd}, texts ending at {:?}", self.name(), self.offsets.last());
         }
         let longest = self.offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
