@@ -283,14 +283,17 @@ fn parse_estimators(s: &str) -> Result<EstimatorList, String> {
 /// Neighbour search path.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum SearchArg {
-    /// k-d tree in low dimensions where it is faster; else int8 candidates where the CPU has
-    /// them and a probe of the reference says they pay; else float32 GEMM.
+    /// k-d tree in low dimensions where it is faster; else, on AVX512_VNNI CPUs, int8 candidates
+    /// where a probe of the reference says their window pays, or int16 ones; else float32 GEMM.
     Auto,
     /// Blocked float32 GEMM with exact float64 re-ranking.
     Gemm,
     /// Candidates from exact int8 products within a proven bound, exact float64 re-ranking
     /// (AVX512_VNNI CPUs).
     Int8,
+    /// Candidates from exact 16-bit integer products (a window about 50 times narrower than
+    /// int8's at half its rate), exact float64 re-ranking (AVX512_VNNI CPUs).
+    Int16,
     /// kiddo k-d tree (low dimensions only).
     Kdtree,
 }

@@ -80,7 +80,10 @@ fn mac_rates_line() -> serde_json::Value {
         Some(i8) => eprintln!("one core: int8 dot (vpdpbusd) {i8:.1} G multiply-adds/s = {:.2}x float32 FMA: the int8 candidate search's rate", i8 / r.fma_f32),
         None => eprintln!("one core: no int8 dot product (AVX512_VNNI) on this CPU: candidates come from float32 products"),
     }
-    json!({ "fma_f32_gmacs": r.fma_f32, "dot_bf16_gmacs": r.dot_bf16, "dot_int8_gmacs": r.dot_int8 })
+    if let Some(i16) = r.dot_int16 {
+        eprintln!("one core: int16 dot (vpdpwssd) {i16:.1} G multiply-adds/s = {:.2}x float32 FMA: the int16 candidate search's rate", i16 / r.fma_f32);
+    }
+    json!({ "fma_f32_gmacs": r.fma_f32, "dot_bf16_gmacs": r.dot_bf16, "dot_int8_gmacs": r.dot_int8, "dot_int16_gmacs": r.dot_int16 })
 }
 
 /// Times this executable and `other` on one corpus, as separate processes in the order

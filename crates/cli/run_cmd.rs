@@ -37,6 +37,7 @@ impl From<&RunArgs> for RunConfig {
                 SearchArg::Auto => SearchStrategy::Auto,
                 SearchArg::Gemm => SearchStrategy::Gemm,
                 SearchArg::Int8 => SearchStrategy::Int8,
+                SearchArg::Int16 => SearchStrategy::Int16,
                 SearchArg::Kdtree => SearchStrategy::KdTree,
             },
             partition: a.partition.clone(),

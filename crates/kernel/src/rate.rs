@@ -36,6 +36,9 @@ pub struct MacRates {
     /// `vpdpbusd` (64 byte products summed in fours into `i32`), where the CPU has AVX512_VNNI:
     /// the int8 candidate search's instruction.
     pub dot_int8: Option<f64>,
+    /// `vpdpwssd` (32 sixteen-bit products summed in pairs into `i32`), AVX512_VNNI: the int16
+    /// candidate search's instruction.
+    pub dot_int16: Option<f64>,
 }
 
 /// Measures [`MacRates`] on the calling thread: independent accumulator chains, at least as
@@ -71,7 +74,15 @@ pub fn mac_rates() -> MacRates {
                     (10 * 64 * STEPS) as f64 / t.elapsed().as_secs_f64() / 1e9
                 })
             });
-            return MacRates { fma_f32: fma, dot_bf16: bf16, dot_int8: int8 };
+            let int16 = std::arch::is_x86_feature_detected!("avx512vnni").then(|| {
+                best(&|| {
+                    let t = Instant::now();
+                    // SAFETY: AVX-512F and AVX512_VNNI checked above.
+                    std::hint::black_box(unsafe { chains_dpwssd(STEPS) });
+                    (10 * 32 * STEPS) as f64 / t.elapsed().as_secs_f64() / 1e9
+                })
+            });
+            return MacRates { fma_f32: fma, dot_bf16: bf16, dot_int8: int8, dot_int16: int16 };
         }
     }
     let fma = best(&|| {
@@ -86,7 +97,7 @@ pub fn mac_rates() -> MacRates {
         std::hint::black_box(acc);
         (8 * STEPS) as f64 / t.elapsed().as_secs_f64() / 1e9
     });
-    MacRates { fma_f32: fma, dot_bf16: None, dot_int8: None }
+    MacRates { fma_f32: fma, dot_bf16: None, dot_int8: None, dot_int16: None }
 }
 
 /// # Safety
@@ -119,6 +130,24 @@ unsafe fn chains_dpbusd(steps: usize) -> i32 {
     for _ in 0..steps {
         for a in &mut acc {
             *a = _mm512_dpbusd_epi32(*a, ones, ones);
+        }
+    }
+    acc.iter().fold(0, |s, a| s.wrapping_add(_mm512_reduce_add_epi32(*a)))
+}
+
+/// # Safety
+/// AVX-512F and AVX512_VNNI must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn chains_dpwssd(steps: usize) -> i32 {
+    use std::arch::x86_64::*;
+    // Sixteen-bit ones: each step adds 2 to every lane; lanes wrap harmlessly.
+    let ones = _mm512_set1_epi32(std::hint::black_box(0x0001_0001));
+    // Ten chains, as for `vpdpbusd`.
+    let mut acc = [_mm512_setzero_si512(); 10];
+    for _ in 0..steps {
+        for a in &mut acc {
+            *a = _mm512_dpwssd_epi32(*a, ones, ones);
         }
     }
     acc.iter().fold(0, |s, a| s.wrapping_add(_mm512_reduce_add_epi32(*a)))

@@ -1,9 +1,12 @@
-//! The int8 candidate search: exact integer products of quantized rows, with a proven bound.
+//! The integer candidate search: exact integer products of quantized rows, with a proven bound.
 //!
 //! On CPUs with AVX512_VNNI, `vpdpbusd` does 64 multiply-adds of bytes per instruction at two
 //! per cycle: 3.8 times the float32 FMA rate here (`lidscope bench` prints both). This module
 //! finds candidates with it; the float64 re-rank then picks the neighbours exactly, as on every
-//! other path.
+//! other path. The same instructions' 16-bit sibling, `vpdpwssd` (32 products per instruction,
+//! twice the float32 rate), searches rows quantized to 16 bits ([`Width::I16`]) through the same
+//! kernel, bounds and window: their residuals are about a fiftieth of the bytes', which is what
+//! real hidden states need (see "Two widths" below).
 //!
 //! **Why the candidates are right.** Each centred row `c = x - mean` is stored as `s * q + e`:
 //! one float64 scale `s` per row (its largest value maps to 127), bytes `q` in `[-127, 127]`, and
@@ -21,11 +24,20 @@
 //! about 3% of its k-th distance. Data with a few huge coordinates per row quantize more coarsely
 //! and re-rank more rows; the neighbours are the same either way.
 //!
+//! **Two widths.** On language-model hidden states the k-th neighbour distance has many rows just
+//! beyond it (the next `k` rows within 2% of it on MiniLM's states, against 9% on the bench's
+//! synthetic rows), so the bytes' window of about 3% lets through several times `k` candidates, and
+//! their float64 re-rank costs more than the bytes save. Sixteen-bit values shrink the window to
+//! well under a tenth of a percent at half the bytes' product rate. Their products are exact too:
+//! a row's scale keeps its quantized norm below `2^15.5`, so by Cauchy-Schwarz every product lies
+//! in `i32` (lanes wrap in between, which two's complement undoes), whatever the dimension.
+//!
 //! Layout: the reference is packed into panels of [`NR`] rows as unsigned bytes (`q + 128`),
 //! four consecutive dimensions of a row together (one `i32` lane); queries into micro-panels of
 //! [`MR`] rows as signed bytes (one 4-byte broadcast each). `vpdpbusd` multiplies unsigned by
 //! signed bytes, so each query's product comes out `128 * sum(q_x)` high, which the epilogue
-//! subtracts.
+//! subtracts. Sixteen-bit rows are packed the same way, two dimensions per lane, signed on both
+//! sides (`vpdpwssd` multiplies signed by signed): no offset.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -43,8 +55,32 @@ pub(crate) const NR: usize = 48;
 const GC: usize = 128;
 /// Unit roundoff of float32.
 const U: f32 = f32::EPSILON / 2.0;
-/// Largest dimension whose products fit in `i32`: `d * 255 * 127 < 2^31`.
+/// Largest dimension whose products fit in `i32`: `d * 255 * 127 < 2^31` (bytes); sixteen-bit
+/// rows fit in any dimension, but their norm bound leaves them few bits per value beyond it.
 pub(crate) const MAX_DIM: usize = 66_000;
+/// The largest quantized norm of a sixteen-bit row: `(NORM16 + sqrt(MAX_DIM) / 2)^2 < 2^31`
+/// (rounding moves each value by at most a half), so `|q_x . q_y| <= |q_x| |q_y| < 2^31`.
+const NORM16: f64 = 46_000.0;
+
+/// How many bits a quantized value has: the product rate against the width of the window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Width {
+    /// Bytes in `[-127, 127]` (`vpdpbusd`): four times the float32 rate, a window of about 1% of
+    /// a row's norm.
+    I8,
+    /// Sixteen-bit values (`vpdpwssd`): twice the float32 rate, a window about 50 times narrower.
+    I16,
+}
+
+impl Width {
+    /// Bytes per value.
+    pub(crate) fn bytes(self) -> usize {
+        match self {
+            Width::I8 => 1,
+            Width::I16 => 2,
+        }
+    }
+}
 
 /// Whether this CPU runs the int8 search.
 pub(crate) fn available() -> bool {
@@ -60,28 +96,32 @@ pub(crate) fn available() -> bool {
 
 /// Rows quantized with one scale each, with what the bounds need.
 pub(crate) struct Quantized {
-    /// Groups of four dimensions per row (the dimension rounded up to a multiple of 4).
+    /// Bits per value.
+    pub(crate) width: Width,
+    /// Four-byte lanes per row: four dimensions of bytes or two of sixteen-bit values.
     pub(crate) groups: usize,
-    /// Bytes, row-major, `4 * groups` per row (zero-padded).
-    pub(crate) bytes: Vec<i8>,
+    /// The values, row-major, `4 * groups` bytes per row (little-endian, zero-padded).
+    pub(crate) bytes: Vec<u8>,
     /// Per row: the scale `s`.
     pub(crate) scale: Vec<f64>,
     /// Per row: `|s q|^2`.
     pub(crate) sq_norm: Vec<f64>,
     /// Per row: an upper bound on the residual's norm, as float32 rounded up.
     pub(crate) rho: Vec<f32>,
-    /// Per row: `128 * sum(q)`, what `vpdpbusd` adds to each of the row's products.
+    /// Per row: `128 * sum(q)`, what `vpdpbusd` adds to each of the row's products (zero for
+    /// sixteen-bit rows).
     pub(crate) offset: Vec<i32>,
 }
 
 impl Quantized {
     /// Quantizes `rows - mean` (the mean in float64, as the float32 paths centre).
-    pub(crate) fn new(rows: Rows<'_>, mean: &[f64]) -> Self {
+    pub(crate) fn new(rows: Rows<'_>, mean: &[f64], width: Width) -> Self {
         let (n, d) = (rows.len(), rows.dim());
-        let groups = d.div_ceil(4);
-        let mut bytes = vec![0i8; n * 4 * groups];
-        let stats: Vec<(f64, f64, f32, i32)> = bytes.par_chunks_mut(4 * groups).enumerate().map(|(i, out)| quantize(rows.row(i), mean, out)).collect();
+        let groups = (d * width.bytes()).div_ceil(4);
+        let mut bytes = vec![0u8; n * 4 * groups];
+        let stats: Vec<(f64, f64, f32, i32)> = bytes.par_chunks_mut(4 * groups).enumerate().map(|(i, out)| quantize(rows.row(i), mean, width, out)).collect();
         let mut q = Quantized {
+            width,
             groups,
             bytes,
             scale: Vec::with_capacity(n),
@@ -99,7 +139,7 @@ impl Quantized {
     }
 
     /// The bytes of row `i`.
-    pub(crate) fn row(&self, i: usize) -> &[i8] {
+    pub(crate) fn row(&self, i: usize) -> &[u8] {
         &self.bytes[i * 4 * self.groups..(i + 1) * 4 * self.groups]
     }
 
@@ -156,25 +196,39 @@ pub(crate) fn bounds(distance: f32, rho: f32) -> (f32, f32) {
     ((distance * (1.0 - 4.0 * U) - rho).next_down(), (distance * (1.0 + 4.0 * U) + rho).next_up())
 }
 
-/// Quantizes one row into `out`; returns (scale, `|s q|^2`, residual bound, `128 * sum(q)`).
-fn quantize(row: &[f32], mean: &[f64], out: &mut [i8]) -> (f64, f64, f32, i32) {
-    let max = row.iter().zip(mean).fold(0.0f64, |a, (v, m)| a.max((*v as f64 - m).abs()));
-    let s = if max > 0.0 { max / 127.0 } else { 1.0 };
-    let (mut norm, mut resid, mut centred, mut sum) = (0.0f64, 0.0f64, 0.0f64, 0i32);
-    for ((o, v), m) in out.iter_mut().zip(row).zip(mean) {
+/// Quantizes one row into `out`; returns (scale, `|s q|^2`, residual bound, `128 * sum(q)` for
+/// bytes, else 0).
+fn quantize(row: &[f32], mean: &[f64], width: Width, out: &mut [u8]) -> (f64, f64, f32, i32) {
+    let (max, sq) = row.iter().zip(mean).fold((0.0f64, 0.0f64), |(a, n), (v, m)| {
         let c = *v as f64 - m;
-        let q = (c / s).round().clamp(-127.0, 127.0);
-        *o = q as i8;
+        (a.max(c.abs()), n + c * c)
+    });
+    // Bytes use their whole range; sixteen-bit values as much of theirs as the norm bound allows.
+    let (s, top) = match width {
+        Width::I8 => (max / 127.0, 127.0),
+        Width::I16 => ((max / 32767.0).max(sq.sqrt() / NORM16), 32767.0),
+    };
+    let s = if s > 0.0 { s } else { 1.0 };
+    let (mut norm, mut resid, mut centred, mut sum) = (0.0f64, 0.0f64, 0.0f64, 0i32);
+    for (t, (v, m)) in row.iter().zip(mean).enumerate() {
+        let c = *v as f64 - m;
+        let q = (c / s).round().clamp(-top, top);
+        match width {
+            Width::I8 => out[t] = q as i8 as u8,
+            Width::I16 => out[2 * t..2 * t + 2].copy_from_slice(&(q as i16).to_le_bytes()),
+        }
         sum += q as i32;
         norm += q * q;
         let e = c - s * q;
         resid += e * e;
         centred += c * c;
     }
+    debug_assert!(width == Width::I8 || norm < 2f64.powi(31), "sixteen-bit norm bound");
     // Float64 rounding of the centring and of these sums is far below 1e-12 of the row's norm.
     let rho = resid.sqrt() + 1e-12 * centred.sqrt();
     let rho32 = (rho as f32).next_up();
-    (s, s * s * norm, rho32, 128 * sum)
+    let offset = if width == Width::I8 { 128 * sum } else { 0 };
+    (s, s * s * norm, rho32, offset)
 }
 
 /// Float32 values per row (or per column) for the epilogue.
@@ -188,19 +242,19 @@ pub(crate) struct Lanes {
 }
 
 /// Packs rows `lo..hi` of `q` into panels of `width` rows: group `g` of row `lo + p * width + r`
-/// goes to bytes `((p * groups + g) * width + r) * 4..+4`, as unsigned (`+ 128`) when `unsigned`.
-/// Missing rows are zero.
-pub(crate) fn pack(q: &Quantized, lo: usize, hi: usize, width: usize, unsigned: bool, out: &mut Vec<u8>) {
+/// goes to bytes `((p * groups + g) * width + r) * 4..+4`, bytes as unsigned (`+ 128`) on the
+/// `reference` side (sixteen-bit values stay signed on both). Missing rows are zero.
+pub(crate) fn pack(q: &Quantized, lo: usize, hi: usize, width: usize, reference: bool, out: &mut Vec<u8>) {
     let g = q.groups;
     let panels = (hi - lo).div_ceil(width);
     out.clear();
     out.resize(panels * g * width * 4, 0);
-    let flip = if unsigned { 0x80u8 } else { 0 };
+    let flip = if reference && q.width == Width::I8 { 0x80u8 } else { 0 };
     for (p, panel) in out.chunks_exact_mut(g * width * 4).enumerate() {
         for r in 0..width.min(hi - lo - p * width) {
             for (t, chunk) in q.row(lo + p * width + r).chunks_exact(4).enumerate() {
                 for (b, v) in chunk.iter().enumerate() {
-                    panel[(t * width + r) * 4 + b] = (*v as u8) ^ flip;
+                    panel[(t * width + r) * 4 + b] = *v ^ flip;
                 }
             }
         }
@@ -249,12 +303,12 @@ impl Lanes {
     }
 }
 
-/// One depth slice (`groups` groups of four dimensions) of an `MR x NR` block of integer
-/// products: `a` from a micro-panel of [`MR`] query rows (signed), `b` from a panel of [`NR`]
-/// reference rows (unsigned), both as packed by [`pack`]. Sums start from zero when `first`, else
-/// from `partial`; without an epilogue they are stored back to `partial`.
+/// One depth slice (`groups` four-byte lanes) of an `MR x NR` block of integer products of
+/// `width`: `a` from a micro-panel of [`MR`] query rows, `b` from a panel of [`NR`] reference
+/// rows, both as packed by [`pack`]. Sums start from zero when `first`, else from `partial`;
+/// without an epilogue they are stored back to `partial`.
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn block(a: &[u8], b: &[u8], groups: usize, partial: &mut [i32], first: bool, epilogue: Option<Epilogue<'_>>) {
+pub(crate) fn block(a: &[u8], b: &[u8], groups: usize, width: Width, partial: &mut [i32], first: bool, epilogue: Option<Epilogue<'_>>) {
     assert!(a.len() >= groups * MR * 4 && b.len() >= groups * NR * 4 && partial.len() >= MR * NR, "int8::block: short operand");
     if let Some(e) = &epilogue {
         let long = |l: &LaneSlice<'_>, w: usize| l.sq_norm.len() >= w && l.scale.len() >= w && l.rho.len() >= w && l.margin.len() >= w && l.offset.len() >= w;
@@ -264,16 +318,24 @@ pub(crate) fn block(a: &[u8], b: &[u8], groups: usize, partial: &mut [i32], firs
     assert!(available(), "int8::block needs AVX512_VNNI");
     // SAFETY: AVX-512F and AVX512_VNNI are available (asserted); every offset below stays within
     // the lengths asserted above.
-    unsafe { block_vnni(a, b, groups, partial, first, epilogue) }
+    unsafe {
+        match width {
+            Width::I8 => block_vnni::<false>(a, b, groups, partial, first, epilogue),
+            Width::I16 => block_vnni::<true>(a, b, groups, partial, first, epilogue),
+        }
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn block(_: &[u8], _: &[u8], _: usize, _: &mut [i32], _: bool, _: Option<Epilogue<'_>>) {
+pub(crate) fn block(_: &[u8], _: &[u8], _: usize, _: Width, _: &mut [i32], _: bool, _: Option<Epilogue<'_>>) {
     unreachable!("int8::available() is false off x86-64")
 }
 
 /// # Safety
 /// AVX-512F and AVX512_VNNI must be available, and the slices as long as [`block`] asserts.
+///
+/// `WIDE` selects sixteen-bit values (`vpdpwssd`, signed by signed) over bytes (`vpdpbusd`,
+/// unsigned reference by signed query).
 ///
 /// The prefilter passes column `c` for row `r` when `D^2 <= (T_r + rho_c)^2 + margin_r`,
 /// computed in float32, so that it passes every pair whose offered lower bound ([`bounds`]) is
@@ -284,7 +346,17 @@ pub(crate) fn block(_: &[u8], _: &[u8], _: usize, _: &mut [i32], _: bool, _: Opt
 /// itself: the factor `1 + 16u` on `T + rho` restores all of it.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vnni")]
-unsafe fn block_vnni(a: &[u8], b: &[u8], groups: usize, partial: &mut [i32], first: bool, epilogue: Option<Epilogue<'_>>) {
+unsafe fn block_vnni<const WIDE: bool>(a: &[u8], b: &[u8], groups: usize, partial: &mut [i32], first: bool, epilogue: Option<Epilogue<'_>>) {
+    // A macro, not a closure: the intrinsics must be inlined under this function's features.
+    macro_rules! dot {
+        ($acc:expr, $b:expr, $x:expr) => {
+            if WIDE {
+                _mm512_dpwssd_epi32($acc, $b, $x)
+            } else {
+                _mm512_dpbusd_epi32($acc, $b, $x)
+            }
+        };
+    }
     let (pa, pb) = (a.as_ptr(), b.as_ptr());
     let mut acc = [[_mm512_setzero_si512(); 3]; MR];
     if !first {
@@ -303,9 +375,9 @@ unsafe fn block_vnni(a: &[u8], b: &[u8], groups: usize, partial: &mut [i32], fir
             let b2 = _mm512_loadu_si512(pb.add(g * NR * 4 + 128).cast());
             for (r, acc) in acc.iter_mut().enumerate() {
                 let x = _mm512_set1_epi32(pa.add((g * MR + r) * 4).cast::<i32>().read_unaligned());
-                acc[0] = _mm512_dpbusd_epi32(acc[0], b0, x);
-                acc[1] = _mm512_dpbusd_epi32(acc[1], b1, x);
-                acc[2] = _mm512_dpbusd_epi32(acc[2], b2, x);
+                acc[0] = dot!(acc[0], b0, x);
+                acc[1] = dot!(acc[1], b1, x);
+                acc[2] = dot!(acc[2], b2, x);
             }
         }
     }
@@ -363,6 +435,7 @@ pub(crate) struct LastSlice<'a> {
     a: &'a [u8],
     b: &'a [u8],
     groups: usize,
+    width: Width,
     partial: &'a mut [i32],
     first: bool,
 }
@@ -370,22 +443,22 @@ pub(crate) struct LastSlice<'a> {
 impl LastSlice<'_> {
     /// Runs the slice and `e`.
     pub(crate) fn finish(self, e: Epilogue<'_>) {
-        block(self.a, self.b, self.groups, self.partial, self.first, Some(e));
+        block(self.a, self.b, self.groups, self.width, self.partial, self.first, Some(e));
     }
 }
 
 /// Every micro-panel of the packed query block `packed` against the reference panel `b` (both
-/// of `groups` groups), one depth slice at a time, as [`super::fused::against_panel`] does for
-/// float32; each block's last slice goes to `last(micro_panel, slice)`.
-pub(crate) fn against_panel(packed: &[u8], b: &[u8], groups: usize, partial: &mut [i32], mut last: impl FnMut(usize, LastSlice<'_>)) {
+/// of `groups` lanes of `width`), one depth slice at a time, as [`super::fused::against_panel`]
+/// does for float32; each block's last slice goes to `last(micro_panel, slice)`.
+pub(crate) fn against_panel(packed: &[u8], b: &[u8], groups: usize, width: Width, partial: &mut [i32], mut last: impl FnMut(usize, LastSlice<'_>)) {
     for (g0, len, is_last) in slices(groups) {
         let bs = &b[g0 * NR * 4..(g0 + len) * NR * 4];
         for (ap, c) in partial.chunks_exact_mut(MR * NR).enumerate() {
             let a = &packed[(ap * groups + g0) * MR * 4..(ap * groups + g0 + len) * MR * 4];
             if is_last {
-                last(ap, LastSlice { a, b: bs, groups: len, partial: c, first: g0 == 0 });
+                last(ap, LastSlice { a, b: bs, groups: len, width, partial: c, first: g0 == 0 });
             } else {
-                block(a, bs, len, c, g0 == 0, None);
+                block(a, bs, len, width, c, g0 == 0, None);
             }
         }
     }
@@ -399,20 +472,40 @@ mod tests {
     /// The block's products equal the integer sums, its masks the float64 test they prefilter,
     /// over several depth slices and with padding past the last rows.
     #[test]
-    #[allow(clippy::needless_range_loop)] // (r, c) index the block, the thresholds and the rows alike
     fn products_and_masks_match_the_definition() {
         if !available() {
             return;
         }
-        let d = 4 * GC * 2 + 7; // three slices, the last one short and padded
+        for width in [Width::I8, Width::I16] {
+            products_and_masks(width);
+        }
+    }
+
+    /// The quantized values of row `i`.
+    fn values(q: &Quantized, i: usize) -> Vec<i32> {
+        match q.width {
+            Width::I8 => q.row(i).iter().map(|v| *v as i8 as i32).collect(),
+            Width::I16 => q.row(i).chunks_exact(2).map(|v| i16::from_le_bytes([v[0], v[1]]) as i32).collect(),
+        }
+    }
+
+    /// The exact product of two quantized rows, which must fit in `i32`.
+    fn dot(qx: &Quantized, i: usize, qy: &Quantized, j: usize) -> i32 {
+        let sum: i64 = values(qx, i).iter().zip(values(qy, j)).map(|(x, y)| *x as i64 * y as i64).sum();
+        i32::try_from(sum).expect("products fit in i32")
+    }
+
+    #[allow(clippy::needless_range_loop)] // (r, c) index the block, the thresholds and the rows alike
+    fn products_and_masks(width: Width) {
+        let d = 4 * GC * 2 + 7; // three slices of bytes (five of sixteen-bit values), the last short and padded
         let (m, n) = (MR - 3, NR - 5);
         let gen = |seed: usize, len: usize| -> Vec<f32> {
             (0..len * d).map(|i| (((i * 7919 + seed) % 1013) as f32 / 500.0 - 1.0) * (1.0 + (i / d) as f32)).collect()
         };
         let (xs, ys) = (gen(1, m), gen(5, n));
         let mean = vec![0.25f64; d];
-        let qx = Quantized::new(Rows::try_new(&xs, m, d).unwrap(), &mean);
-        let qy = Quantized::new(Rows::try_new(&ys, n, d).unwrap(), &mean);
+        let qx = Quantized::new(Rows::try_new(&xs, m, d).unwrap(), &mean, width);
+        let qy = Quantized::new(Rows::try_new(&ys, n, d).unwrap(), &mean, width);
         let max_norm = qy.max_norm();
         let (mut a, mut b) = (Vec::new(), Vec::new());
         pack(&qx, 0, m, MR, false, &mut a);
@@ -422,7 +515,7 @@ mod tests {
         qy.lanes(0, n, NR, max_norm, &mut cols);
         // Thresholds that cut through the distances, so both outcomes occur.
         let dist = |i: usize, j: usize| {
-            let dot: i32 = qx.row(i).iter().zip(qy.row(j)).map(|(x, y)| *x as i32 * *y as i32).sum();
+            let dot = dot(&qx, i, &qy, j);
             (dot, qx.distance(i, &qy, j, dot) as f64)
         };
         let row_thr: Vec<f32> = (0..MR).map(|i| if i < m { dist(i, i).1 as f32 } else { f32::NAN }).collect();
@@ -430,27 +523,27 @@ mod tests {
         let mut partial = vec![0i32; MR * NR];
         let mut out = Passed::default();
         let mut calls = 0;
-        against_panel(&a, &b, qx.groups, &mut partial, |ap, slice| {
+        against_panel(&a, &b, qx.groups, width, &mut partial, |ap, slice| {
             calls += 1;
             slice.finish(Epilogue { cols: cols.at(0), rows: rows.at(ap * MR), row_thresholds: &row_thr, col_thresholds: Some(&col_thr), out: &mut out });
         });
-        assert_eq!(calls, 1);
+        assert_eq!(calls, 1, "{width:?}");
         let (mut passed, mut failed) = (0, 0);
         for r in 0..MR {
             for c in 0..NR {
                 let (row_bit, col_bit) = (out.mask[r] >> c & 1 == 1, out.other[r] >> c & 1 == 1);
                 if r >= m || c >= n {
-                    assert!(!row_bit && !col_bit, "padding passed at ({r}, {c})");
+                    assert!(!row_bit && !col_bit, "{width:?}: padding passed at ({r}, {c})");
                     continue;
                 }
                 let (dot, dd) = dist(r, c);
-                assert_eq!(out.dots[r * NR + c], dot, "product ({r}, {c})");
+                assert_eq!(out.dots[r * NR + c], dot, "{width:?}: product ({r}, {c})");
                 // Every pair whose offered lower bound is within the threshold passes.
                 if bounds(dd as f32, qy.rho[c]).0 <= row_thr[r] {
-                    assert!(row_bit, "row {r} lost column {c}");
+                    assert!(row_bit, "{width:?}: row {r} lost column {c}");
                 }
                 if bounds(dd as f32, qx.rho[r]).0 <= col_thr[c] {
-                    assert!(col_bit, "column {c} lost row {r}");
+                    assert!(col_bit, "{width:?}: column {c} lost row {r}");
                 }
                 if row_bit {
                     passed += 1;
@@ -459,24 +552,32 @@ mod tests {
                 }
             }
         }
-        assert!(passed > 0 && failed > 0, "thresholds should cut: {passed} passed, {failed} failed");
+        assert!(passed > 0 && failed > 0, "{width:?}: thresholds should cut: {passed} passed, {failed} failed");
     }
 
-    /// The residual bound holds: the true distance lies within `D -+ (rho_x + rho_y)`.
+    /// The residual bound holds: the true distance lies within `D -+ (rho_x + rho_y)`; sixteen-bit
+    /// residuals are far smaller than the bytes', and their products stay in `i32` at a large
+    /// dimension.
     #[test]
     fn distances_lie_within_the_residual_bounds() {
-        let d = 97;
         let n = 40;
-        let xs: Vec<f32> = (0..n * d).map(|i| ((i * 2654435761usize) % 10007) as f32 / 977.0 * if i % 13 == 0 { 40.0 } else { 1.0 }).collect();
-        let mean: Vec<f64> = (0..d).map(|t| t as f64 * 0.01).collect();
-        let q = Quantized::new(Rows::try_new(&xs, n, d).unwrap(), &mean);
-        for i in 0..n {
-            for j in 0..n {
-                let dot: i32 = q.row(i).iter().zip(q.row(j)).map(|(x, y)| *x as i32 * *y as i32).sum();
-                let (lower, upper) = bounds(q.distance(i, &q, j, dot), q.rho[j]);
-                let truth = xs[i * d..(i + 1) * d].iter().zip(&xs[j * d..(j + 1) * d]).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>().sqrt();
-                let r = q.rho[i] as f64;
-                assert!(truth >= lower as f64 - r && truth <= upper as f64 + r, "({i}, {j}): {truth} outside [{lower}, {upper}] -+ {r}");
+        for (d, width) in [(97, Width::I8), (97, Width::I16), (4099, Width::I16)] {
+            let xs: Vec<f32> = (0..n * d).map(|i| ((i * 2654435761usize) % 10007) as f32 / 977.0 * if i % 13 == 0 { 40.0 } else { 1.0 }).collect();
+            let mean: Vec<f64> = (0..d).map(|t| t as f64 * 0.01).collect();
+            let q = Quantized::new(Rows::try_new(&xs, n, d).unwrap(), &mean, width);
+            for i in 0..n {
+                for j in 0..n {
+                    let dot = dot(&q, i, &q, j);
+                    let (lower, upper) = bounds(q.distance(i, &q, j, dot), q.rho[j]);
+                    let truth = xs[i * d..(i + 1) * d].iter().zip(&xs[j * d..(j + 1) * d]).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>().sqrt();
+                    let r = q.rho[i] as f64;
+                    assert!(truth >= lower as f64 - r && truth <= upper as f64 + r, "{width:?} d={d} ({i}, {j}): {truth} outside [{lower}, {upper}] -+ {r}");
+                }
+            }
+            if d == 97 {
+                let bytes = Quantized::new(Rows::try_new(&xs, n, d).unwrap(), &mean, Width::I8);
+                let ratio = q.rho.iter().zip(&bytes.rho).map(|(a, b)| *a / *b).fold(0.0f32, f32::max);
+                assert!(width == Width::I8 || ratio < 0.05, "sixteen-bit residuals up to {ratio} of the bytes'");
             }
         }
     }

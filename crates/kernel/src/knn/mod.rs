@@ -10,8 +10,8 @@
 //!   products come from our tile kernel with the window test in its epilogue ([`fused`]);
 //!   elsewhere from the `gemm` crate ([`gemm`]). Both give the same neighbours, to the bit.
 //!   On CPUs with AVX512_VNNI the candidates come instead from exact integer products of rows
-//!   quantized to bytes, with a window from their proven residual bounds ([`int8`]); the float64
-//!   re-rank makes the neighbours the same again.
+//!   quantized to bytes or to sixteen bits, with a window from their proven residual bounds
+//!   ([`int8`]); the float64 re-rank makes the neighbours the same again.
 //! - **kd-tree** (`kiddo`, low dimensions): exact float64 coordinates, used where the benchmark
 //!   shows it is faster.
 
@@ -44,14 +44,17 @@ pub(super) const U32: f64 = f32::EPSILON as f64 / 2.0;
 /// How to search.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SearchStrategy {
-    /// The k-d tree where it is supported and measured faster; else the int8 candidate search
-    /// where the CPU has it and a probe of the reference says it pays; else the GEMM path.
+    /// The k-d tree where it is supported and measured faster; else, where the CPU has
+    /// AVX512_VNNI, the int8 candidate search if a probe of the reference says its window pays,
+    /// or the int16 one; else the GEMM path.
     #[default]
     Auto,
     /// Always the GEMM path (float32 products).
     Gemm,
     /// Candidates from int8 products (CPUs with AVX512_VNNI only), whatever the probe says.
     Int8,
+    /// Candidates from sixteen-bit integer products (CPUs with AVX512_VNNI only).
+    Int16,
     /// The k-d tree (only for dimensions in [`KDTREE_DIMS`]).
     KdTree,
 }
@@ -66,15 +69,14 @@ const KDTREE_AUTO_MIN_ROWS: usize = 4096;
 /// it searches with.
 const PROBE_ROWS: usize = 64;
 const PROBE_K: usize = 128;
-/// [`SearchStrategy::Auto`] takes the int8 search when the reference has at least this many
-/// rows per unit of `extra`, the probe's re-ranked candidates beyond `k` as a fraction of `k`.
-/// The int8 products save time per reference row, the extra candidates cost time in the re-rank:
-/// measured here (self-joins at k = 128, both paths in one process), int8 took 0.6x the float32
-/// time on synthetic 20,000 x 768 rows (extra 0.26) and 1.4 to 1.7x on the 13,192 MiniLM rows
-/// (extra 2.1); the break-even lies near 20,000 rows per unit of extra.
-const INT8_ROWS_PER_EXTRA: f64 = 20_000.0;
+/// [`SearchStrategy::Auto`] takes the int8 search over the int16 one when the reference has at
+/// least this many rows per unit of `extra`, the int8 probe's re-ranked candidates beyond `k` as a
+/// fraction of `k`. Bytes halve the products' time per reference row, their extra candidates cost
+/// time in the re-rank (the sixteen-bit window re-ranks few more than `k`).
+const INT8_ROWS_PER_EXTRA: f64 = 60_000.0;
 
-/// Whether [`SearchStrategy::Int8`] can run here, for rows of `dim` values.
+/// Whether the integer searches ([`SearchStrategy::Int8`], [`SearchStrategy::Int16`]) can run
+/// here, for rows of `dim` values.
 pub fn int8_search_available(dim: usize) -> bool {
     int8::available() && dim <= int8::MAX_DIM
 }
@@ -86,9 +88,11 @@ pub(crate) enum Products {
     Gemm,
     /// The AVX-512 float32 tile kernel ([`fused`]).
     Float32Tile,
-    /// Integer products of quantized rows (AVX512_VNNI, [`int8`]).
+    /// Integer products of rows quantized to bytes (AVX512_VNNI, [`int8`]).
     Int8,
-    /// [`Products::Int8`] where the probe says it pays, else the fastest float32 products.
+    /// Integer products of rows quantized to sixteen bits (AVX512_VNNI, [`int8::Width::I16`]).
+    Int16,
+    /// [`Products::Int8`] where the probe says it pays, else [`Products::Int16`].
     Int8IfItPays,
 }
 
@@ -110,7 +114,7 @@ pub struct KnnIndex {
     dim: usize,
     mean: Vec<f64>,
     centred: Centred,
-    /// The centred rows' squared norms, for the float32 paths (empty for the int8 search).
+    /// The centred rows' squared norms, for the float32 paths (empty for the integer searches).
     norms: Vec<f32>,
     max_norm: f64,
     kdtree: Option<kdtree::KdIndex>,
@@ -125,29 +129,29 @@ enum Centred {
     /// Packed for the AVX-512 tile kernel ([`fused::pack`], [`fused::NR`] rows per panel), with
     /// each panel's squared norms (NaN past the last row).
     Panels { data: Vec<f32>, norms: Vec<f32> },
-    /// Quantized for the int8 search.
-    Int8(Box<Int8Reference>),
+    /// Quantized for the integer searches.
+    Quantized(Box<QuantizedReference>),
 }
 
-/// The reference quantized ([`int8::Quantized`]), packed into unsigned panels of [`int8::NR`]
-/// rows, with the epilogue's per-row values and the largest dequantized norm.
-struct Int8Reference {
+/// The reference quantized ([`int8::Quantized`]), packed into panels of [`int8::NR`] rows, with
+/// the epilogue's per-row values and the largest dequantized norm.
+struct QuantizedReference {
     q: int8::Quantized,
     panels: Vec<u8>,
     lanes: int8::Lanes,
     max_norm: f64,
 }
 
-impl Int8Reference {
+impl QuantizedReference {
     /// Quantizes and packs `reference - mean`.
-    fn new(reference: Rows<'_>, mean: &[f64]) -> Self {
-        let q = int8::Quantized::new(reference, mean);
+    fn new(reference: Rows<'_>, mean: &[f64], width: int8::Width) -> Self {
+        let q = int8::Quantized::new(reference, mean, width);
         let max_norm = q.max_norm();
         let mut panels = Vec::new();
         int8::pack(&q, 0, reference.len(), int8::NR, true, &mut panels);
         let mut lanes = int8::Lanes::default();
         q.lanes(0, reference.len(), int8::NR, max_norm, &mut lanes);
-        Int8Reference { q, panels, lanes, max_norm }
+        QuantizedReference { q, panels, lanes, max_norm }
     }
 }
 
@@ -203,18 +207,20 @@ impl KnnIndex {
     /// # Errors
     /// [`KernelError::NonFinite`] for NaN or infinite values; [`KernelError::Shape`] for more than
     /// `u32::MAX` rows; [`KernelError::Parameter`] when `strategy` asks for a k-d tree in an
-    /// unsupported dimension, or for the int8 search where it cannot run
+    /// unsupported dimension, or for an integer search where it cannot run
     /// ([`int8_search_available`]).
     pub fn new(reference: Rows<'_>, strategy: SearchStrategy) -> Result<Self> {
         let int8 = int8_search_available(reference.dim());
         match strategy {
-            SearchStrategy::Int8 if !int8 => Err(KernelError::Parameter(format!(
-                "the int8 search needs a CPU with AVX512_VNNI and at most {} dimensions (here: {}, dimension {}); search with gemm",
+            SearchStrategy::Int8 | SearchStrategy::Int16 if !int8 => Err(KernelError::Parameter(format!(
+                "the {} search needs a CPU with AVX512_VNNI and at most {} dimensions (here: {}, dimension {}); search with gemm",
+                if strategy == SearchStrategy::Int8 { "int8" } else { "int16" },
                 int8::MAX_DIM,
                 if int8::available() { "AVX512_VNNI" } else { "no AVX512_VNNI" },
                 reference.dim()
             ))),
             SearchStrategy::Int8 => Self::build(reference, strategy, Products::Int8),
+            SearchStrategy::Int16 => Self::build(reference, strategy, Products::Int16),
             SearchStrategy::Gemm | SearchStrategy::KdTree => Self::build(reference, strategy, Products::float32()),
             SearchStrategy::Auto => Self::build(reference, strategy, if int8 { Products::Int8IfItPays } else { Products::float32() }),
         }
@@ -226,14 +232,15 @@ impl KnnIndex {
             _ if self.kdtree.is_some() => "k-d tree",
             Centred::Rows(_) => "float32 products (gemm crate)",
             Centred::Panels { .. } => "float32 products (AVX-512 tile kernel)",
-            Centred::Int8(_) => "int8 products (AVX512_VNNI)",
+            Centred::Quantized(r) if r.q.width == int8::Width::I8 => "int8 products (AVX512_VNNI)",
+            Centred::Quantized(_) => "int16 products (AVX512_VNNI)",
         };
         let why = match self.probe {
             Some(extra) => {
                 let needs = INT8_ROWS_PER_EXTRA * extra;
-                let verdict = if matches!(self.centred, Centred::Int8(_)) { "it pays" } else { "too few for int8" };
+                let verdict = if matches!(&self.centred, Centred::Quantized(r) if r.q.width == int8::Width::I8) { "it pays" } else { "too few for int8" };
                 format!(
-                    ": the int8 probe re-ranked {:.0}% more candidates than k, which int8 repays from {needs:.0} reference rows; here {}: {verdict}",
+                    ": the int8 probe re-ranked {:.0}% more candidates than k, which int8 repays (against int16) from {needs:.0} reference rows; here {}: {verdict}",
                     100.0 * extra,
                     self.n
                 )
@@ -263,7 +270,7 @@ impl KnnIndex {
             mean.iter_mut().for_each(|m| *m /= n as f64);
         }
         let use_tree = match strategy {
-            SearchStrategy::Gemm | SearchStrategy::Int8 => false,
+            SearchStrategy::Gemm | SearchStrategy::Int8 | SearchStrategy::Int16 => false,
             SearchStrategy::KdTree => {
                 if !kdtree_supports(dim) {
                     return Err(KernelError::Parameter(format!("no k-d tree for dimension {dim} (supported: {KDTREE_DIMS:?})")));
@@ -273,23 +280,29 @@ impl KnnIndex {
             SearchStrategy::Auto => kdtree_supports(dim) && dim <= KDTREE_AUTO_MAX_DIM && n >= KDTREE_AUTO_MIN_ROWS,
         };
         let kdtree = if use_tree { kdtree::KdIndex::build(&data, dim) } else { None };
-        let mut probed = None;
-        if kdtree.is_none() && matches!(products, Products::Int8 | Products::Int8IfItPays) {
-            let r = Int8Reference::new(reference, &mean);
-            let extra = probe(&r, reference, &mean);
-            if products == Products::Int8 || n as f64 >= INT8_ROWS_PER_EXTRA * extra {
-                // The quantized rows carry their own norms: no float32 centred copy.
-                let centred = Centred::Int8(Box::new(r));
-                return Ok(Self { data, n, dim, mean, centred, norms: Vec::new(), max_norm: 0.0, kdtree, probe: Some(extra) });
-            }
-            probed = Some(extra);
+        if kdtree.is_none() && matches!(products, Products::Int8 | Products::Int16 | Products::Int8IfItPays) {
+            let (r, probed) = match products {
+                Products::Int16 => (QuantizedReference::new(reference, &mean, int8::Width::I16), None),
+                _ => {
+                    let r = QuantizedReference::new(reference, &mean, int8::Width::I8);
+                    let extra = probe(&r, reference, &mean);
+                    if products == Products::Int8 || n as f64 >= INT8_ROWS_PER_EXTRA * extra {
+                        (r, Some(extra))
+                    } else {
+                        (QuantizedReference::new(reference, &mean, int8::Width::I16), Some(extra))
+                    }
+                }
+            };
+            // The quantized rows carry their own norms: no float32 centred copy.
+            let centred = Centred::Quantized(Box::new(r));
+            return Ok(Self { data, n, dim, mean, centred, norms: Vec::new(), max_norm: 0.0, kdtree, probe: probed });
         }
         let centred = centre(reference, &mean);
         let norms: Vec<f32> = centred.par_chunks(dim).map(|r| sq_norm_f64(r) as f32).collect();
         let max_norm = norms.iter().fold(0.0f64, |a, b| a.max(*b as f64)).sqrt();
         let float32 = match products {
             Products::Gemm | Products::Float32Tile => products,
-            Products::Int8 | Products::Int8IfItPays => Products::float32(),
+            Products::Int8 | Products::Int16 | Products::Int8IfItPays => Products::float32(),
         };
         let centred = match float32 {
             _ if kdtree.is_some() => Centred::Rows(centred),
@@ -302,7 +315,7 @@ impl KnnIndex {
             }
             _ => Centred::Rows(centred),
         };
-        Ok(Self { data, n, dim, mean, centred, norms, max_norm, kdtree, probe: probed })
+        Ok(Self { data, n, dim, mean, centred, norms, max_norm, kdtree, probe: None })
     }
 
     /// Number of reference rows.
@@ -402,8 +415,8 @@ impl KnnIndex {
                 .map(|(i, (idx, dist))| tree.search(&self.data, self.dim, queries.row(i), k, skip(i), idx, dist))
                 .sum()
         } else {
-            // The int8 search quantizes each block itself; the float32 paths search centred rows.
-            let qc = if matches!(self.centred, Centred::Int8(_)) { Vec::new() } else { centre(queries, &self.mean) };
+            // The integer searches quantize each block themselves; the float32 paths search centred rows.
+            let qc = if matches!(self.centred, Centred::Quantized(_)) { Vec::new() } else { centre(queries, &self.mean) };
             let d = self.dim;
             out.indices
                 .par_chunks_mut(QUERY_BLOCK * k)
@@ -416,7 +429,7 @@ impl KnnIndex {
                     let cands = match &self.centred {
                         Centred::Rows(centred) => search_block(self, centred, &qc[lo * d..hi * d], &skips, k),
                         Centred::Panels { data, norms } => search_block_fused(self, data, norms, &qc[lo * d..hi * d], &skips, k),
-                        Centred::Int8(r) => search_block_int8(r, queries, lo, hi, &self.mean, &skips, k),
+                        Centred::Quantized(r) => search_block_quantized(r, queries, lo, hi, &self.mean, &skips, k),
                     };
                     if ends_only {
                         let at = |i: usize| i * k..(i + 1) * k;
@@ -525,7 +538,7 @@ fn search_block_fused(index: &KnnIndex, panels: &[f32], panel_norms: &[f32], qc:
 /// How many more candidates than `k` the int8 search re-ranks, as a fraction of `k`: measured by
 /// searching for [`PROBE_ROWS`] reference rows spread evenly over it (each excluding itself),
 /// with `k` = [`PROBE_K`] (less for a small reference).
-fn probe(r: &Int8Reference, reference: Rows<'_>, mean: &[f64]) -> f64 {
+fn probe(r: &QuantizedReference, reference: Rows<'_>, mean: &[f64]) -> f64 {
     let n = reference.len();
     let k = PROBE_K.min(n.saturating_sub(1));
     if k == 0 {
@@ -535,18 +548,18 @@ fn probe(r: &Int8Reference, reference: Rows<'_>, mean: &[f64]) -> f64 {
     let rows: Vec<f32> = picks.iter().flat_map(|&i| reference.row(i).iter().copied()).collect();
     let skips: Vec<Option<u32>> = picks.iter().map(|&i| Some(i as u32)).collect();
     let sample = Rows::try_new(&rows, picks.len(), reference.dim()).expect("rows of the reference");
-    let found: usize = search_block_int8(r, sample, 0, picks.len(), mean, &skips, k).into_iter().map(|c| c.finish().len()).sum();
+    let found: usize = search_block_quantized(r, sample, 0, picks.len(), mean, &skips, k).into_iter().map(|c| c.finish().len()).sum();
     (found as f64 / (picks.len() * k) as f64 - 1.0).max(0.0)
 }
 
-/// One block of queries (rows `lo..hi`) against the quantized reference: each panel meets every
-/// micro-panel of the block, and what passes the epilogue's prefilter is offered with its
-/// float64 bounds.
-fn search_block_int8(r: &Int8Reference, queries: Rows<'_>, lo: usize, hi: usize, mean: &[f64], skips: &[Option<u32>], k: usize) -> Vec<topk::Candidates> {
+/// One block of queries (rows `lo..hi`) against the quantized reference (quantized the same
+/// way): each panel meets every micro-panel of the block, and what passes the epilogue's
+/// prefilter is offered with its float64 bounds.
+fn search_block_quantized(r: &QuantizedReference, queries: Rows<'_>, lo: usize, hi: usize, mean: &[f64], skips: &[Option<u32>], k: usize) -> Vec<topk::Candidates> {
     use int8::{Epilogue, MR, NR};
     let d = queries.dim();
     let m = hi - lo;
-    let q = int8::Quantized::new(Rows::try_new(&queries.as_slice()[lo * d..hi * d], m, d).expect("a block of checked rows"), mean);
+    let q = int8::Quantized::new(Rows::try_new(&queries.as_slice()[lo * d..hi * d], m, d).expect("a block of checked rows"), mean, r.q.width);
     let mut cands: Vec<topk::Candidates> = (0..m).map(|i| topk::Candidates::new(k, q.slack(i, r.max_norm))).collect();
     let mut packed = Vec::new();
     int8::pack(&q, 0, m, MR, false, &mut packed);
@@ -559,7 +572,7 @@ fn search_block_int8(r: &Int8Reference, queries: Rows<'_>, lo: usize, hi: usize,
     let mut passed = int8::Passed::default();
     let groups = r.q.groups;
     for (bp, b) in r.panels.chunks_exact(groups * NR * 4).enumerate() {
-        int8::against_panel(&packed, b, groups, &mut partial, |ap, slice| {
+        int8::against_panel(&packed, b, groups, r.q.width, &mut partial, |ap, slice| {
             slice.finish(Epilogue {
                 cols: r.lanes.at(bp * NR),
                 rows: rows.at(ap * MR),

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use super::fused::{self, Epilogue, Passed, Transposed, MR, NR};
 use super::int8;
 use super::topk::Candidates;
-use super::{candidates, cross_product, exact_distances, take_k_nearest, Centred, Int8Reference, KnnIndex, KnnStats, Neighbours};
+use super::{candidates, cross_product, exact_distances, take_k_nearest, Centred, QuantizedReference, KnnIndex, KnnStats, Neighbours};
 use crate::error::{KernelError, Result};
 
 /// Rows per block on the `gemm` path: a `BLOCK x BLOCK` tile and its transpose stay in a core's
@@ -51,10 +51,10 @@ impl KnnIndex {
         let n = self.n;
         let block = match &self.centred {
             Centred::Rows(_) => BLOCK,
-            Centred::Panels { .. } | Centred::Int8(_) => FUSED_BLOCK,
+            Centred::Panels { .. } | Centred::Quantized(_) => FUSED_BLOCK,
         };
         let new = |i: usize| match &self.centred {
-            Centred::Int8(r) => Candidates::new(k, r.q.slack(i, r.max_norm)),
+            Centred::Quantized(r) => Candidates::new(k, r.q.slack(i, r.max_norm)),
             _ => candidates(self, (self.norms[i] as f64).sqrt(), k),
         };
         let blocks: Vec<Mutex<Vec<Candidates>>> = (0..n).step_by(block).map(|lo| Mutex::new((lo..(lo + block).min(n)).map(new).collect())).collect();
@@ -68,7 +68,7 @@ impl KnnIndex {
             Centred::Panels { data, norms } => {
                 pairs.par_iter().for_each_init(FusedScratch::default, |s, &(bi, bj)| pair_fused(self, data, norms, &blocks, bi, bj, s))
             }
-            Centred::Int8(r) => pairs.par_iter().for_each_init(Int8Scratch::default, |s, &(bi, bj)| pair_int8(self.n, r, &blocks, bi, bj, s)),
+            Centred::Quantized(r) => pairs.par_iter().for_each_init(QuantizedScratch::default, |s, &(bi, bj)| pair_quantized(self.n, r, &blocks, bi, bj, s)),
         }
         let mut out = Neighbours { k, indices: vec![0; n * k], distances: vec![0.0; n * k] };
         let cands: Vec<Candidates> = blocks.into_iter().flat_map(|b| b.into_inner().expect("no panics while locked")).collect();
@@ -205,9 +205,9 @@ fn thresholds_at_start(blocks: &[Mutex<Vec<Candidates>>], bi: usize, bj: usize, 
     bi != bj
 }
 
-/// One thread's buffers for [`pair_int8`], as [`FusedScratch`] for the float32 kernel.
+/// One thread's buffers for [`pair_quantized`], as [`FusedScratch`] for the float32 kernel.
 #[derive(Default)]
-struct Int8Scratch {
+struct QuantizedScratch {
     packed_block: Option<usize>,
     packed: Vec<u8>,
     rows: int8::Lanes,
@@ -220,13 +220,13 @@ struct Int8Scratch {
     col_offers: Vec<(u32, u32, f32, f32)>,
 }
 
-/// Blocks `bi >= bj` through the int8 kernel, as [`pair_fused`]: each pair's product `D` serves
+/// Blocks `bi >= bj` through the integer kernel, as [`pair_fused`]: each pair's product `D` serves
 /// both sides, each with the other row's residual in its bounds.
-fn pair_int8(n: usize, r: &Int8Reference, blocks: &[Mutex<Vec<Candidates>>], bi: usize, bj: usize, s: &mut Int8Scratch) {
+fn pair_quantized(n: usize, r: &QuantizedReference, blocks: &[Mutex<Vec<Candidates>>], bi: usize, bj: usize, s: &mut QuantizedScratch) {
     use int8::{MR, NR};
     let (ilo, ihi) = (bi * FUSED_BLOCK, ((bi + 1) * FUSED_BLOCK).min(n));
     let (jlo, jhi) = (bj * FUSED_BLOCK, ((bj + 1) * FUSED_BLOCK).min(n));
-    let Int8Scratch { packed_block, packed, rows, row_thresholds, col_thresholds, partial, passed, row_offers, col_offers } = s;
+    let QuantizedScratch { packed_block, packed, rows, row_thresholds, col_thresholds, partial, passed, row_offers, col_offers } = s;
     if *packed_block != Some(bi) {
         int8::pack(&r.q, ilo, ihi, MR, false, packed);
         r.q.lanes(ilo, ihi, MR, r.max_norm, rows);
@@ -240,7 +240,7 @@ fn pair_int8(n: usize, r: &Int8Reference, blocks: &[Mutex<Vec<Candidates>>], bi:
     partial.resize(micro * MR * NR, 0);
     for p in 0..(jhi - jlo).div_ceil(NR) {
         let bp = jlo / NR + p;
-        int8::against_panel(packed, &r.panels[bp * groups * NR * 4..(bp + 1) * groups * NR * 4], groups, partial, |ap, slice| {
+        int8::against_panel(packed, &r.panels[bp * groups * NR * 4..(bp + 1) * groups * NR * 4], groups, r.q.width, partial, |ap, slice| {
             let col_thresholds = symmetric.then(|| &col_thresholds[p * NR..]);
             slice.finish(int8::Epilogue {
                 cols: r.lanes.at(bp * NR),
