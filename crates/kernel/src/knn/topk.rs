@@ -17,16 +17,27 @@ pub(crate) struct Candidates {
     slack: f32,
     threshold: f32,
     items: Vec<(f32, f32, u32)>,
-    /// Prune when the list grows past this: `4 k`, or twice what the last pruning kept when
-    /// the window holds more than that (so pruning stays O(1) per offer).
+    /// Prune when the list grows past this: first at `2 k` (until then every offer passes, so
+    /// an early first threshold saves more offers than its pruning costs), then at `4 k`, or
+    /// twice what the last pruning kept when the window holds more than that (so pruning stays
+    /// O(1) per offer).
     limit: usize,
 }
+
+/// Offers a tile kernel's epilogue makes between two prunings at most (one panel's row), which
+/// the list's first allocation leaves room for, so that it is never moved in a narrow window.
+const BETWEEN_SETTLES: usize = 64;
 
 impl Candidates {
     /// `slack` is twice the part of the error bound that the offered bounds leave out.
     pub(crate) fn new(k: usize, slack: f32) -> Self {
-        let limit = 4 * k.max(64);
-        Self { k, slack, threshold: f32::INFINITY, items: Vec::with_capacity(limit), limit }
+        let k = k.max(1);
+        Self { k, slack, threshold: f32::INFINITY, items: Vec::with_capacity(Self::usual_limit(k) + BETWEEN_SETTLES), limit: 2 * k.max(32) }
+    }
+
+    /// The pruning limit once a threshold is known.
+    fn usual_limit(k: usize) -> usize {
+        4 * k.max(64)
     }
 
     /// Offers the scores `s[j] = cross[j] + norms[j]` for rows `first + j`, skipping `skip`.
@@ -100,7 +111,7 @@ impl Candidates {
     fn settle(&mut self) {
         if self.items.len() > self.limit {
             self.prune();
-            self.limit = self.limit.max(2 * self.items.len());
+            self.limit = Self::usual_limit(self.k).max(self.limit).max(2 * self.items.len());
         }
     }
 
