@@ -226,6 +226,19 @@ fn bench_real_times_real_hidden_states_and_says_which_search_answered() {
         "--reference-size", &n, "--pool", &n, "--seed", "42", "--out", &s(&d.path().join("out")), "--json"]);
     let m: serde_json::Value = serde_json::from_str(&m).unwrap();
     assert_eq!(m["mean_lid"], v["real"]["mean_lid"]);
+    // Every forced search path gives the same mean LID on the real rows; without AVX512_VNNI the
+    // integer ones are refused with a reason.
+    for search in ["gemm", "int8", "int16"] {
+        let out = s(&d.path().join(format!("out-{search}")));
+        let args = ["-q", "run", "--corpus", &corpus, "--embedding-column", "hidden_L6", "--id-columns", "seq_id,position", "--k", "32",
+            "--reference-size", &n, "--pool", &n, "--seed", "42", "--search", search, "--out", &out, "--json"];
+        if search == "gemm" || lidscope_kernel::int8_search_available(384) {
+            let f: serde_json::Value = serde_json::from_str(&lidscope_ok(&args)).unwrap();
+            assert_eq!(f["mean_lid"], m["mean_lid"], "--search {search}");
+        } else {
+            assert!(lidscope_err(&args).contains("AVX512_VNNI"), "--search {search}");
+        }
+    }
 }
 
 /// `bench --embed --embed-texts`: the fixture's 300 texts truncated at 128 tokens are exactly the

@@ -70,7 +70,7 @@ pub fn mac_rates() -> MacRates {
                 best(&|| {
                     let t = Instant::now();
                     // SAFETY: AVX-512F and AVX512_VNNI checked above.
-                    std::hint::black_box(unsafe { chains_dpbusd(STEPS) });
+                    std::hint::black_box(unsafe { chains_vnni::<false>(STEPS) });
                     (10 * 64 * STEPS) as f64 / t.elapsed().as_secs_f64() / 1e9
                 })
             });
@@ -78,7 +78,7 @@ pub fn mac_rates() -> MacRates {
                 best(&|| {
                     let t = Instant::now();
                     // SAFETY: AVX-512F and AVX512_VNNI checked above.
-                    std::hint::black_box(unsafe { chains_dpwssd(STEPS) });
+                    std::hint::black_box(unsafe { chains_vnni::<true>(STEPS) });
                     (10 * 32 * STEPS) as f64 / t.elapsed().as_secs_f64() / 1e9
                 })
             });
@@ -117,37 +117,21 @@ unsafe fn chains_fma512(steps: usize) -> f32 {
     acc.iter().fold(0.0, |s, a| s + _mm512_reduce_add_ps(*a))
 }
 
+/// `vpdpwssd` chains when `WIDE` (sixteen-bit ones: each step adds 2 to every lane), else
+/// `vpdpbusd` (bytes of one: 4 per step); lanes wrap harmlessly.
+///
 /// # Safety
 /// AVX-512F and AVX512_VNNI must be available.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vnni")]
-unsafe fn chains_dpbusd(steps: usize) -> i32 {
+unsafe fn chains_vnni<const WIDE: bool>(steps: usize) -> i32 {
     use std::arch::x86_64::*;
-    // Bytes of one times one: each step adds 4 to every lane, far from overflow.
-    let ones = _mm512_set1_epi32(std::hint::black_box(0x0101_0101));
-    // Ten chains: the instruction's latency (5 cycles) times its throughput (2 per cycle).
+    let ones = _mm512_set1_epi32(std::hint::black_box(if WIDE { 0x0001_0001 } else { 0x0101_0101 }));
+    // Ten chains: the instructions' latency (5 cycles) times their throughput (2 per cycle).
     let mut acc = [_mm512_setzero_si512(); 10];
     for _ in 0..steps {
         for a in &mut acc {
-            *a = _mm512_dpbusd_epi32(*a, ones, ones);
-        }
-    }
-    acc.iter().fold(0, |s, a| s.wrapping_add(_mm512_reduce_add_epi32(*a)))
-}
-
-/// # Safety
-/// AVX-512F and AVX512_VNNI must be available.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vnni")]
-unsafe fn chains_dpwssd(steps: usize) -> i32 {
-    use std::arch::x86_64::*;
-    // Sixteen-bit ones: each step adds 2 to every lane; lanes wrap harmlessly.
-    let ones = _mm512_set1_epi32(std::hint::black_box(0x0001_0001));
-    // Ten chains, as for `vpdpbusd`.
-    let mut acc = [_mm512_setzero_si512(); 10];
-    for _ in 0..steps {
-        for a in &mut acc {
-            *a = _mm512_dpwssd_epi32(*a, ones, ones);
+            *a = if WIDE { _mm512_dpwssd_epi32(*a, ones, ones) } else { _mm512_dpbusd_epi32(*a, ones, ones) };
         }
     }
     acc.iter().fold(0, |s, a| s.wrapping_add(_mm512_reduce_add_epi32(*a)))
