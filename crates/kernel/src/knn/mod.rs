@@ -72,8 +72,10 @@ const PROBE_K: usize = 128;
 /// [`SearchStrategy::Auto`] takes the int8 search over the int16 one when the reference has at
 /// least this many rows per unit of `extra`, the int8 probe's re-ranked candidates beyond `k` as a
 /// fraction of `k`. Bytes halve the products' time per reference row, their extra candidates cost
-/// time in the re-rank (the sixteen-bit window re-ranks few more than `k`).
-const INT8_ROWS_PER_EXTRA: f64 = 60_000.0;
+/// time in the re-rank (the sixteen-bit window re-ranks few more than `k`). Measured (2026-12-06,
+/// docs/performance.md): even at 27,000 rows per unit (a real self-join), int8 1.15 to 1.2x
+/// faster at 65,000 and 146,000 (synthetic rows, a search and a self-join).
+const INT8_ROWS_PER_EXTRA: f64 = 40_000.0;
 
 /// Whether the integer searches ([`SearchStrategy::Int8`], [`SearchStrategy::Int16`]) can run
 /// here, for rows of `dim` values.
