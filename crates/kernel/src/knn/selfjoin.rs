@@ -59,16 +59,23 @@ impl KnnIndex {
         };
         let blocks: Vec<Mutex<Vec<Candidates>>> = (0..n).step_by(block).map(|lo| Mutex::new((lo..(lo + block).min(n)).map(new).collect())).collect();
         let nb = blocks.len();
-        let pairs: Vec<(usize, usize)> = (0..nb).flat_map(|i| (0..=i).map(move |j| (i, j))).collect();
-        match &self.centred {
-            Centred::Rows(centred) => pairs.par_iter().for_each_init(
-                || (vec![0.0f32; BLOCK * BLOCK], vec![0.0f32; BLOCK * BLOCK]),
-                |(tile, transposed), &(bi, bj)| pair(self, centred, &blocks, bi, bj, tile, transposed),
-            ),
-            Centred::Panels { data, norms } => {
-                pairs.par_iter().for_each_init(FusedScratch::default, |s, &(bi, bj)| pair_fused(self, data, norms, &blocks, bi, bj, s))
+        // The blocks with themselves first: then no row meets a block pair before it has a
+        // threshold (a row without one takes every row of the pair as a candidate).
+        let diagonal: Vec<(usize, usize)> = (0..nb).map(|i| (i, i)).collect();
+        let others: Vec<(usize, usize)> = (0..nb).flat_map(|i| (0..i).map(move |j| (i, j))).collect();
+        for pairs in [diagonal, others] {
+            match &self.centred {
+                Centred::Rows(centred) => pairs.par_iter().for_each_init(
+                    || (vec![0.0f32; BLOCK * BLOCK], vec![0.0f32; BLOCK * BLOCK]),
+                    |(tile, transposed), &(bi, bj)| pair(self, centred, &blocks, bi, bj, tile, transposed),
+                ),
+                Centred::Panels { data, norms } => {
+                    pairs.par_iter().for_each_init(FusedScratch::default, |s, &(bi, bj)| pair_fused(self, data, norms, &blocks, bi, bj, s))
+                }
+                Centred::Quantized(r) => {
+                    pairs.par_iter().for_each_init(QuantizedScratch::default, |s, &(bi, bj)| pair_quantized(self.n, r, &blocks, bi, bj, s))
+                }
             }
-            Centred::Quantized(r) => pairs.par_iter().for_each_init(QuantizedScratch::default, |s, &(bi, bj)| pair_quantized(self.n, r, &blocks, bi, bj, s)),
         }
         let mut out = Neighbours { k, indices: vec![0; n * k], distances: vec![0.0; n * k] };
         let cands: Vec<Candidates> = blocks.into_iter().flat_map(|b| b.into_inner().expect("no panics while locked")).collect();
