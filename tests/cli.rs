@@ -228,7 +228,7 @@ fn bench_real_times_real_hidden_states_and_says_which_search_answered() {
     assert_eq!(m["mean_lid"], v["real"]["mean_lid"]);
     // Every forced search path gives the same mean LID on the real rows; without AVX512_VNNI the
     // integer ones are refused with a reason.
-    for search in ["gemm", "int8", "int16"] {
+    for search in ["gemm", "int8", "int16", "int8-fine"] {
         let out = s(&d.path().join(format!("out-{search}")));
         let args = ["-q", "run", "--corpus", &corpus, "--embedding-column", "hidden_L6", "--id-columns", "seq_id,position", "--k", "32",
             "--reference-size", &n, "--pool", &n, "--seed", "42", "--search", search, "--out", &out, "--json"];

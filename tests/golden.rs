@@ -30,13 +30,13 @@ fn kernel_mixture_small_k16() {
 }
 
 /// Every search path this CPU runs besides the k-d tree: float32 products, and int8 and int16
-/// candidates where the CPU has them (where it has not, asking for them must fail with a clear
+/// candidates (and both levels together) where the CPU has them (where it has not, asking for them must fail with a clear
 /// error).
 fn product_paths(dim: usize) -> Vec<SearchStrategy> {
     if int8_search_available(dim) {
-        vec![SearchStrategy::Gemm, SearchStrategy::Int8, SearchStrategy::Int16]
+        vec![SearchStrategy::Gemm, SearchStrategy::Int8, SearchStrategy::Int16, SearchStrategy::Int8Fine]
     } else {
-        for s in [SearchStrategy::Int8, SearchStrategy::Int16] {
+        for s in [SearchStrategy::Int8, SearchStrategy::Int16, SearchStrategy::Int8Fine] {
             let err = KnnIndex::new(Rows::from_flat(&vec![0.0; dim], dim).unwrap(), s).err().expect("integer search refused");
             assert!(err.to_string().contains("AVX512_VNNI"), "{err}");
         }

@@ -294,6 +294,9 @@ pub enum SearchArg {
     /// Candidates from exact 16-bit integer products (a window about 50 times narrower than
     /// int8's at half its rate), exact float64 re-ranking (AVX512_VNNI CPUs).
     Int16,
+    /// Candidates from int8 products, the pairs their window cannot settle re-measured with
+    /// 16-bit products, exact float64 re-ranking (AVX512_VNNI CPUs).
+    Int8Fine,
     /// kiddo k-d tree (low dimensions only).
     Kdtree,
 }

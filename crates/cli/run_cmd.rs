@@ -38,6 +38,7 @@ impl From<&RunArgs> for RunConfig {
                 SearchArg::Gemm => SearchStrategy::Gemm,
                 SearchArg::Int8 => SearchStrategy::Int8,
                 SearchArg::Int16 => SearchStrategy::Int16,
+                SearchArg::Int8Fine => SearchStrategy::Int8Fine,
                 SearchArg::Kdtree => SearchStrategy::KdTree,
             },
             partition: a.partition.clone(),

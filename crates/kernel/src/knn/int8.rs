@@ -425,6 +425,64 @@ unsafe fn block_vnni<const WIDE: bool>(a: &[u8], b: &[u8], groups: usize, partia
     }
 }
 
+/// The exact products of sixteen-bit row pairs: `out[p] = x_i . y_j` for `(i, j) = pairs[p]`,
+/// rows of `x` and `y` (both [`Width::I16`], of one dimension), for the pairs whose byte products
+/// could not settle them (the two-level search). Four pairs run side by side, so the products
+/// overlap instead of each waiting on its own chain of additions. Lanes may wrap on the way;
+/// each total lies in `i32` (the norm bound of [`Width::I16`]), so two's complement gives it
+/// exactly.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn dot16(x: &Quantized, y: &Quantized, pairs: &[(u32, u32)], out: &mut Vec<i32>) {
+    assert!(x.width == Width::I16 && y.width == Width::I16 && x.groups == y.groups, "int8::dot16: sixteen-bit rows of one dimension");
+    assert!(available(), "int8::dot16 needs AVX512_VNNI");
+    out.clear();
+    for four in pairs.chunks(4) {
+        // A short last group repeats its first pair.
+        let at = |p: usize| four.get(p).unwrap_or(&four[0]);
+        let (a, b) = ([0, 1, 2, 3].map(|p| x.row(at(p).0 as usize)), [0, 1, 2, 3].map(|p| y.row(at(p).1 as usize)));
+        // SAFETY: AVX-512F and AVX512_VNNI are available (asserted); all rows have 4 * groups bytes.
+        let dots = unsafe { dot16_four(a, b, 4 * x.groups) };
+        out.extend_from_slice(&dots[..four.len()]);
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn dot16(_: &Quantized, _: &Quantized, _: &[(u32, u32)], _: &mut Vec<i32>) {
+    unreachable!("int8::available() is false off x86-64")
+}
+
+/// # Safety
+/// AVX-512F and AVX512_VNNI must be available; every row `len` bytes, a multiple of four.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn dot16_four(a: [&[u8]; 4], b: [&[u8]; 4], len: usize) -> [i32; 4] {
+    let mut acc = [_mm512_setzero_si512(); 4];
+    let mut at = 0;
+    // The pairs of one block row mostly share their query row: then it is loaded once.
+    let shared = a.iter().all(|x| x.as_ptr() == a[0].as_ptr());
+    // SAFETY: every load reads bytes at..at + 64 <= len of a row, or is masked to whole
+    // four-byte lanes below len.
+    unsafe {
+        while at < len {
+            let lanes = ((len - at) / 4).min(16);
+            let m: __mmask16 = if lanes == 16 { !0 } else { (1u16 << lanes) - 1 };
+            if shared {
+                let x = _mm512_maskz_loadu_epi32(m, a[0].as_ptr().add(at).cast());
+                for p in 0..4 {
+                    acc[p] = _mm512_dpwssd_epi32(acc[p], x, _mm512_maskz_loadu_epi32(m, b[p].as_ptr().add(at).cast()));
+                }
+            } else {
+                for p in 0..4 {
+                    let x = _mm512_maskz_loadu_epi32(m, a[p].as_ptr().add(at).cast());
+                    acc[p] = _mm512_dpwssd_epi32(acc[p], x, _mm512_maskz_loadu_epi32(m, b[p].as_ptr().add(at).cast()));
+                }
+            }
+            at += 64;
+        }
+    }
+    acc.map(|v| _mm512_reduce_add_epi32(v))
+}
+
 /// The depth slices of a product over `groups` groups: `(first group, groups, is last)`.
 fn slices(groups: usize) -> impl Iterator<Item = (usize, usize, bool)> {
     (0..groups).step_by(GC).map(move |g0| (g0, GC.min(groups - g0), g0 + GC >= groups))
@@ -557,7 +615,7 @@ mod tests {
 
     /// The residual bound holds: the true distance lies within `D -+ (rho_x + rho_y)`; sixteen-bit
     /// residuals are far smaller than the bytes', and their products stay in `i32` at a large
-    /// dimension.
+    /// dimension, row by row ([`dot16`], with a ragged tail) as in the block kernel.
     #[test]
     fn distances_lie_within_the_residual_bounds() {
         let n = 40;
@@ -568,6 +626,15 @@ mod tests {
             for i in 0..n {
                 for j in 0..n {
                     let dot = dot(&q, i, &q, j);
+                    if width == Width::I16 {
+                        // One to five pairs at a time: whole and short groups of four.
+                        let pairs: Vec<(u32, u32)> = (0..=j % 5).map(|p| (i as u32, ((j + 7 * p) % n) as u32)).collect();
+                        let mut out = Vec::new();
+                        dot16(&q, &q, &pairs, &mut out);
+                        let want: Vec<i32> = pairs.iter().map(|&(a, b)| self::dot(&q, a as usize, &q, b as usize)).collect();
+                        assert_eq!(out, want, "d={d} row {i}: the two-level search's products");
+                        assert_eq!(out[0], dot);
+                    }
                     let (lower, upper) = bounds(q.distance(i, &q, j, dot), q.rho[j]);
                     let truth = xs[i * d..(i + 1) * d].iter().zip(&xs[j * d..(j + 1) * d]).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>().sqrt();
                     let r = q.rho[i] as f64;

@@ -46,7 +46,7 @@ pub(super) const U32: f64 = f32::EPSILON as f64 / 2.0;
 pub enum SearchStrategy {
     /// The k-d tree where it is supported and measured faster; else, where the CPU has
     /// AVX512_VNNI, the int8 candidate search if a probe of the reference says its window pays,
-    /// or the int16 one; else the GEMM path.
+    /// or int8 with sixteen-bit products for the pairs it cannot settle; else the GEMM path.
     #[default]
     Auto,
     /// Always the GEMM path (float32 products).
@@ -55,6 +55,9 @@ pub enum SearchStrategy {
     Int8,
     /// Candidates from sixteen-bit integer products (CPUs with AVX512_VNNI only).
     Int16,
+    /// Candidates from int8 products, each pair they cannot settle re-measured with sixteen-bit
+    /// products (CPUs with AVX512_VNNI only): the bytes' rate with the sixteen-bit window.
+    Int8Fine,
     /// The k-d tree (only for dimensions in [`KDTREE_DIMS`]).
     KdTree,
 }
@@ -69,16 +72,18 @@ const KDTREE_AUTO_MIN_ROWS: usize = 4096;
 /// it searches with.
 const PROBE_ROWS: usize = 64;
 const PROBE_K: usize = 128;
-/// [`SearchStrategy::Auto`] takes the int8 search over the int16 one when the reference has at
-/// least this many rows per unit of `extra`, the int8 probe's re-ranked candidates beyond `k` as a
-/// fraction of `k`. Bytes halve the products' time per reference row, their extra candidates cost
-/// time in the re-rank (the sixteen-bit window re-ranks few more than `k`). Measured (2026-12-06,
-/// docs/performance.md): even at 27,000 rows per unit (a real self-join), int8 1.15 to 1.2x
-/// faster at 65,000 and 146,000 (synthetic rows, a search and a self-join).
+/// [`SearchStrategy::Auto`] takes the one-level int8 search over the two-level one
+/// ([`SearchStrategy::Int8Fine`]) when the reference has at least this many rows per unit of
+/// `extra`, the int8 probe's re-ranked candidates beyond `k` as a fraction of `k`. Both compute
+/// the same byte products; the second level pays a sixteen-bit product for every pair that
+/// passes the bytes' window, the first level alone an exact re-rank of its extra candidates,
+/// which a large reference repays by passing fewer pairs per query. Measured (docs/performance.md,
+/// "Two levels"): the two-level search faster at 16,000 rows per unit (a real self-join), one
+/// level faster at 65,000 (synthetic rows against a sample), the two even at 146,000.
 const INT8_ROWS_PER_EXTRA: f64 = 40_000.0;
 
-/// Whether the integer searches ([`SearchStrategy::Int8`], [`SearchStrategy::Int16`]) can run
-/// here, for rows of `dim` values.
+/// Whether the integer searches ([`SearchStrategy::Int8`], [`SearchStrategy::Int16`],
+/// [`SearchStrategy::Int8Fine`]) can run here, for rows of `dim` values.
 pub fn int8_search_available(dim: usize) -> bool {
     int8::available() && dim <= int8::MAX_DIM
 }
@@ -94,7 +99,10 @@ pub(crate) enum Products {
     Int8,
     /// Integer products of rows quantized to sixteen bits (AVX512_VNNI, [`int8::Width::I16`]).
     Int16,
-    /// [`Products::Int8`] where the probe says it pays, else [`Products::Int16`].
+    /// [`Products::Int8`] for every pair, [`Products::Int16`] for the pairs that pass the bytes'
+    /// window ([`FineRows`]).
+    Int8Fine,
+    /// [`Products::Int8`] where the probe says its window pays, else [`Products::Int8Fine`].
     Int8IfItPays,
 }
 
@@ -142,18 +150,83 @@ struct QuantizedReference {
     panels: Vec<u8>,
     lanes: int8::Lanes,
     max_norm: f64,
+    /// With bytes: the same rows in sixteen bits, for the pairs the bytes cannot settle.
+    fine: Option<FineRows>,
+}
+
+/// The second level of the two-level search ([`Products::Int8Fine`]): rows quantized to sixteen
+/// bits, row-major. A pair that passes the bytes' prefilter gets its sixteen-bit product
+/// ([`int8::dot16`]) and is offered with those bounds; the lists' slack is the sixteen-bit one.
+///
+/// Why nothing is lost: with `T` a list's threshold (its k-th smallest sixteen-bit upper bound
+/// plus twice the query's sixteen-bit residual, [`int8::Quantized::slack`]), the true k-th
+/// distance is at most `T`, and a pair's true distance is at least `D8 - rho8_x - rho8_y`. The
+/// bytes' prefilter is therefore run against `T + rho8_x` (the query's byte residual added to
+/// its threshold): a pair it rejects is farther than the k-th neighbour.
+struct FineRows {
+    q: int8::Quantized,
+    max_norm: f64,
 }
 
 impl QuantizedReference {
-    /// Quantizes and packs `reference - mean`.
-    fn new(reference: Rows<'_>, mean: &[f64], width: int8::Width) -> Self {
+    /// Quantizes and packs `reference - mean`; with `fine`, also quantizes it to sixteen bits.
+    fn new(reference: Rows<'_>, mean: &[f64], width: int8::Width, fine: bool) -> Self {
         let q = int8::Quantized::new(reference, mean, width);
         let max_norm = q.max_norm();
         let mut panels = Vec::new();
         int8::pack(&q, 0, reference.len(), int8::NR, true, &mut panels);
         let mut lanes = int8::Lanes::default();
         q.lanes(0, reference.len(), int8::NR, max_norm, &mut lanes);
-        QuantizedReference { q, panels, lanes, max_norm }
+        let mut r = QuantizedReference { q, panels, lanes, max_norm, fine: None };
+        if fine {
+            r.add_fine(reference, mean);
+        }
+        r
+    }
+
+    /// Adds the second level: the same rows quantized to sixteen bits.
+    fn add_fine(&mut self, reference: Rows<'_>, mean: &[f64]) {
+        let q = int8::Quantized::new(reference, mean, int8::Width::I16);
+        self.fine = Some(FineRows { max_norm: q.max_norm(), q });
+    }
+
+    /// A new candidate list for row `i` of `rows` (quantized as this reference's bytes) and, with
+    /// a second level, `fine` (the same rows in sixteen bits).
+    fn candidates(&self, rows: &int8::Quantized, fine: Option<&int8::Quantized>, i: usize, k: usize) -> topk::Candidates {
+        match (&self.fine, fine) {
+            (Some(f), Some(q)) => topk::Candidates::new(k, q.slack(i, f.max_norm)),
+            _ => topk::Candidates::new(k, rows.slack(i, self.max_norm)),
+        }
+    }
+
+    /// The threshold the bytes' prefilter compares row `i` of `rows` with, for a list whose
+    /// threshold is `t`: `t` itself, or with a second level `t + rho8` rounded up ([`FineRows`]).
+    #[inline]
+    fn coarse_threshold(&self, rows: &int8::Quantized, i: usize, t: f32) -> f32 {
+        if self.fine.is_some() {
+            (t + rows.rho[i]).next_up()
+        } else {
+            t
+        }
+    }
+
+    /// The dequantized distances of the pairs `hits` (row `i` of `rows`, reference row `j`),
+    /// each with the residual bounds to offer it with (the reference row's, the query's), into
+    /// `out`: from the byte products `dots` (one per hit) or, with a second level, from
+    /// sixteen-bit products of `fine` (the same rows), which replace them in `dots`.
+    fn measure(&self, rows: &int8::Quantized, fine: Option<&int8::Quantized>, hits: &[(u32, u32)], dots: &mut Vec<i32>, out: &mut Vec<(f32, f32, f32)>) {
+        out.clear();
+        let (x, y) = match (&self.fine, fine) {
+            (Some(f), Some(q)) => {
+                int8::dot16(q, &f.q, hits, dots);
+                (q, &f.q)
+            }
+            _ => (rows, &self.q),
+        };
+        out.extend(hits.iter().zip(dots.iter()).map(|(&(i, j), &dot)| {
+            let (i, j) = (i as usize, j as usize);
+            (x.distance(i, y, j, dot), y.rho[j], x.rho[i])
+        }));
     }
 }
 
@@ -214,15 +287,20 @@ impl KnnIndex {
     pub fn new(reference: Rows<'_>, strategy: SearchStrategy) -> Result<Self> {
         let int8 = int8_search_available(reference.dim());
         match strategy {
-            SearchStrategy::Int8 | SearchStrategy::Int16 if !int8 => Err(KernelError::Parameter(format!(
+            SearchStrategy::Int8 | SearchStrategy::Int16 | SearchStrategy::Int8Fine if !int8 => Err(KernelError::Parameter(format!(
                 "the {} search needs a CPU with AVX512_VNNI and at most {} dimensions (here: {}, dimension {}); search with gemm",
-                if strategy == SearchStrategy::Int8 { "int8" } else { "int16" },
+                match strategy {
+                    SearchStrategy::Int8 => "int8",
+                    SearchStrategy::Int16 => "int16",
+                    _ => "int8-fine",
+                },
                 int8::MAX_DIM,
                 if int8::available() { "AVX512_VNNI" } else { "no AVX512_VNNI" },
                 reference.dim()
             ))),
             SearchStrategy::Int8 => Self::build(reference, strategy, Products::Int8),
             SearchStrategy::Int16 => Self::build(reference, strategy, Products::Int16),
+            SearchStrategy::Int8Fine => Self::build(reference, strategy, Products::Int8Fine),
             SearchStrategy::Gemm | SearchStrategy::KdTree => Self::build(reference, strategy, Products::float32()),
             SearchStrategy::Auto => Self::build(reference, strategy, if int8 { Products::Int8IfItPays } else { Products::float32() }),
         }
@@ -234,15 +312,16 @@ impl KnnIndex {
             _ if self.kdtree.is_some() => "k-d tree",
             Centred::Rows(_) => "float32 products (gemm crate)",
             Centred::Panels { .. } => "float32 products (AVX-512 tile kernel)",
+            Centred::Quantized(r) if r.fine.is_some() => "int8 products, int16 for the pairs they pass (AVX512_VNNI)",
             Centred::Quantized(r) if r.q.width == int8::Width::I8 => "int8 products (AVX512_VNNI)",
             Centred::Quantized(_) => "int16 products (AVX512_VNNI)",
         };
         let why = match self.probe {
             Some(extra) => {
                 let needs = INT8_ROWS_PER_EXTRA * extra;
-                let verdict = if matches!(&self.centred, Centred::Quantized(r) if r.q.width == int8::Width::I8) { "it pays" } else { "too few for int8" };
+                let verdict = if matches!(&self.centred, Centred::Quantized(r) if r.fine.is_none()) { "it pays" } else { "too few for int8 alone" };
                 format!(
-                    ": the int8 probe re-ranked {:.0}% more candidates than k, which int8 repays (against int16) from {needs:.0} reference rows; here {}: {verdict}",
+                    ": the int8 probe re-ranked {:.0}% more candidates than k, which int8 alone repays (against a second int16 level) from {needs:.0} reference rows; here {}: {verdict}",
                     100.0 * extra,
                     self.n
                 )
@@ -272,7 +351,7 @@ impl KnnIndex {
             mean.iter_mut().for_each(|m| *m /= n as f64);
         }
         let use_tree = match strategy {
-            SearchStrategy::Gemm | SearchStrategy::Int8 | SearchStrategy::Int16 => false,
+            SearchStrategy::Gemm | SearchStrategy::Int8 | SearchStrategy::Int16 | SearchStrategy::Int8Fine => false,
             SearchStrategy::KdTree => {
                 if !kdtree_supports(dim) {
                     return Err(KernelError::Parameter(format!("no k-d tree for dimension {dim} (supported: {KDTREE_DIMS:?})")));
@@ -282,17 +361,17 @@ impl KnnIndex {
             SearchStrategy::Auto => kdtree_supports(dim) && dim <= KDTREE_AUTO_MAX_DIM && n >= KDTREE_AUTO_MIN_ROWS,
         };
         let kdtree = if use_tree { kdtree::KdIndex::build(&data, dim) } else { None };
-        if kdtree.is_none() && matches!(products, Products::Int8 | Products::Int16 | Products::Int8IfItPays) {
+        if kdtree.is_none() && matches!(products, Products::Int8 | Products::Int16 | Products::Int8Fine | Products::Int8IfItPays) {
             let (r, probed) = match products {
-                Products::Int16 => (QuantizedReference::new(reference, &mean, int8::Width::I16), None),
+                Products::Int16 => (QuantizedReference::new(reference, &mean, int8::Width::I16, false), None),
+                Products::Int8Fine => (QuantizedReference::new(reference, &mean, int8::Width::I8, true), None),
                 _ => {
-                    let r = QuantizedReference::new(reference, &mean, int8::Width::I8);
+                    let mut r = QuantizedReference::new(reference, &mean, int8::Width::I8, false);
                     let extra = probe(&r, reference, &mean);
-                    if products == Products::Int8 || n as f64 >= INT8_ROWS_PER_EXTRA * extra {
-                        (r, Some(extra))
-                    } else {
-                        (QuantizedReference::new(reference, &mean, int8::Width::I16), Some(extra))
+                    if products == Products::Int8IfItPays && (n as f64) < INT8_ROWS_PER_EXTRA * extra {
+                        r.add_fine(reference, &mean);
                     }
+                    (r, Some(extra))
                 }
             };
             // The quantized rows carry their own norms: no float32 centred copy.
@@ -304,7 +383,7 @@ impl KnnIndex {
         let max_norm = norms.iter().fold(0.0f64, |a, b| a.max(*b as f64)).sqrt();
         let float32 = match products {
             Products::Gemm | Products::Float32Tile => products,
-            Products::Int8 | Products::Int16 | Products::Int8IfItPays => Products::float32(),
+            Products::Int8 | Products::Int16 | Products::Int8Fine | Products::Int8IfItPays => Products::float32(),
         };
         let centred = match float32 {
             _ if kdtree.is_some() => Centred::Rows(centred),
@@ -561,17 +640,20 @@ fn search_block_quantized(r: &QuantizedReference, queries: Rows<'_>, lo: usize, 
     use int8::{Epilogue, MR, NR};
     let d = queries.dim();
     let m = hi - lo;
-    let q = int8::Quantized::new(Rows::try_new(&queries.as_slice()[lo * d..hi * d], m, d).expect("a block of checked rows"), mean, r.q.width);
-    let mut cands: Vec<topk::Candidates> = (0..m).map(|i| topk::Candidates::new(k, q.slack(i, r.max_norm))).collect();
+    let block = Rows::try_new(&queries.as_slice()[lo * d..hi * d], m, d).expect("a block of checked rows");
+    let q = int8::Quantized::new(block, mean, r.q.width);
+    let fine = r.fine.as_ref().map(|_| int8::Quantized::new(block, mean, int8::Width::I16));
+    let mut cands: Vec<topk::Candidates> = (0..m).map(|i| r.candidates(&q, fine.as_ref(), i, k)).collect();
     let mut packed = Vec::new();
     int8::pack(&q, 0, m, MR, false, &mut packed);
     let mut rows = int8::Lanes::default();
     q.lanes(0, m, MR, r.max_norm, &mut rows);
     let micro = m.div_ceil(MR);
-    let mut thresholds: Vec<f32> = cands.iter().map(topk::Candidates::threshold).collect();
+    let mut thresholds: Vec<f32> = cands.iter().enumerate().map(|(i, c)| r.coarse_threshold(&q, i, c.threshold())).collect();
     thresholds.resize(micro * MR, f32::NAN);
     let mut partial = vec![0i32; micro * MR * NR];
     let mut passed = int8::Passed::default();
+    let (mut hits, mut dots, mut measured) = (Vec::new(), Vec::new(), Vec::new());
     let groups = r.q.groups;
     for (bp, b) in r.panels.chunks_exact(groups * NR * 4).enumerate() {
         int8::against_panel(&packed, b, groups, r.q.width, &mut partial, |ap, slice| {
@@ -582,15 +664,26 @@ fn search_block_quantized(r: &QuantizedReference, queries: Rows<'_>, lo: usize, 
                 col_thresholds: None,
                 out: &mut passed,
             });
+            hits.clear();
+            dots.clear();
             for (row, &mask) in passed.mask.iter().enumerate() {
-                if mask != 0 {
+                for c in fused::set_bits(mask) {
+                    hits.push(((ap * MR + row) as u32, (bp * NR + c) as u32));
+                    dots.push(passed.dots[row * NR + c]);
+                }
+            }
+            if hits.is_empty() {
+                return;
+            }
+            r.measure(&q, fine.as_ref(), &hits, &mut dots, &mut measured);
+            for (&(i, j), &(dd, rho, _)) in hits.iter().zip(&measured) {
+                let (lower, upper) = int8::bounds(dd, rho);
+                cands[i as usize].offer_bounds(lower, upper, j, skips[i as usize]);
+            }
+            for row in 0..MR {
+                if passed.mask[row] != 0 {
                     let i = ap * MR + row;
-                    for c in fused::set_bits(mask) {
-                        let j = bp * NR + c;
-                        let (lower, upper) = int8::bounds(q.distance(i, &r.q, j, passed.dots[row * NR + c]), r.q.rho[j]);
-                        cands[i].offer_bounds(lower, upper, j as u32, skips[i]);
-                    }
-                    thresholds[i] = cands[i].threshold();
+                    thresholds[i] = r.coarse_threshold(&q, i, cands[i].threshold());
                 }
             }
         });

@@ -54,7 +54,7 @@ impl KnnIndex {
             Centred::Panels { .. } | Centred::Quantized(_) => FUSED_BLOCK,
         };
         let new = |i: usize| match &self.centred {
-            Centred::Quantized(r) => Candidates::new(k, r.q.slack(i, r.max_norm)),
+            Centred::Quantized(r) => r.candidates(&r.q, r.fine.as_ref().map(|f| &f.q), i, k),
             _ => candidates(self, (self.norms[i] as f64).sqrt(), k),
         };
         let blocks: Vec<Mutex<Vec<Candidates>>> = (0..n).step_by(block).map(|lo| Mutex::new((lo..(lo + block).min(n)).map(new).collect())).collect();
@@ -222,6 +222,13 @@ struct QuantizedScratch {
     col_thresholds: Vec<f32>,
     partial: Vec<i32>,
     passed: int8::Passed,
+    /// The thresholds the bytes' prefilter compares with (see [`QuantizedReference::coarse_threshold`]).
+    row_coarse: Vec<f32>,
+    col_coarse: Vec<f32>,
+    /// One block's passing pairs (row, column) with their products, and their distances and bounds.
+    hits: Vec<(u32, u32)>,
+    dots: Vec<i32>,
+    measured: Vec<(f32, f32, f32)>,
     /// (row within the block, reference row, lower bound, upper bound) for each side.
     row_offers: Vec<(u32, u32, f32, f32)>,
     col_offers: Vec<(u32, u32, f32, f32)>,
@@ -233,13 +240,23 @@ fn pair_quantized(n: usize, r: &QuantizedReference, blocks: &[Mutex<Vec<Candidat
     use int8::{MR, NR};
     let (ilo, ihi) = (bi * FUSED_BLOCK, ((bi + 1) * FUSED_BLOCK).min(n));
     let (jlo, jhi) = (bj * FUSED_BLOCK, ((bj + 1) * FUSED_BLOCK).min(n));
-    let QuantizedScratch { packed_block, packed, rows, row_thresholds, col_thresholds, partial, passed, row_offers, col_offers } = s;
+    let QuantizedScratch { packed_block, packed, rows, row_thresholds, col_thresholds, partial, passed, row_coarse, col_coarse, hits, dots, measured, row_offers, col_offers } = s;
     if *packed_block != Some(bi) {
         int8::pack(&r.q, ilo, ihi, MR, false, packed);
         r.q.lanes(ilo, ihi, MR, r.max_norm, rows);
         *packed_block = Some(bi);
     }
     let symmetric = thresholds_at_start(blocks, bi, bj, (MR, NR), row_thresholds, col_thresholds);
+    // With a second level the bytes' prefilter takes the row's own byte residual on top.
+    let coarse = |t: &[f32], lo: usize, out: &mut Vec<f32>| {
+        out.clear();
+        out.extend(t.iter().enumerate().map(|(at, t)| if lo + at < n { r.coarse_threshold(&r.q, lo + at, *t) } else { *t }));
+    };
+    coarse(row_thresholds, ilo, row_coarse);
+    if symmetric {
+        coarse(col_thresholds, jlo, col_coarse);
+    }
+    let fine = r.fine.as_ref().map(|f| &f.q);
     row_offers.clear();
     col_offers.clear();
     let groups = r.q.groups;
@@ -248,39 +265,56 @@ fn pair_quantized(n: usize, r: &QuantizedReference, blocks: &[Mutex<Vec<Candidat
     for p in 0..(jhi - jlo).div_ceil(NR) {
         let bp = jlo / NR + p;
         int8::against_panel(packed, &r.panels[bp * groups * NR * 4..(bp + 1) * groups * NR * 4], groups, r.q.width, partial, |ap, slice| {
-            let col_thresholds = symmetric.then(|| &col_thresholds[p * NR..]);
             slice.finish(int8::Epilogue {
                 cols: r.lanes.at(bp * NR),
                 rows: rows.at(ap * MR),
-                row_thresholds: &row_thresholds[ap * MR..],
-                col_thresholds,
+                row_thresholds: &row_coarse[ap * MR..],
+                col_thresholds: symmetric.then(|| &col_coarse[p * NR..]),
                 out: &mut *passed,
             });
+            hits.clear();
+            dots.clear();
             for row in 0..MR {
-                let (mask, other) = (passed.mask[row], if symmetric { passed.other[row] } else { 0 });
-                if mask | other == 0 {
-                    continue;
+                let bits = passed.mask[row] | if symmetric { passed.other[row] } else { 0 };
+                for c in fused::set_bits(bits) {
+                    hits.push(((ilo + ap * MR + row) as u32, (bp * NR + c) as u32));
+                    dots.push(passed.dots[row * NR + c]);
                 }
-                let i = ilo + ap * MR + row;
-                for c in fused::set_bits(mask | other) {
-                    let j = bp * NR + c;
-                    let dd = r.q.distance(i, &r.q, j, passed.dots[row * NR + c]);
-                    if mask >> c & 1 == 1 {
-                        let (lower, upper) = int8::bounds(dd, r.q.rho[j]);
+            }
+            if hits.is_empty() {
+                return;
+            }
+            r.measure(&r.q, fine, hits, dots, measured);
+            // Each side's offers, those already beyond its list's threshold left out.
+            for (&(i, j), &(dd, rho_j, rho_i)) in hits.iter().zip(measured.iter()) {
+                let (i, j) = (i as usize, j as usize);
+                let (row, c) = (i - ilo - ap * MR, j - bp * NR);
+                if passed.mask[row] >> c & 1 == 1 {
+                    let (lower, upper) = int8::bounds(dd, rho_j);
+                    if lower <= row_thresholds[i - ilo] {
                         row_offers.push(((i - ilo) as u32, j as u32, lower, upper));
                     }
-                    if other >> c & 1 == 1 {
-                        let (lower, upper) = int8::bounds(dd, r.q.rho[i]);
+                }
+                if symmetric && passed.other[row] >> c & 1 == 1 {
+                    let (lower, upper) = int8::bounds(dd, rho_i);
+                    if lower <= col_thresholds[j - jlo] {
                         col_offers.push(((j - jlo) as u32, i as u32, lower, upper));
                     }
                 }
             }
         });
-    }
-    {
-        let mut cands = blocks[bi].lock().expect("no panics while locked");
-        for &(i, j, lower, upper) in row_offers.iter() {
-            cands[i as usize].offer_bounds(lower, upper, j, Some(ilo as u32 + i));
+        // The rows' lists take their offers after each panel, and the next panel meets their
+        // new thresholds (a column meets the block's rows within one panel: its offers wait).
+        if !row_offers.is_empty() {
+            let mut cands = blocks[bi].lock().expect("no panics while locked");
+            for &(i, j, lower, upper) in row_offers.iter() {
+                cands[i as usize].offer_bounds(lower, upper, j, Some(ilo as u32 + i));
+            }
+            for (at, c) in cands.iter().enumerate() {
+                row_thresholds[at] = c.threshold();
+                row_coarse[at] = r.coarse_threshold(&r.q, ilo + at, row_thresholds[at]);
+            }
+            row_offers.clear();
         }
     }
     if symmetric {

@@ -110,6 +110,8 @@ fn same_answer_on_one_and_two_threads() {
         assert_eq!(one, run(2, SearchStrategy::Int8));
         assert_eq!(one, run(1, SearchStrategy::Int16));
         assert_eq!(one, run(2, SearchStrategy::Int16));
+        assert_eq!(one, run(1, SearchStrategy::Int8Fine));
+        assert_eq!(one, run(2, SearchStrategy::Int8Fine));
     }
 }
 
@@ -151,12 +153,12 @@ fn assert_same_ends(a: &Neighbours, e: &Neighbours, what: &str) {
 
 #[test]
 fn every_product_path_gives_the_same_neighbours_to_the_bit() {
-    let paths: Vec<Products> = [Products::Gemm, Products::Float32Tile, Products::Int8, Products::Int16]
+    let paths: Vec<Products> = [Products::Gemm, Products::Float32Tile, Products::Int8, Products::Int16, Products::Int8Fine]
         .into_iter()
         .filter(|p| match p {
             Products::Gemm => true,
             Products::Float32Tile => fused::available(),
-            Products::Int8 | Products::Int16 | Products::Int8IfItPays => int8::available(),
+            Products::Int8 | Products::Int16 | Products::Int8Fine | Products::Int8IfItPays => int8::available(),
         })
         .collect();
     let mut rng = ChaCha8Rng::seed_from_u64(33);
