@@ -23,7 +23,7 @@ use rayon::prelude::*;
 use super::twonn::{check_discard, fit_ratios, Estimator};
 use crate::error::{KernelError, Result};
 use super::gram;
-use crate::knn::{KnnIndex, KnnStats, Neighbours};
+use crate::knn::{KnnIndex, KnnStats, NearestTwo, Neighbours};
 use crate::rows::{sq_dist_f64, Rows};
 
 /// Up to this dimension the neighbourhood's pairwise distances are computed directly in float64.
@@ -253,8 +253,11 @@ fn from_lists(index: &KnnIndex, lists: &Neighbours, members: &[u32], s: &mut Scr
     for m in members {
         s.member[*m as usize] = false;
     }
-    // Each missed member costs k exact distances; past k / 8 of them the Gram path is cheaper.
-    if s.missed.len() > k / 8 {
+    // Each missed member costs k distances; past k / 8 of them (k / 4 when sixteen-bit products
+    // bound them first, measured on real hidden states: docs/performance.md) the Gram path is
+    // cheaper.
+    let most = if index.has_sixteen_bit_rows() { k / 4 } else { k / 8 };
+    if s.missed.len() > most {
         return Looked::TooFew;
     }
     if s.missed.is_empty() {
@@ -262,13 +265,7 @@ fn from_lists(index: &KnnIndex, lists: &Neighbours, members: &[u32], s: &mut Scr
     }
     let missed = std::mem::take(&mut s.missed);
     for &i in &missed {
-        let mut best = (f64::INFINITY, f64::INFINITY);
-        let a = index.row(members[i] as usize);
-        for (j, m) in members.iter().enumerate() {
-            if j != i {
-                push_best(&mut best, sq_dist_f64(a, index.row(*m as usize)));
-            }
-        }
+        let best = index.nearest_two_sq(members[i], members, i, &mut s.nearest);
         s.mu[i] = best.1.sqrt() / best.0.sqrt();
     }
     let n = missed.len();
@@ -294,6 +291,7 @@ pub(super) struct Scratch {
     member: Vec<bool>,
     /// Members whose lists held fewer than two fellow members.
     missed: Vec<usize>,
+    nearest: NearestTwo,
 }
 
 impl Scratch {
@@ -487,18 +485,26 @@ mod tests {
         for &(n, d, k) in &[(900usize, 40usize, 32usize), (700, 97, 64)] {
             let refs = cloud(&mut rng, n, d);
             let others = cloud(&mut rng, 200, d);
-            let index = KnnIndex::new(Rows::try_new(&refs, n, d).unwrap(), SearchStrategy::Gemm).unwrap();
+            let rows = Rows::try_new(&refs, n, d).unwrap();
+            let index = KnnIndex::new(rows, SearchStrategy::Gemm).unwrap();
+            // Indexes with sixteen-bit rows bound the missed members' distances with them first.
+            let mut searches = vec![(SearchStrategy::Gemm, None)];
+            if crate::int8_search_available(d) {
+                searches.push((SearchStrategy::Int8Fine, Some(KnnIndex::new(rows, SearchStrategy::Int8Fine).unwrap())));
+                searches.push((SearchStrategy::Int16, Some(KnnIndex::new(rows, SearchStrategy::Int16).unwrap())));
+            }
             let cfg = LidConfig { k, ..LidConfig::default() };
             let me: Vec<Option<u32>> = (0..n as u32).map(Some).collect();
             for (queries, exclude) in [(index.rows(), Some(me.as_slice())), (Rows::try_new(&others, 200, d).unwrap(), None)] {
                 let (nb, _) = index.knn(queries, k, exclude).unwrap();
                 let (want, _) = lid_from_neighbours(&index, queries, &nb, &cfg, None).unwrap();
-                for m in [2, 3, 8, k] {
+                for ((strategy, other), m) in searches.iter().flat_map(|s| [2, 3, 8, k].map(|m| (s, m))) {
+                    let index = other.as_ref().unwrap_or(&index);
                     let (lists, _) = index.self_knn(m).unwrap();
-                    let (got, stats) = lid_from_neighbours(&index, queries, &nb, &cfg, Some(&lists)).unwrap();
+                    let (got, stats) = lid_from_neighbours(index, queries, &nb, &cfg, Some(&lists)).unwrap();
                     let bits = |p: &PointLid| [p.lid.to_bits(), p.r1.to_bits(), p.r2.to_bits(), p.rk.to_bits()];
                     if let Some(i) = (0..want.len()).find(|i| bits(&got[*i]) != bits(&want[*i])) {
-                        panic!("n={n} d={d} k={k} m={m}: query {i}: {:?} with lists, {:?} without", got[i], want[i]);
+                        panic!("{strategy:?} n={n} d={d} k={k} m={m}: query {i}: {:?} with lists, {:?} without", got[i], want[i]);
                     }
                     assert_eq!(stats.looked_up + stats.direct_members, (queries.len() * k) as u64);
                     if m == k {

@@ -554,6 +554,86 @@ impl KnnIndex {
     }
 }
 
+/// Buffers of [`KnnIndex::nearest_two_sq`].
+#[derive(Default)]
+pub(crate) struct NearestTwo {
+    pairs: Vec<(u32, u32)>,
+    dots: Vec<i32>,
+    bounds: Vec<(f32, f32)>,
+}
+
+impl KnnIndex {
+    /// The two smallest exact squared distances (float64, as [`sq_dist_f64`] gives them) from
+    /// reference row `a` to the reference rows `others` but `others[skip]`.
+    ///
+    /// With sixteen-bit rows at hand (the two-level or the int16 search), their exact integer
+    /// products bound every distance first, and only the rows whose lower bound is within the
+    /// second smallest upper bound get an exact distance (at least two rows are that near, so
+    /// the nearest two are among them): half the bytes read per row, and a few float64 sums
+    /// instead of one per row. Otherwise every distance is exact.
+    pub(crate) fn nearest_two_sq(&self, a: u32, others: &[u32], skip: usize, s: &mut NearestTwo) -> (f64, f64) {
+        let mut best = (f64::INFINITY, f64::INFINITY);
+        let row = self.row(a as usize);
+        let Some(q) = self.sixteen_bit_rows().filter(|_| others.len() > 3) else {
+            for (j, o) in others.iter().enumerate() {
+                if j != skip {
+                    push_two(&mut best, sq_dist_f64(row, self.row(*o as usize)));
+                }
+            }
+            return best;
+        };
+        s.pairs.clear();
+        s.pairs.extend(others.iter().enumerate().filter(|(j, _)| *j != skip).map(|(_, o)| (a, *o)));
+        int8::dot16(q, q, &s.pairs, &mut s.dots);
+        let rho_a = q.rho[a as usize];
+        s.bounds.clear();
+        s.bounds.extend(s.pairs.iter().zip(&s.dots).map(|(&(_, o), &dot)| {
+            let (lower, upper) = int8::bounds(q.distance(a as usize, q, o as usize, dot), q.rho[o as usize]);
+            ((lower - rho_a).next_down(), (upper + rho_a).next_up())
+        }));
+        let mut two = (f32::INFINITY, f32::INFINITY);
+        for &(_, upper) in &s.bounds {
+            if upper < two.0 {
+                two = (upper, two.0);
+            } else if upper < two.1 {
+                two.1 = upper;
+            }
+        }
+        for (&(_, o), &(lower, _)) in s.pairs.iter().zip(&s.bounds) {
+            if lower <= two.1 {
+                push_two(&mut best, sq_dist_f64(row, self.row(o as usize)));
+            }
+        }
+        best
+    }
+}
+
+impl KnnIndex {
+    /// The reference rows quantized to sixteen bits, when the search made them.
+    fn sixteen_bit_rows(&self) -> Option<&int8::Quantized> {
+        match &self.centred {
+            Centred::Quantized(r) => r.fine.as_ref().map(|f| &f.q).or((r.q.width == int8::Width::I16).then_some(&r.q)),
+            _ => None,
+        }
+    }
+
+    /// Whether [`Self::nearest_two_sq`] bounds distances with sixteen-bit products first.
+    pub(crate) fn has_sixteen_bit_rows(&self) -> bool {
+        self.sixteen_bit_rows().is_some()
+    }
+}
+
+/// Keeps the two smallest values pushed, smallest first.
+#[inline(always)]
+fn push_two(best: &mut (f64, f64), v: f64) {
+    if v < best.0 {
+        best.1 = best.0;
+        best.0 = v;
+    } else if v < best.1 {
+        best.1 = v;
+    }
+}
+
 crate::multiversion! {
     /// One block of queries against all reference tiles through the `gemm` crate.
     fn search_block(index: &KnnIndex, centred: &[f32], qc: &[f32], skips: &[Option<u32>], k: usize) -> Vec<topk::Candidates> => search_block_body
