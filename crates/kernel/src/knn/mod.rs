@@ -46,7 +46,8 @@ pub(super) const U32: f64 = f32::EPSILON as f64 / 2.0;
 pub enum SearchStrategy {
     /// The k-d tree where it is supported and measured faster; else, where the CPU has
     /// AVX512_VNNI, the int8 candidate search if a probe of the reference says its window pays,
-    /// or int8 with sixteen-bit products for the pairs it cannot settle; else the GEMM path.
+    /// or else int8 with sixteen-bit products for the pairs it passes (a large reference) or the
+    /// int16 search (a small one); else the GEMM path.
     #[default]
     Auto,
     /// Always the GEMM path (float32 products).
@@ -81,6 +82,13 @@ const PROBE_K: usize = 128;
 /// "Two levels"): the two-level search faster at 16,000 rows per unit (a real self-join), one
 /// level faster at 65,000 (synthetic rows against a sample), the two even at 146,000.
 const INT8_ROWS_PER_EXTRA: f64 = 40_000.0;
+/// Where int8 alone does not pay, [`SearchStrategy::Auto`] takes the two-level search from this
+/// many reference rows on, else the int16 one. The second level's products cost about the
+/// same per query at any size (they follow the pairs that pass, about `k ln(N / k)`), the
+/// bytes' saving grows with the reference: measured on real hidden states (docs/performance.md,
+/// "Two levels"), int16 a little faster in a self-join of 13,000 rows and against 4,000, the two
+/// even against 16,000, the two levels 10 to 15% faster in a self-join of 57,000.
+const TWO_LEVEL_MIN_ROWS: usize = 16_000;
 
 /// Whether the integer searches ([`SearchStrategy::Int8`], [`SearchStrategy::Int16`],
 /// [`SearchStrategy::Int8Fine`]) can run here, for rows of `dim` values.
@@ -102,7 +110,8 @@ pub(crate) enum Products {
     /// [`Products::Int8`] for every pair, [`Products::Int16`] for the pairs that pass the bytes'
     /// window ([`FineRows`]).
     Int8Fine,
-    /// [`Products::Int8`] where the probe says its window pays, else [`Products::Int8Fine`].
+    /// [`Products::Int8`] where the probe says its window pays, else [`Products::Int8Fine`] or,
+    /// for a small reference, [`Products::Int16`].
     Int8IfItPays,
 }
 
@@ -319,9 +328,13 @@ impl KnnIndex {
         let why = match self.probe {
             Some(extra) => {
                 let needs = INT8_ROWS_PER_EXTRA * extra;
-                let verdict = if matches!(&self.centred, Centred::Quantized(r) if r.fine.is_none()) { "it pays" } else { "too few for int8 alone" };
+                let verdict = match &self.centred {
+                    Centred::Quantized(r) if r.fine.is_some() => format!("too few for int8 alone, enough for a second level (from {TWO_LEVEL_MIN_ROWS})"),
+                    Centred::Quantized(r) if r.q.width == int8::Width::I8 => "it pays".to_string(),
+                    _ => format!("too few for int8 alone or a second level (from {TWO_LEVEL_MIN_ROWS})"),
+                };
                 format!(
-                    ": the int8 probe re-ranked {:.0}% more candidates than k, which int8 alone repays (against a second int16 level) from {needs:.0} reference rows; here {}: {verdict}",
+                    ": the int8 probe re-ranked {:.0}% more candidates than k, which int8 alone repays from {needs:.0} reference rows; here {}: {verdict}",
                     100.0 * extra,
                     self.n
                 )
@@ -369,7 +382,11 @@ impl KnnIndex {
                     let mut r = QuantizedReference::new(reference, &mean, int8::Width::I8, false);
                     let extra = probe(&r, reference, &mean);
                     if products == Products::Int8IfItPays && (n as f64) < INT8_ROWS_PER_EXTRA * extra {
-                        r.add_fine(reference, &mean);
+                        if n >= TWO_LEVEL_MIN_ROWS {
+                            r.add_fine(reference, &mean);
+                        } else {
+                            r = QuantizedReference::new(reference, &mean, int8::Width::I16, false);
+                        }
                     }
                     (r, Some(extra))
                 }
