@@ -203,7 +203,7 @@ impl QuantizedReference {
     /// a second level, `fine` (the same rows in sixteen bits).
     fn candidates(&self, rows: &int8::Quantized, fine: Option<&int8::Quantized>, i: usize, k: usize) -> topk::Candidates {
         match (&self.fine, fine) {
-            (Some(f), Some(q)) => topk::Candidates::new(k, q.slack(i, f.max_norm)),
+            (Some(f), Some(q)) => topk::Candidates::eager(k, q.slack(i, f.max_norm)),
             _ => topk::Candidates::new(k, rows.slack(i, self.max_norm)),
         }
     }
