@@ -284,7 +284,8 @@ fn parse_estimators(s: &str) -> Result<EstimatorList, String> {
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum SearchArg {
     /// k-d tree in low dimensions where it is faster; else, on AVX512_VNNI CPUs, int8 candidates
-    /// where a probe of the reference says their window pays, or int16 ones; else float32 GEMM.
+    /// where a probe of the reference says their window pays, or else int8-fine (16,000 reference
+    /// rows or more) or int16; else float32 GEMM.
     Auto,
     /// Blocked float32 GEMM with exact float64 re-ranking.
     Gemm,

@@ -6,7 +6,8 @@
 //! other path. The same instructions' 16-bit sibling, `vpdpwssd` (32 products per instruction,
 //! twice the float32 rate), searches rows quantized to 16 bits ([`Width::I16`]) through the same
 //! kernel, bounds and window: their residuals are about a fiftieth of the bytes', which is what
-//! real hidden states need (see "Two widths" below).
+//! real hidden states need (see "Two widths" below). Both together make the two-level search
+//! ([`dot16`]): byte products for every pair, a sixteen-bit product for each pair they pass.
 //!
 //! **Why the candidates are right.** Each centred row `c = x - mean` is stored as `s * q + e`:
 //! one float64 scale `s` per row (its largest value maps to 127), bytes `q` in `[-127, 127]`, and

@@ -10,8 +10,9 @@
 //!   products come from our tile kernel with the window test in its epilogue ([`fused`]);
 //!   elsewhere from the `gemm` crate ([`gemm`]). Both give the same neighbours, to the bit.
 //!   On CPUs with AVX512_VNNI the candidates come instead from exact integer products of rows
-//!   quantized to bytes or to sixteen bits, with a window from their proven residual bounds
-//!   ([`int8`]); the float64 re-rank makes the neighbours the same again.
+//!   quantized to bytes or to sixteen bits, or bytes first and sixteen bits for the pairs they
+//!   pass, with a window from their proven residual bounds ([`int8`], [`FineRows`]); the float64
+//!   re-rank makes the neighbours the same again.
 //! - **kd-tree** (`kiddo`, low dimensions): exact float64 coordinates, used where the benchmark
 //!   shows it is faster.
 
