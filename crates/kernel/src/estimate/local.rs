@@ -23,7 +23,7 @@ use rayon::prelude::*;
 use super::twonn::{check_discard, fit_ratios, Estimator};
 use crate::error::{KernelError, Result};
 use super::gram;
-use crate::knn::{KnnIndex, KnnStats, NearestTwo, Neighbours};
+use crate::knn::{push_two, KnnIndex, KnnStats, NearestTwo, Neighbours};
 use crate::rows::{sq_dist_f64, Rows};
 
 /// Up to this dimension the neighbourhood's pairwise distances are computed directly in float64.
@@ -328,8 +328,8 @@ fn ratios_body(index: &KnnIndex, query: &[f32], nbrs: &[u32], s: &mut Scratch) -
         for i in 0..k {
             for j in i + 1..k {
                 let v = sq_dist_f64(row(i), row(j));
-                push_best(&mut s.best[i], v);
-                push_best(&mut s.best[j], v);
+                push_two(&mut s.best[i], v);
+                push_two(&mut s.best[j], v);
             }
         }
     } else {
@@ -385,8 +385,8 @@ fn ratios_body(index: &KnnIndex, query: &[f32], nbrs: &[u32], s: &mut Scratch) -
             if k == 3 || (top[2].0 as f64 - top[1].0 as f64) > 2.0 * bound {
                 let a = s.exact(k, i, top[0].1, row(i), row(top[0].1));
                 let b = s.exact(k, i, top[1].1, row(i), row(top[1].1));
-                push_best(&mut s.best[i], a);
-                push_best(&mut s.best[i], b);
+                push_two(&mut s.best[i], a);
+                push_two(&mut s.best[i], b);
             } else {
                 // Too close to call: re-rank exactly every point that can be among the two nearest.
                 fallbacks += 1;
@@ -394,7 +394,7 @@ fn ratios_body(index: &KnnIndex, query: &[f32], nbrs: &[u32], s: &mut Scratch) -
                 for j in 0..k {
                     if j != i && s.row[j] as f64 <= edge {
                         let v = s.exact(k, i, j, row(i), row(j));
-                        push_best(&mut s.best[i], v);
+                        push_two(&mut s.best[i], v);
                     }
                 }
             }
@@ -439,16 +439,6 @@ fn transpose_centred(x: &[&[f32]], centre: &[f32], d: usize, y: &mut [f32], kp: 
         for p in p_from..d {
             y[p * kp + j] = x[j][p] - centre[p];
         }
-    }
-}
-
-#[inline(always)]
-fn push_best(best: &mut (f64, f64), v: f64) {
-    if v < best.0 {
-        best.1 = best.0;
-        best.0 = v;
-    } else if v < best.1 {
-        best.1 = v;
     }
 }
 

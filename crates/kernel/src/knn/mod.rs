@@ -643,7 +643,7 @@ impl KnnIndex {
 
 /// Keeps the two smallest values pushed, smallest first.
 #[inline(always)]
-fn push_two(best: &mut (f64, f64), v: f64) {
+pub(crate) fn push_two(best: &mut (f64, f64), v: f64) {
     if v < best.0 {
         best.1 = best.0;
         best.0 = v;
