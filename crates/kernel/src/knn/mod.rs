@@ -611,11 +611,7 @@ impl KnnIndex {
         }));
         let mut two = (f32::INFINITY, f32::INFINITY);
         for &(_, upper) in &s.bounds {
-            if upper < two.0 {
-                two = (upper, two.0);
-            } else if upper < two.1 {
-                two.1 = upper;
-            }
+            push_two(&mut two, upper);
         }
         for (&(_, o), &(lower, _)) in s.pairs.iter().zip(&s.bounds) {
             if lower <= two.1 {
@@ -624,9 +620,7 @@ impl KnnIndex {
         }
         best
     }
-}
 
-impl KnnIndex {
     /// The reference rows quantized to sixteen bits, when the search made them.
     fn sixteen_bit_rows(&self) -> Option<&int8::Quantized> {
         match &self.centred {
@@ -643,7 +637,7 @@ impl KnnIndex {
 
 /// Keeps the two smallest values pushed, smallest first.
 #[inline(always)]
-pub(crate) fn push_two(best: &mut (f64, f64), v: f64) {
+pub(crate) fn push_two<T: PartialOrd + Copy>(best: &mut (T, T), v: T) {
     if v < best.0 {
         best.1 = best.0;
         best.0 = v;
