@@ -432,13 +432,27 @@ unsafe fn block_vnni<const WIDE: bool>(a: &[u8], b: &[u8], groups: usize, partia
 /// overlap instead of each waiting on its own chain of additions. Lanes may wrap on the way;
 /// each total lies in `i32` (the norm bound of [`Width::I16`]), so two's complement gives it
 /// exactly.
+///
+/// The products wait on loads, not on the multipliers: consecutive pairs that share a row (of
+/// either side) form a group of their own, which loads that row once. Callers list pairs with a
+/// shared row together where they can (the self-join by column, a query block by row).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn dot16(x: &Quantized, y: &Quantized, pairs: &[(u32, u32)], out: &mut Vec<i32>) {
     assert!(x.width == Width::I16 && y.width == Width::I16 && x.groups == y.groups, "int8::dot16: sixteen-bit rows of one dimension");
     assert!(available(), "int8::dot16 needs AVX512_VNNI");
     out.clear();
-    for four in pairs.chunks(4) {
-        // A short last group repeats its first pair.
+    let mut rest = pairs;
+    while !rest.is_empty() {
+        let head = &rest[..rest.len().min(4)];
+        let same_x = head.iter().take_while(|p| p.0 == head[0].0).count();
+        let same_y = head.iter().take_while(|p| p.1 == head[0].1).count();
+        let take = match same_x.max(same_y) {
+            1 => head.len(),
+            shared => shared,
+        };
+        let (four, tail) = rest.split_at(take);
+        rest = tail;
+        // A short group repeats its first pair.
         let at = |p: usize| four.get(p).unwrap_or(&four[0]);
         let (a, b) = ([0, 1, 2, 3].map(|p| x.row(at(p).0 as usize)), [0, 1, 2, 3].map(|p| y.row(at(p).1 as usize)));
         // SAFETY: AVX-512F and AVX512_VNNI are available (asserted); all rows have 4 * groups bytes.
@@ -459,8 +473,10 @@ pub(crate) fn dot16(_: &Quantized, _: &Quantized, _: &[(u32, u32)], _: &mut Vec<
 unsafe fn dot16_four(a: [&[u8]; 4], b: [&[u8]; 4], len: usize) -> [i32; 4] {
     let mut acc = [_mm512_setzero_si512(); 4];
     let mut at = 0;
-    // The pairs of one block row mostly share their query row: then it is loaded once.
-    let shared = a.iter().all(|x| x.as_ptr() == a[0].as_ptr());
+    // A row all four pairs share is loaded once (the product is symmetric in its operands).
+    let same = |rows: &[&[u8]; 4]| rows.iter().all(|x| x.as_ptr() == rows[0].as_ptr());
+    let (a, b) = if !same(&a) && same(&b) { (b, a) } else { (a, b) };
+    let shared = same(&a);
     // SAFETY: every load reads bytes at..at + 64 <= len of a row, or is masked to whole
     // four-byte lanes below len.
     unsafe {
@@ -628,13 +644,20 @@ mod tests {
                 for j in 0..n {
                     let dot = dot(&q, i, &q, j);
                     if width == Width::I16 {
-                        // One to five pairs at a time: whole and short groups of four.
-                        let pairs: Vec<(u32, u32)> = (0..=j % 5).map(|p| (i as u32, ((j + 7 * p) % n) as u32)).collect();
-                        let mut out = Vec::new();
-                        dot16(&q, &q, &pairs, &mut out);
-                        let want: Vec<i32> = pairs.iter().map(|&(a, b)| self::dot(&q, a as usize, &q, b as usize)).collect();
-                        assert_eq!(out, want, "d={d} row {i}: the two-level search's products");
-                        assert_eq!(out[0], dot);
+                        // One to five pairs at a time (whole and short groups of four) sharing
+                        // the first row, the second, or runs of either and neither in turn.
+                        let m = (j % 5) as u32;
+                        let (i32_, j32, n32) = (i as u32, j as u32, n as u32);
+                        let shared_x: Vec<(u32, u32)> = (0..=m).map(|p| (i32_, (j32 + 7 * p) % n32)).collect();
+                        let shared_y: Vec<(u32, u32)> = (0..=m).map(|p| ((i32_ + 7 * p) % n32, j32)).collect();
+                        let mixed: Vec<(u32, u32)> = (0..3 * (m + 1)).map(|p| if (p / (m + 1)) % 2 == 0 { (i32_, (j32 + p) % n32) } else { ((i32_ + p) % n32, j32) }).chain([((i32_ + 1) % n32, 0)]).collect();
+                        for pairs in [shared_x, shared_y, mixed] {
+                            let mut out = Vec::new();
+                            dot16(&q, &q, &pairs, &mut out);
+                            let want: Vec<i32> = pairs.iter().map(|&(a, b)| self::dot(&q, a as usize, &q, b as usize)).collect();
+                            assert_eq!(out, want, "d={d} row {i}: the two-level search's products of {pairs:?}");
+                            assert_eq!(out[0], dot);
+                        }
                     }
                     let (lower, upper) = bounds(q.distance(i, &q, j, dot), q.rho[j]);
                     let truth = xs[i * d..(i + 1) * d].iter().zip(&xs[j * d..(j + 1) * d]).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>().sqrt();

@@ -225,7 +225,11 @@ struct QuantizedScratch {
     /// The thresholds the bytes' prefilter compares with (see [`QuantizedReference::coarse_threshold`]).
     row_coarse: Vec<f32>,
     col_coarse: Vec<f32>,
-    /// One block's passing pairs (row, column) with their products, and their distances and bounds.
+    /// One panel's passing pairs by column: (row, column, product, sides: 1 the row's, 2 the
+    /// column's).
+    by_column: Vec<Vec<(u32, u32, i32, u8)>>,
+    /// The same pairs column after column, with their products, and their distances and bounds.
+    sides: Vec<u8>,
     hits: Vec<(u32, u32)>,
     dots: Vec<i32>,
     measured: Vec<(f32, f32, f32)>,
@@ -240,7 +244,8 @@ fn pair_quantized(n: usize, r: &QuantizedReference, blocks: &[Mutex<Vec<Candidat
     use int8::{MR, NR};
     let (ilo, ihi) = (bi * FUSED_BLOCK, ((bi + 1) * FUSED_BLOCK).min(n));
     let (jlo, jhi) = (bj * FUSED_BLOCK, ((bj + 1) * FUSED_BLOCK).min(n));
-    let QuantizedScratch { packed_block, packed, rows, row_thresholds, col_thresholds, partial, passed, row_coarse, col_coarse, hits, dots, measured, row_offers, col_offers } = s;
+    let QuantizedScratch { packed_block, packed, rows, row_thresholds, col_thresholds, partial, passed, row_coarse, col_coarse, by_column, sides, hits, dots, measured, row_offers, col_offers } = s;
+    by_column.resize_with(NR, Vec::new);
     if *packed_block != Some(bi) {
         int8::pack(&r.q, ilo, ihi, MR, false, packed);
         r.q.lanes(ilo, ihi, MR, r.max_norm, rows);
@@ -272,37 +277,47 @@ fn pair_quantized(n: usize, r: &QuantizedReference, blocks: &[Mutex<Vec<Candidat
                 col_thresholds: symmetric.then(|| &col_coarse[p * NR..]),
                 out: &mut *passed,
             });
-            hits.clear();
-            dots.clear();
             for row in 0..MR {
-                let bits = passed.mask[row] | if symmetric { passed.other[row] } else { 0 };
-                for c in fused::set_bits(bits) {
-                    hits.push(((ilo + ap * MR + row) as u32, (bp * NR + c) as u32));
-                    dots.push(passed.dots[row * NR + c]);
+                let (mine, theirs) = (passed.mask[row], if symmetric { passed.other[row] } else { 0 });
+                for c in fused::set_bits(mine | theirs) {
+                    let sides = (mine >> c & 1) as u8 | ((theirs >> c & 1) as u8) << 1;
+                    by_column[c].push(((ilo + ap * MR + row) as u32, (bp * NR + c) as u32, passed.dots[row * NR + c], sides));
                 }
             }
-            if hits.is_empty() {
-                return;
+        });
+        // Thresholds stay as they were for the whole panel, so its pairs are measured together,
+        // column after column: the sixteen-bit products then load each column's row once for
+        // its group ([`int8::dot16`]). Each list still takes its offers in column order.
+        hits.clear();
+        dots.clear();
+        sides.clear();
+        for column in by_column.iter_mut() {
+            for &(i, j, dot, side) in column.iter() {
+                hits.push((i, j));
+                dots.push(dot);
+                sides.push(side);
             }
+            column.clear();
+        }
+        if !hits.is_empty() {
             r.measure(&r.q, fine, hits, dots, measured);
             // Each side's offers, those already beyond its list's threshold left out.
-            for (&(i, j), &(dd, rho_j, rho_i)) in hits.iter().zip(measured.iter()) {
+            for ((&(i, j), &(dd, rho_j, rho_i)), &side) in hits.iter().zip(measured.iter()).zip(sides.iter()) {
                 let (i, j) = (i as usize, j as usize);
-                let (row, c) = (i - ilo - ap * MR, j - bp * NR);
-                if passed.mask[row] >> c & 1 == 1 {
+                if side & 1 == 1 {
                     let (lower, upper) = int8::bounds(dd, rho_j);
                     if lower <= row_thresholds[i - ilo] {
                         row_offers.push(((i - ilo) as u32, j as u32, lower, upper));
                     }
                 }
-                if symmetric && passed.other[row] >> c & 1 == 1 {
+                if side & 2 == 2 {
                     let (lower, upper) = int8::bounds(dd, rho_i);
                     if lower <= col_thresholds[j - jlo] {
                         col_offers.push(((j - jlo) as u32, i as u32, lower, upper));
                     }
                 }
             }
-        });
+        }
         // The rows' lists take their offers after each panel, and the next panel meets their
         // new thresholds (a column meets the block's rows within one panel: its offers wait).
         if !row_offers.is_empty() {
