@@ -194,6 +194,17 @@ pub(crate) fn prefetch(row: &[f32]) {
     }
 }
 
+/// Asks the CPU to bring the cache line holding `value` into L1: for scattered reads whose
+/// addresses are known before they are needed.
+#[inline(always)]
+pub(crate) fn prefetch_line<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that cannot fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((value as *const T).cast::<i8>())
+    };
+}
+
 /// Squared norm of a float32 vector, accumulated in float64.
 #[inline(always)]
 pub(crate) fn sq_norm_f64(a: &[f32]) -> f64 {

@@ -237,6 +237,12 @@ fn from_lists(index: &KnnIndex, lists: &Neighbours, members: &[u32], s: &mut Scr
     for m in members {
         s.member[*m as usize] = true;
     }
+    // The members' lists lie scattered over the reference's: their heads are asked for all at
+    // once, so the reads below overlap instead of waiting one after another.
+    for m in members {
+        crate::rows::prefetch_line(&lists.indices_of(*m as usize)[0]);
+        crate::rows::prefetch_line(&lists.distances_of(*m as usize)[0]);
+    }
     s.mu.clear();
     s.missed.clear();
     for (i, m) in members.iter().enumerate() {
