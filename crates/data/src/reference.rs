@@ -10,8 +10,6 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 use sha2::{Digest, Sha256};
 
 use crate::embedding::decode_embeddings;
@@ -130,10 +128,6 @@ pub fn read_reference(path: &Path, embedding_column: &str, id_columns: &[String]
 /// Writes a reference as its identity columns plus `embedding_column` as
 /// `FixedSizeList<Float32, dim>`, atomically (see [`AtomicParquetWriter`]).
 ///
-/// Uncompressed and without dictionaries: a model's float32 vectors shrink by about 6% under
-/// zstd (MiniLM hidden states, 88 -> 83 MB), and compressing them took a core for half a
-/// second beside the sample's self-join, which had both.
-///
 /// # Errors
 /// [`DataError::InvalidArgument`] when the vectors do not fill `rows * dim`, and write errors.
 pub fn write_reference(path: &Path, r: &Reference, embedding_column: &str) -> Result<()> {
@@ -150,8 +144,7 @@ pub fn write_reference(path: &Path, r: &Reference, embedding_column: &str) -> Re
     let mut fields: Vec<Field> = r.ids.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new(embedding_column, DataType::FixedSizeList(item.clone(), dim), false));
     let schema = Arc::new(Schema::new(fields));
-    let props = WriterProperties::builder().set_compression(Compression::UNCOMPRESSED).set_dictionary_enabled(false).build();
-    let mut writer = AtomicParquetWriter::with_properties(path, schema.clone(), props)?;
+    let mut writer = AtomicParquetWriter::new(path, schema.clone())?;
     const CHUNK: usize = 16 * 1024;
     let mut start = 0;
     while start < n {
