@@ -457,21 +457,34 @@ impl VectorSource<'_> {
                 .build()
                 .map_err(|source| DataError::Parquet { path: path.clone(), source })?;
             let mut done = 0;
-            for batch in reader {
-                let batch = batch.map_err(|e| DataError::arrow(path, e))?;
-                let n = batch.num_rows();
-                let at = |r: u64| rows[done + r as usize];
-                let (values, dim) = decode_embeddings(batch.column(0).as_ref(), path, column, 0, self.dim)
-                    .map_err(|e| self.remap(e, file, at))?;
-                if self.dim.is_none() && n > 0 {
-                    self.dim = Some(dim);
-                    self.dim_file = Some(file);
+            // Parquet decodes the next batches on a helper thread while this one checks, hashes
+            // and keeps the last (a sample of a whole corpus reads every vector).
+            std::thread::scope(|scope| -> Result<()> {
+                let (tx, rx) = std::sync::mpsc::sync_channel(2);
+                scope.spawn(move || {
+                    for batch in reader {
+                        if tx.send(batch).is_err() {
+                            break;
+                        }
+                    }
+                });
+                for batch in rx {
+                    let batch = batch.map_err(|e| DataError::arrow(path, e))?;
+                    let n = batch.num_rows();
+                    let at = |r: u64| rows[done + r as usize];
+                    let (values, dim) = decode_embeddings(batch.column(0).as_ref(), path, column, 0, self.dim)
+                        .map_err(|e| self.remap(e, file, at))?;
+                    if self.dim.is_none() && n > 0 {
+                        self.dim = Some(dim);
+                        self.dim_file = Some(file);
+                    }
+                    for r in 0..n {
+                        f(group[done + r], &values[r * dim..(r + 1) * dim]);
+                    }
+                    done += n;
                 }
-                for r in 0..n {
-                    f(group[done + r], &values[r * dim..(r + 1) * dim]);
-                }
-                done += n;
-            }
+                Ok(())
+            })?;
             if done != rows.len() {
                 return Err(DataError::invalid(path, column, None, format!("expected {} selected rows, read {done}", rows.len())));
             }
