@@ -179,3 +179,28 @@ fn failed_rerun_keeps_the_committed_result() {
     let leftovers: Vec<_> = std::fs::read_dir(d.path().join("out")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers.len(), 3, "only data/, reference.parquet and manifest.json remain: {leftovers:?}");
 }
+
+/// A batch that fails after an earlier file's part was handed to the result writer: the run names
+/// the file and row, and neither a result part nor a temporary file is left behind.
+#[test]
+fn failure_after_a_written_part_leaves_no_part() {
+    let d = tempfile::tempdir().unwrap();
+    let good = corpus(d.path(), "a_good.parquet", 40, 4, None);
+    let mut v = vectors(40, 4, 5);
+    v[30 * 4] = f32::NAN;
+    let bad = corpus(d.path(), "b_bad.parquet", 40, 4, Some(fsl(v, 4)));
+    fails(d.path(), &[&good, &bad], &["--reference", &s(&good)], &["b_bad.parquet", "30"]);
+    fn files(dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                files(&p, out);
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    let mut left = Vec::new();
+    files(&d.path().join("out"), &mut left);
+    assert!(left.is_empty(), "a failed run must leave no files: {left:?}");
+}

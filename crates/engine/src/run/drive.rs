@@ -21,46 +21,132 @@ use crate::udf::LoadedReference;
 /// Where result rows go: one Parquet part per corpus file, `part-<file index><suffix>.parquet`
 /// (a shard of a file adds its own suffix), each carrying the run's parameters in its key-value
 /// metadata.
+///
+/// The parts are written on a helper thread, so that encoding and writing one batch overlaps the
+/// computation of the next (the plan computes a batch only when it is asked for the next one);
+/// [`Self::close`] waits for the last part to be finished and synced.
 pub(crate) struct PartSink<'a> {
     dir: PathBuf,
     layout: &'a Layout,
     suffix: String,
     schema: SchemaRef,
     metadata: Vec<(String, String)>,
-    open: Option<(u32, AtomicParquetWriter)>,
+    /// The file index of the part being written.
+    open: Option<u32>,
+    writer: Option<PartWriter>,
     /// The parts written, relative to the output directory.
     pub files: Vec<String>,
-    /// Seconds spent writing.
+    /// Seconds the helper thread spent writing (overlapping the computation).
     pub seconds: f64,
+}
+
+/// What the helper thread is asked to do, in order.
+enum Job {
+    /// Finish the part being written, if any, and start this one.
+    Open(PathBuf),
+    Write(RecordBatch),
+    /// Finish the part being written; the last job.
+    Close,
+}
+
+/// The helper thread and its queue (two batches deep: memory stays bounded when writing is the
+/// slower side).
+struct PartWriter {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    thread: std::thread::JoinHandle<lidscope_data::Result<f64>>,
+}
+
+impl PartWriter {
+    fn start(schema: SchemaRef, metadata: Vec<(String, String)>) -> Self {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(2);
+        let thread = std::thread::spawn(move || {
+            let mut part: Option<AtomicParquetWriter> = None;
+            let mut seconds = 0.0;
+            for job in queue {
+                let t = Instant::now();
+                match job {
+                    Job::Open(path) => {
+                        if let Some(w) = part.take() {
+                            w.finish()?;
+                        }
+                        part = Some(AtomicParquetWriter::with_metadata(&path, schema.clone(), metadata.clone())?);
+                    }
+                    Job::Write(batch) => part.as_mut().expect("a part is opened before its batches").write(&batch)?,
+                    Job::Close => {
+                        if let Some(w) = part.take() {
+                            w.finish()?;
+                        }
+                        return Ok(seconds + t.elapsed().as_secs_f64());
+                    }
+                }
+                seconds += t.elapsed().as_secs_f64();
+            }
+            // The queue closed without `Close` (the run failed): the unfinished part drops here,
+            // which removes its temporary file.
+            Ok(seconds)
+        });
+        Self { jobs, thread }
+    }
+
+    /// Queues a job; when the thread has stopped on an error, that error.
+    fn send(self, job: Job) -> std::result::Result<Self, EngineError> {
+        match self.jobs.send(job) {
+            Ok(()) => Ok(self),
+            Err(_) => Err(self.join().err().unwrap_or_else(|| EngineError::Invalid("the result writer stopped".into()))),
+        }
+    }
+
+    /// Closes the queue and waits for the thread: the seconds it spent writing, or its error.
+    /// Without a [`Job::Close`] first, the part being written is abandoned.
+    fn join(self) -> Result<f64> {
+        drop(self.jobs);
+        match self.thread.join() {
+            Ok(r) => Ok(r?),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
 }
 
 impl<'a> PartSink<'a> {
     /// Writes parts into `dir` (the staging directory's `data/`), listed as `layout` places them.
     pub fn new(dir: PathBuf, layout: &'a Layout, info: &CorpusInfo, outputs: &[String], metadata: Vec<(String, String)>, suffix: String) -> Self {
-        Self { dir, layout, suffix, schema: output_schema(info, outputs), metadata, open: None, files: Vec::new(), seconds: 0.0 }
+        Self { dir, layout, suffix, schema: output_schema(info, outputs), metadata, open: None, writer: None, files: Vec::new(), seconds: 0.0 }
     }
 
     fn write(&mut self, file_index: u32, batch: &RecordBatch) -> Result<()> {
-        let t = Instant::now();
-        if self.open.as_ref().is_none_or(|(f, _)| *f != file_index) {
-            self.close()?;
+        let mut writer = match self.writer.take() {
+            Some(w) => w,
+            None => PartWriter::start(self.schema.clone(), self.metadata.clone()),
+        };
+        if self.open != Some(file_index) {
             let name = format!("part-{file_index:05}{}.parquet", self.suffix);
             self.files.push(self.layout.relative_data(&name));
-            self.open = Some((file_index, AtomicParquetWriter::with_metadata(&self.dir.join(name), self.schema.clone(), self.metadata.clone())?));
+            self.open = Some(file_index);
+            writer = writer.send(Job::Open(self.dir.join(name)))?;
         }
-        self.open.as_mut().expect("opened above").1.write(batch)?;
-        self.seconds += t.elapsed().as_secs_f64();
+        self.writer = Some(writer.send(Job::Write(batch.clone()))?);
         Ok(())
     }
 
-    /// Finishes the part being written.
+    /// Finishes the part being written and waits until it is synced.
     pub fn close(&mut self) -> Result<()> {
-        if let Some((_, w)) = self.open.take() {
-            let t = Instant::now();
-            w.finish()?;
-            self.seconds += t.elapsed().as_secs_f64();
+        self.open = None;
+        if let Some(w) = self.writer.take() {
+            self.seconds += w.send(Job::Close)?.join()?;
         }
         Ok(())
+    }
+}
+
+impl Drop for PartSink<'_> {
+    /// A sink dropped unclosed (the run failed): the part being written is abandoned, its
+    /// temporary file removed before the staging directory is.
+    fn drop(&mut self) {
+        if let Some(PartWriter { jobs, thread }) = self.writer.take() {
+            drop(jobs);
+            // Its error or panic is the failed run's consequence, not news.
+            let _ = thread.join();
+        }
     }
 }
 
