@@ -650,7 +650,7 @@ mod tests {
                         let (i32_, j32, n32) = (i as u32, j as u32, n as u32);
                         let shared_x: Vec<(u32, u32)> = (0..=m).map(|p| (i32_, (j32 + 7 * p) % n32)).collect();
                         let shared_y: Vec<(u32, u32)> = (0..=m).map(|p| ((i32_ + 7 * p) % n32, j32)).collect();
-                        let mixed: Vec<(u32, u32)> = (0..3 * (m + 1)).map(|p| if (p / (m + 1)) % 2 == 0 { (i32_, (j32 + p) % n32) } else { ((i32_ + p) % n32, j32) }).chain([((i32_ + 1) % n32, 0)]).collect();
+                        let mixed: Vec<(u32, u32)> = (0..3 * (m + 1)).map(|p| if (p / (m + 1)).is_multiple_of(2) { (i32_, (j32 + p) % n32) } else { ((i32_ + p) % n32, j32) }).chain([((i32_ + 1) % n32, 0)]).collect();
                         for pairs in [shared_x, shared_y, mixed] {
                             let mut out = Vec::new();
                             dot16(&q, &q, &pairs, &mut out);
