@@ -607,7 +607,9 @@ fn a_mutual_tls_cluster_equals_the_local_run_and_refuses_peers_without_a_certifi
     let wrong_s = s(&wrong);
     let plain_url = url.replacen("https://", "http://", 1);
     let client_refs: Vec<&str> = client.iter().map(String::as_str).collect();
-    let cases: [(&str, &str, &str, Vec<&str>, &[&str]); 4] = [
+    // (case, coordinator URL, token file, the client's TLS arguments, what the error must say)
+    type Case<'a> = (&'a str, &'a str, &'a str, Vec<&'a str>, &'a [&'a str]);
+    let cases: [Case; 4] = [
         ("plaintext", plain_url.as_str(), token.as_str(), vec![], &["broke the connection", "https://"]),
         ("foreign", url.as_str(), token.as_str(), foreign.to_vec(), &["broke the connection", "https://127.0.0.1", "--tls-cert"]),
         ("wrong-token", url.as_str(), wrong_s.as_str(), client_refs.clone(), &["token"]),
@@ -643,7 +645,7 @@ fn a_mutual_tls_cluster_equals_the_local_run_and_refuses_peers_without_a_certifi
     // A worker with a certificate of another CA cannot join: it says why and exits.
     let (w_cert, w_key) = (s(&other.join("worker-9.pem")), s(&other.join("worker-9.key")));
     let args = ["worker", "--coordinator", &url, "--token-file", &token, "--tls-ca", &ca, "--tls-cert", &w_cert, "--tls-key", &w_key];
-    let mut child = Command::new(BIN).args(&args).env("LIDSCOPE_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(BIN).args(args).env("LIDSCOPE_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let started = Instant::now();
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {

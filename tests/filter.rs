@@ -62,7 +62,7 @@ fn where_measures_and_samples_only_the_rows_it_keeps() {
     write_parquet(&all, &full);
     for (predicate, keep) in [
         ("position = 3", Box::new(|i: usize| i % 4 == 3) as Box<dyn Fn(usize) -> bool>),
-        ("split = 'validation' AND NOT special", Box::new(|i: usize| (i / 4) % 3 == 0 && i % 4 != 0)),
+        ("split = 'validation' AND NOT special", Box::new(|i: usize| (i / 4).is_multiple_of(3) && !i.is_multiple_of(4))),
     ] {
         let subset = d.path().join("subset.parquet");
         write_parquet(&subset, &kept(&full, &keep));

@@ -19,8 +19,13 @@ fn walkthrough() -> String {
     section[start..start + section[start..].find("```").unwrap()].to_string()
 }
 
+/// (layer, tokens, step) -> mean LID, from `summary.csv`.
+type MeanLids = BTreeMap<(String, String, u32), f64>;
+/// (layer, tokens, metric) -> spearman.
+type Correlations = BTreeMap<(String, String, String), f64>;
+
 /// (layer, tokens, step) -> mean LID, from `summary.csv`; and (layer, tokens, metric) -> spearman.
-fn summaries(report: &Path) -> (BTreeMap<(String, String, u32), f64>, BTreeMap<(String, String, String), f64>) {
+fn summaries(report: &Path) -> (MeanLids, Correlations) {
     let table = |p: &Path| -> Vec<BTreeMap<String, String>> {
         let text = std::fs::read_to_string(p).unwrap();
         let mut lines = text.lines();

@@ -93,6 +93,9 @@ fn seaweed() -> &'static Seaweed {
             log = s(&dir.path().join("weed.log")),
             pid = std::process::id()
         );
+        // The watchdog outlives this test process on purpose (it stops the server after it); init
+        // reaps it.
+        #[allow(clippy::zombie_processes)]
         Command::new("sh").arg("-c").arg(script).arg(weed_binary()).args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         let endpoint = format!("http://127.0.0.1:{s3}");
         let store = bucket_store(&endpoint);

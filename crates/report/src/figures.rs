@@ -221,13 +221,16 @@ pub(crate) fn choose_axis(results: &Results, requested: Option<&str>, scale: XSc
             XScale::Log => x.iter().all(|v| *v >= 0.0) && x.iter().any(|v| *v > 0.0),
             XScale::Auto => geometric(&x),
         };
-        let log_offset = log.then(|| if x.iter().any(|v| *v == 0.0) { x.iter().copied().filter(|v| *v > 0.0).fold(f64::INFINITY, f64::min) } else { 0.0 });
+        let log_offset = log.then(|| if x.contains(&0.0) { x.iter().copied().filter(|v| *v > 0.0).fold(f64::INFINITY, f64::min) } else { 0.0 });
         Axis { key, index, x, log_offset }
     }))
 }
 
+/// A partition key chosen as the x axis: its name, its index and the runs' values of it.
+type Key = (String, usize, Vec<f64>);
+
 /// The x key, its index and the runs' values of it (see [`choose_axis`]).
-fn choose_key(results: &Results, requested: Option<&str>) -> Result<std::result::Result<(String, usize, Vec<f64>), String>> {
+fn choose_key(results: &Results, requested: Option<&str>) -> Result<std::result::Result<Key, String>> {
     let numeric = |index: usize| -> Option<Vec<f64>> {
         results.runs.iter().map(|r| r.values[index].trim().parse::<f64>().ok().filter(|x| x.is_finite())).collect()
     };

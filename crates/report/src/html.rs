@@ -96,7 +96,7 @@ pub(crate) fn page(p: &Page<'_>) -> String {
         if !unmatched.is_empty() {
             let shown: Vec<&str> = unmatched.iter().take(12).map(String::as_str).collect();
             let more = if unmatched.len() > shown.len() { format!(" and {} more", unmatched.len() - shown.len()) } else { String::new() };
-            let _ = write!(h, "<p class=\"note\">{} rows of the metrics file are no run's checkpoint: {}{more}.</p>\n", unmatched.len(), esc(&shown.join("; ")));
+            let _ = writeln!(h, "<p class=\"note\">{} rows of the metrics file are no run's checkpoint: {}{more}.</p>", unmatched.len(), esc(&shown.join("; ")));
         }
     }
     if let Some((c, t)) = p.compare {
