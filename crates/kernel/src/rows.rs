@@ -183,14 +183,9 @@ unsafe fn sq_dist_f64_avx512(a: &[f32], b: &[f32]) -> f64 {
 /// guess (the candidates of an exact re-rank), issued a few rows ahead.
 #[inline(always)]
 pub(crate) fn prefetch(row: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // One address per 64-byte line, and the last value (the row need not start on a line).
-        for p in row.iter().step_by(16).chain(row.last()) {
-            // SAFETY: a prefetch is a hint that cannot fault; the address is inside `row`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>((p as *const f32).cast::<i8>()) };
-        }
+    // One address per 64-byte line, and the last value (the row need not start on a line).
+    for p in row.iter().step_by(16).chain(row.last()) {
+        prefetch_line(p);
     }
 }
 

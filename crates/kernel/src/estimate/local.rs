@@ -234,12 +234,10 @@ fn from_lists(index: &KnnIndex, lists: &Neighbours, members: &[u32], s: &mut Scr
     if s.member.len() != index.len() {
         s.member = vec![false; index.len()];
     }
-    for m in members {
-        s.member[*m as usize] = true;
-    }
     // The members' lists lie scattered over the reference's: their heads are asked for all at
     // once, so the reads below overlap instead of waiting one after another.
     for m in members {
+        s.member[*m as usize] = true;
         crate::rows::prefetch_line(&lists.indices_of(*m as usize)[0]);
         crate::rows::prefetch_line(&lists.distances_of(*m as usize)[0]);
     }

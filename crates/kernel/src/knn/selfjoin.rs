@@ -228,7 +228,8 @@ struct QuantizedScratch {
     /// One panel's passing pairs by column: (row, column, product, sides: 1 the row's, 2 the
     /// column's).
     by_column: Vec<Vec<(u32, u32, i32, u8)>>,
-    /// The same pairs column after column, with their products, and their distances and bounds.
+    /// The same pairs column after column: which sides take each, the pairs, their products,
+    /// and their distances and bounds.
     sides: Vec<u8>,
     hits: Vec<(u32, u32)>,
     dots: Vec<i32>,
