@@ -328,6 +328,22 @@ fn embed_cli_writes_a_corpus_that_run_reads() {
     assert_eq!(r, seq.len());
     let topic = string_column(&b, "topic");
     assert_eq!(topic[0], "t0");
+    // The hidden states are written plain (what later runs read fastest), the rest with zstd.
+    {
+        use parquet::basic::Compression;
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let part = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "parquet")).unwrap();
+        let meta = SerializedFileReader::new(std::fs::File::open(&part).unwrap()).unwrap().metadata().clone();
+        for c in meta.row_group(0).columns() {
+            let name = c.column_path().string();
+            if name.starts_with("hidden_L") {
+                assert_eq!(c.compression(), Compression::UNCOMPRESSED, "{name}");
+                assert!(c.dictionary_page_offset().is_none(), "{name}: no dictionary");
+            } else {
+                assert!(matches!(c.compression(), Compression::ZSTD(_)), "{name}: {:?}", c.compression());
+            }
+        }
+    }
     // Existing output is kept without --overwrite.
     let err = lidscope_err(&["embed", "--model", &s(&model), "--texts", &s(&tx), "--text-column", "text", "--out", &s(&out)]);
     assert!(err.contains("--overwrite"), "{err}");

@@ -55,4 +55,4 @@ pub use reader::{inspect, open_parquet, slice_corpus, ParquetInput, CorpusBatch,
 pub use reference::{read_reference, vectors_sha256, write_reference, Reference};
 pub use sample::{count_corpus_identities, merge_pools, pool_candidates, sample_from_pool, sample_identities, sample_reference, PoolCandidate, SampleConfig, SampleStats};
 pub use table_schema::{check_new_run, result_field, result_schema, result_type, table_parts, table_schema, to_result_column, unify_types, TablePart};
-pub use writer::{write_atomic, AtomicParquetWriter};
+pub use writer::{plain_float_lists, write_atomic, AtomicParquetWriter};

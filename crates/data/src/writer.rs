@@ -15,7 +15,7 @@ use arrow::datatypes::{Schema, SchemaRef};
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, Type as PhysicalType, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 
 use crate::error::{DataError, Result};
 
@@ -42,22 +42,27 @@ fn sync_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writer properties for `schema`: zstd, except the values of float lists (embeddings, the
-/// reference's vectors), which are written plain, without compression or dictionary. A model's
-/// float32 vectors shrink by about 6% under zstd (MiniLM hidden states: 88 to 83 MB) and no
-/// dictionary holds them, while compressing them cost a run a third to half a second of a core
-/// (docs/performance.md).
+/// Writer properties for `schema`: zstd, except the values of float lists ([`plain_float_lists`]).
 fn properties(schema: &Schema, metadata: Option<Vec<KeyValue>>) -> WriterProperties {
-    let mut b = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).set_key_value_metadata(metadata);
-    // A schema that does not convert gets the writer's own error when it is opened.
+    let b = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).set_key_value_metadata(metadata);
+    plain_float_lists(b, schema).build()
+}
+
+/// Sets the values of `schema`'s float lists (embeddings, hidden states, a reference's vectors)
+/// to be written plain, without compression or dictionary, whatever `builder` sets for the other
+/// columns. A model's float32 vectors shrink by about 3 to 6% under zstd (MiniLM hidden states:
+/// 88 to 83 MB) and no dictionary holds them, while compressing them cost a run a third to half a
+/// second of a core and reading them back a fifth to a third of its sampling (docs/performance.md). A
+/// schema that does not convert is left to the writer, which reports it when opened.
+pub fn plain_float_lists(mut builder: WriterPropertiesBuilder, schema: &Schema) -> WriterPropertiesBuilder {
     if let Ok(parquet) = ArrowSchemaConverter::new().convert(schema) {
         for c in parquet.columns() {
             if c.max_rep_level() > 0 && matches!(c.physical_type(), PhysicalType::FLOAT | PhysicalType::DOUBLE) {
-                b = b.set_column_compression(c.path().clone(), Compression::UNCOMPRESSED).set_column_dictionary_enabled(c.path().clone(), false);
+                builder = builder.set_column_compression(c.path().clone(), Compression::UNCOMPRESSED).set_column_dictionary_enabled(c.path().clone(), false);
             }
         }
     }
-    b.build()
+    builder
 }
 
 /// Writes record batches to a Parquet file that appears under its final name only on

@@ -295,11 +295,12 @@ pub fn embed_corpus(embedder: &Embedder, opts: &EmbedOptions, progress: &dyn Fn(
     // Row groups of about 32 MB of vectors; parts of 16 row groups.
     let group_rows = ((8usize << 20) / (dim * layers.len()).max(1)).clamp(256, 65536);
     let part_rows = group_rows * 16;
+    // zstd for the ids and tokens; the hidden states plain, which later runs read fastest.
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
         .set_max_row_group_row_count(Some(group_rows))
-        .set_key_value_metadata(Some(kv))
-        .build();
+        .set_key_value_metadata(Some(kv));
+    let props = lidscope_data::plain_float_lists(props, &schema).build();
 
     let total: u64 = inputs.iter().map(|i| i.rows).sum();
     progress(EmbedProgress::Start(total));
