@@ -17,11 +17,9 @@ Usage: python tools/bench/pair_pruning.py ROWS.f32 [--dim 384] [--k 128] [--quer
 (ROWS.f32: the rows as little-endian float32, row-major, as for threshold_order.py.)
 """
 
-import argparse
-
 import numpy as np
 
-from threshold_order import distances, kmeans
+from threshold_order import distances, kmeans, replay_arguments, sampled
 
 
 def residual_share(Y, cuts):
@@ -37,21 +35,10 @@ def residual_share(Y, cuts):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("rows")
-    ap.add_argument("--dim", type=int, default=384)
-    ap.add_argument("--k", type=int, default=128)
-    ap.add_argument("--queries", type=int, default=300)
-    a = ap.parse_args()
+    a = replay_arguments().parse_args()
     k = a.k
-    X = np.fromfile(a.rows, dtype=np.float32).reshape(-1, a.dim).astype(np.float64)
-    X -= X.mean(0)
+    X, rng, qs, exact, kth, lower = sampled(a)
     n = len(X)
-    rng = np.random.default_rng(1)
-    qs = rng.choice(n, a.queries, replace=False)
-    exact = distances(X[qs], X)
-    exact[np.arange(len(qs)), qs] = np.inf
-    kth = np.partition(exact, k - 1, axis=1)[:, k - 1]
     print(f"median k-th distance {np.median(kth):.4f}, median pair distance {np.median(exact[np.isfinite(exact)]):.4f}")
 
     for clusters in (120, 480, 2000):
@@ -76,12 +63,6 @@ def main():
     for cuts in ([0, 64, a.dim], [0, 32, 128, a.dim], [0, 16, 64, 192, a.dim]):
         print(f"  per row and block {cuts}: principal components {residual_share(P, cuts):.3%}")
 
-    scale = np.abs(X).max(1, keepdims=True) / 127.0
-    scale[scale == 0] = 1.0
-    xq = np.clip(np.rint(X / scale), -127, 127) * scale
-    rho = np.linalg.norm(X - xq, axis=1)
-    lower = distances(xq[qs], xq) - (rho[qs][:, None] + rho[None, :])
-    lower[np.arange(len(qs)), qs] = np.inf
     F = (lower <= kth[:, None]).sum(1).mean() / k
     print(f"passes at the final threshold: F = {F:.2f} k; one scan's passes by the record model, k (1 + F ln(N / k)): {k * (1 + F * np.log(n / k)):.0f} per row")
 

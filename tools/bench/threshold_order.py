@@ -47,29 +47,43 @@ def kmeans(X, clusters, rng, iterations=8, sample=20000):
     return np.argmin((cent * cent).sum(1)[None, :] - 2.0 * X @ cent.T, axis=1), cent
 
 
-def main():
+def replay_arguments():
+    """The arguments of the replays here: the rows, their dimension, k and the rows sampled."""
     ap = argparse.ArgumentParser()
     ap.add_argument("rows")
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--k", type=int, default=128)
     ap.add_argument("--queries", type=int, default=300)
-    ap.add_argument("--clusters", default="120,480")
-    a = ap.parse_args()
-    k = a.k
+    return ap
+
+
+def sampled(a):
+    """The centred rows, the replay's random generator, the sampled rows, their exact distances
+    to every row (their own left out), their k-th distances, and the bytes' lower bounds on the
+    same distances (the int8 distance less both rows' residuals)."""
     X = np.fromfile(a.rows, dtype=np.float32).reshape(-1, a.dim).astype(np.float64)
     X -= X.mean(0)
-    n = len(X)
     rng = np.random.default_rng(1)
     scale = np.abs(X).max(1, keepdims=True) / 127.0
     scale[scale == 0] = 1.0
     xq = np.clip(np.rint(X / scale), -127, 127) * scale
     rho = np.linalg.norm(X - xq, axis=1)
-    qs = rng.choice(n, a.queries, replace=False)
+    qs = rng.choice(len(X), a.queries, replace=False)
     exact = distances(X[qs], X)
     exact[np.arange(len(qs)), qs] = np.inf
     lower = distances(xq[qs], xq) - (rho[qs][:, None] + rho[None, :])
     lower[np.arange(len(qs)), qs] = np.inf
-    kth = np.partition(exact, k - 1, axis=1)[:, k - 1]
+    kth = np.partition(exact, a.k - 1, axis=1)[:, a.k - 1]
+    return X, rng, qs, exact, kth, lower
+
+
+def main():
+    ap = replay_arguments()
+    ap.add_argument("--clusters", default="120,480")
+    a = ap.parse_args()
+    k = a.k
+    X, rng, qs, exact, kth, lower = sampled(a)
+    n = len(X)
     for f in (1.0, 1.01, 1.03):
         print(f"passes per row at {f:.2f} x the final threshold: {(lower <= (f * kth)[:, None]).sum(1).mean():.0f}")
 
