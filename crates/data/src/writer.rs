@@ -51,9 +51,10 @@ fn properties(schema: &Schema, metadata: Option<Vec<KeyValue>>) -> WriterPropert
 /// Sets the values of `schema`'s float lists (embeddings, hidden states, a reference's vectors)
 /// to be written plain, without compression or dictionary, whatever `builder` sets for the other
 /// columns. A model's float32 vectors shrink by about 3 to 6% under zstd (MiniLM hidden states:
-/// 88 to 83 MB) and no dictionary holds them, while compressing them cost a run a third to half a
-/// second of a core and reading them back a fifth to a third of its sampling (docs/performance.md). A
-/// schema that does not convert is left to the writer, which reports it when opened.
+/// 88 to 83 MB) and no dictionary holds them, while compressing them cost a run a third to half
+/// a second of a core, and reading them back a fifth to a third of its sampling
+/// (docs/performance.md). A schema that does not convert is left to the writer, which reports
+/// it when opened.
 pub fn plain_float_lists(mut builder: WriterPropertiesBuilder, schema: &Schema) -> WriterPropertiesBuilder {
     if let Ok(parquet) = ArrowSchemaConverter::new().convert(schema) {
         for c in parquet.columns() {
